@@ -1,0 +1,104 @@
+"""The one contract every env family implements (see docs/env.md).
+
+A family subclass sets the sizes, then implements `_reset` and `_step` over per-agent arrays
+without the agent ids; this base class adds the one-hot agent ids, the time limit, the team
+reward and uniform sampling over available actions, so all families behave the same.
+"""
+
+import importlib
+
+import numpy as np
+
+
+class EnvError(ValueError):
+    """A user mistake (unknown name, missing package). Its message is one line meant for the user."""
+
+
+def require(module: str, install: str):
+    """Import an optional family library, or fail with one line that says how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise  # the library is installed but broken: show the real trace
+        raise EnvError(f"{module} is not installed: {install}") from None
+
+
+class MultiAgentEnv:
+    """Cooperative multi-agent env with one team reward.
+
+    Attributes: n_agents, n_actions (max over agents; smaller per-agent spaces are masked),
+    obs_size (with the one-hot agent id when agent_ids), state_size, episode_limit (steps).
+    """
+
+    def __init__(self, n_agents, n_actions, raw_obs_size, state_size, episode_limit, agent_ids, seed):
+        if not episode_limit or episode_limit <= 0:
+            raise EnvError("this env has no episode limit of its own: pass time_limit (env steps)")
+        self.n_agents = int(n_agents)
+        self.n_actions = int(n_actions)
+        self.raw_obs_size = int(raw_obs_size)
+        self.obs_size = self.raw_obs_size + (self.n_agents if agent_ids else 0)
+        self.state_size = int(state_size)
+        self.episode_limit = int(episode_limit)
+        self.agent_ids = agent_ids
+        # One preallocated array: the agent-id block never changes, only the raw obs are copied in.
+        self._obs = np.zeros((self.n_agents, self.obs_size), dtype=np.float32)
+        if agent_ids:
+            self._obs[:, self.raw_obs_size :] = np.eye(self.n_agents, dtype=np.float32)
+        self._pending_seed = seed  # make_env's seed is used by the first reset() without a seed
+        self._rng = np.random.default_rng(seed)  # for sample_actions
+        self._avail = None
+        self.t = 0
+
+    # Families implement these two; obs are [n_agents, raw_obs_size] without ids.
+    def _reset(self, seed):
+        raise NotImplementedError
+
+    def _step(self, actions):
+        raise NotImplementedError
+
+    def _with_ids(self, raw_obs):
+        self._obs[:, : self.raw_obs_size] = raw_obs
+        return self._obs.copy()
+
+    def reset(self, seed=None):
+        """-> obs [N, obs_size] float32, state [state_size] float32, avail_actions [N, A] bool, info."""
+        if seed is None:
+            seed, self._pending_seed = self._pending_seed, None
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        raw_obs, state, avail, info = self._reset(seed)
+        self.t = 0
+        self._avail = avail
+        return self._with_ids(raw_obs), state, avail, info
+
+    def step(self, actions):
+        """-> obs, state, avail_actions, reward (team), terminated, truncated, info.
+
+        terminated: the task really ended (the TD target must not bootstrap).
+        truncated: the episode was cut by the time limit only (the TD target bootstraps).
+        info["rewards"]: the env's own rewards, [N] per agent (or [1] for a team-reward env).
+        """
+        raw_obs, state, avail, rewards, terminated, truncated, info = self._step(np.asarray(actions))
+        self.t += 1
+        terminated = bool(terminated)
+        truncated = not terminated and (bool(truncated) or self.t >= self.episode_limit)
+        info["rewards"] = rewards
+        self._avail = avail
+        return self._with_ids(raw_obs), state, avail, float(rewards.sum()), terminated, truncated, info
+
+    def sample_actions(self):
+        """Uniform random action per agent over its available actions -> int64 [N]."""
+        noise = np.where(self._avail, self._rng.random(self._avail.shape), -1.0)
+        return noise.argmax(axis=1)
+
+    def close(self):
+        pass
+
+
+def one_hot_mask(n_agents, n_actions, sizes):
+    """avail_actions for agents whose own action spaces are smaller than n_actions."""
+    avail = np.zeros((n_agents, n_actions), dtype=bool)
+    for i, n in enumerate(sizes):
+        avail[i, :n] = True
+    return avail

@@ -1,0 +1,69 @@
+"""Level-Based Foraging (lbforaging >= 2.0) behind the cleanmarl env contract."""
+
+import dataclasses
+
+import numpy as np
+
+from cleanmarl.env.base import EnvError, MultiAgentEnv, require
+
+
+class LBFEnv(MultiAgentEnv):
+    """State = the agents' observations concatenated (LBF has no global state of its own).
+
+    Observations are divided by their space's upper bounds (grid size - 1, max levels), so they
+    lie in [-1/7, 1] on 8x8 instead of [-1, 7]: raw coordinates fed to the mixer's hypernetworks
+    blow Q_tot up (losses ~1e3 and a Q_tot that grows without reward, measured in docs/env.md).
+    `scale_obs=False` gives LBF's raw observations.
+
+    LBF reports its own step limit as `terminated=True` (lbforaging 2.0): here an episode is
+    terminated only when all food is collected, and the step limit surfaces as truncation.
+    """
+
+    def __init__(self, env_name, agent_ids=True, seed=None, time_limit=None, scale_obs=True, **kwargs):
+        gym = require("gymnasium", "pip install gymnasium")
+        require("lbforaging", "pip install lbforaging")
+        if env_name not in gym.registry or "Foraging" not in env_name:
+            raise EnvError(
+                f"unknown LBF env {env_name!r}: use an lbforaging id such as "
+                "Foraging-8x8-2p-2f-coop-v3 (Foraging[-grid]-{size}x{size}-{p}p-{f}f[-coop][-2s]-v3)"
+            )
+        spec = gym.spec(env_name)
+        # LBF keeps its limit inside the env, so a longer time_limit must reach the env itself;
+        # gym.make(max_episode_steps=...) would only add an outer TimeLimit.
+        limit = time_limit or spec.kwargs["max_episode_steps"]
+        spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs, "max_episode_steps": limit})
+        # .unwrapped: the gymnasium checker/order wrappers only cost time on every step.
+        self._env = gym.make(spec).unwrapped
+        if self._env._grid_observation:
+            raise EnvError("grid-observation LBF envs are not supported: use the vector ids (no -grid)")
+        n_agents = len(self._env.players)
+        high = self._env.observation_space[0].high
+        scale = np.where(high > 0, 1.0 / np.maximum(high, 1e-8), 1.0) if scale_obs else np.ones_like(high)
+        self._obs_scale = scale.astype(np.float32)
+        raw_obs_size = self._env.observation_space[0].shape[0]
+        self._n_env_actions = self._env.action_space[0].n
+        super().__init__(n_agents, self._n_env_actions, raw_obs_size, n_agents * raw_obs_size, limit, agent_ids, seed)
+
+    def _avail_actions(self):
+        # LBF's own mask: an action that would leave the grid or walk into food/players is invalid
+        # (LBF silently turns it into NONE, which would make the stored action a lie).
+        avail = np.zeros((self.n_agents, self.n_actions), dtype=bool)
+        for i, player in enumerate(self._env.players):
+            for action in self._env._valid_actions[player]:
+                avail[i, action.value] = True
+        return avail
+
+    def _reset(self, seed):
+        obs, info = self._env.reset(seed=seed)
+        obs = np.stack(obs)
+        obs *= self._obs_scale
+        return obs, obs.reshape(-1), self._avail_actions(), info
+
+    def _step(self, actions):
+        obs, rewards, _, _, info = self._env.step(actions.tolist())
+        obs = np.stack(obs)
+        obs *= self._obs_scale
+        terminated = not self._env.field.any()  # all food collected: the only real end
+        truncated = self._env.current_step >= self._env._max_episode_steps
+        rewards = np.asarray(rewards, dtype=np.float32)
+        return obs, obs.reshape(-1), self._avail_actions(), rewards, terminated, truncated, info

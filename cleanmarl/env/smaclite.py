@@ -1,0 +1,122 @@
+"""SMAClite (uoe-agents/smaclite) behind the cleanmarl env contract, with the classic SMAC maps.
+
+SMAClite registers a dozen SMAC scenarios; the classic ones it lacks (3m, 8m, ...) are defined
+here as this project's own map data and built through `smaclite/custom-v0`. SMAClite has no
+time limit: SMAC's per-map episode limits are applied as truncation.
+"""
+
+import contextlib
+import importlib.util
+import io
+
+import numpy as np
+
+from cleanmarl.env.base import EnvError, MultiAgentEnv, require
+
+INSTALL = (
+    "pip install --no-deps git+https://github.com/uoe-agents/smaclite.git "
+    "(then pip install -e '.[smaclite]' for its dependencies)"
+)
+
+# SMAC's episode limits (smac/env/starcraft2/maps/smac_maps.py), in env steps.
+EPISODE_LIMITS = {
+    "3m": 60, "8m": 120, "25m": 150, "5m_vs_6m": 70, "8m_vs_9m": 120, "10m_vs_11m": 150,
+    "27m_vs_30m": 180, "MMM": 150, "MMM2": 180, "2s3z": 120, "3s5z": 150, "3s5z_vs_3s6z": 170,
+    "3s_vs_3z": 150, "3s_vs_4z": 200, "3s_vs_5z": 250, "1c3s5z": 180, "2m_vs_1z": 150,
+    "corridor": 400, "2s_vs_1sc": 300, "so_many_baneling": 100, "bane_vs_bane": 200,
+    "2c_vs_64zg": 400,
+}  # fmt: skip
+
+# Classic SMAC maps SMAClite does not register: (ally units, enemy units, shields, unit type ids).
+# Armies start at SMAClite's standard positions (9, 16) and (23, 16) on its SIMPLE terrain.
+CLASSIC_MAPS = {
+    "3m": ({"MARINE": 3}, {"MARINE": 3}, (False, False), None),
+    "8m": ({"MARINE": 8}, {"MARINE": 8}, (False, False), None),
+    "25m": ({"MARINE": 25}, {"MARINE": 25}, (False, False), None),
+    "5m_vs_6m": ({"MARINE": 5}, {"MARINE": 6}, (False, False), None),
+    "8m_vs_9m": ({"MARINE": 8}, {"MARINE": 9}, (False, False), None),
+    "2m_vs_1z": ({"MARINE": 2}, {"ZEALOT": 1}, (False, True), None),
+    "3s_vs_3z": ({"STALKER": 3}, {"ZEALOT": 3}, (True, True), None),
+    "3s_vs_4z": ({"STALKER": 3}, {"ZEALOT": 4}, (True, True), None),
+    "so_many_baneling": ({"ZEALOT": 7}, {"BANELING": 32}, (True, False), None),
+    "1c3s5z": (
+        {"COLOSSUS": 1, "STALKER": 3, "ZEALOT": 5},
+        {"COLOSSUS": 1, "STALKER": 3, "ZEALOT": 5},
+        (True, True),
+        {"COLOSSUS": 0, "STALKER": 1, "ZEALOT": 2},
+    ),
+}
+
+
+def _registered_maps(gym):
+    return {k[len("smaclite/") : -len("-v0")]: k for k in gym.registry if k.startswith("smaclite/") and k != "smaclite/custom-v0"}
+
+
+def classic_map_info(name):
+    """Build SMAClite's MapInfo for one of CLASSIC_MAPS."""
+    from smaclite.env.maps.map import Group, MapInfo
+    from smaclite.env.terrain.terrain import TerrainPreset
+    from smaclite.env.units.unit_type import StandardUnit
+    from smaclite.env.util.faction import Faction
+
+    allies, enemies, (ally_shields, enemy_shields), type_ids = CLASSIC_MAPS[name]
+
+    def group(x, faction, units):
+        return Group(x=x, y=16, faction=faction, units=[(StandardUnit[u], n) for u, n in units.items()])
+
+    return MapInfo(
+        name=name,
+        num_allied_units=sum(allies.values()),
+        num_enemy_units=sum(enemies.values()),
+        groups=[group(9, Faction.ALLY, allies), group(23, Faction.ENEMY, enemies)],
+        attack_point=(9, 16),
+        terrain=TerrainPreset.SIMPLE.value,
+        ally_has_shields=ally_shields,
+        enemy_has_shields=enemy_shields,
+        num_unit_types=len(type_ids) if type_ids else 0,
+        unit_type_ids={StandardUnit[u]: i for u, i in type_ids.items()} if type_ids else None,
+    )
+
+
+class SMACliteEnv(MultiAgentEnv):
+    """Team reward as SMAClite gives it (one shared, scaled reward); info carries battle_won."""
+
+    def __init__(self, env_name, agent_ids=True, seed=None, time_limit=None, use_cpp_rvo2=None, **kwargs):
+        gym = require("gymnasium", "pip install gymnasium")
+        require("smaclite", INSTALL)
+        registered = _registered_maps(gym)
+        if env_name in CLASSIC_MAPS:
+            map_info = classic_map_info(env_name)
+        elif env_name in registered:
+            map_info = gym.spec(registered[env_name]).kwargs["map_info"]
+        else:
+            names = sorted(set(CLASSIC_MAPS) | set(registered), key=str.lower)
+            raise EnvError(f"unknown SMAClite map {env_name!r}: choose one of {', '.join(names)}")
+        if use_cpp_rvo2 is None:  # the C++ RVO2 module is much faster; use it whenever it is there
+            use_cpp_rvo2 = importlib.util.find_spec("rvo2") is not None
+        elif use_cpp_rvo2 and importlib.util.find_spec("rvo2") is None:
+            raise EnvError("use_cpp_rvo2 needs the rvo2 module: see github.com/micadam/SMAClite-Python-RVO2")
+        self.use_cpp_rvo2 = use_cpp_rvo2
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints which RVO2 port it uses
+            env = gym.make("smaclite/custom-v0", map_info=map_info, seed=seed, use_cpp_rvo2=use_cpp_rvo2, **kwargs)
+        self._env = env.unwrapped
+        limit = time_limit or EPISODE_LIMITS.get(env_name)
+        e = self._env
+        super().__init__(e.n_agents, e.n_actions, e.obs_size, e.state_size, limit, agent_ids, seed)
+
+    def _observe(self, obs):
+        avail = np.array(self._env.get_avail_actions(), dtype=bool)
+        return np.asarray(obs, dtype=np.float32), self._env.get_state(), avail
+
+    def _reset(self, seed):
+        obs, info = self._env.reset(seed=seed)
+        return *self._observe(obs), info
+
+    def _step(self, actions):
+        # SMAClite asserts Python ints, and action 0 (no-op) for dead agents (its mask says so too).
+        obs, reward, terminated, _, info = self._env.step(actions.tolist())
+        rewards = np.array([reward], dtype=np.float32)
+        return *self._observe(obs), rewards, terminated, False, info
+
+    def close(self):
+        self._env.close()

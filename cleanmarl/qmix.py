@@ -1,0 +1,479 @@
+# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmixpy
+# QMIX (Rashid et al., ICML 2018; JMLR 2020) with feed-forward agents and a full-episode buffer.
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from cleanmarl.env import EnvError, make_env
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this experiment, part of the run name"""
+    seed: int = 1
+    """seed of envs, exploration, buffer sampling and network weights"""
+    total_timesteps: int = 1_000_000
+    """total env steps of training (env steps)"""
+    device: str = "cpu"
+    """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
+    torch_threads: int = 1
+    """CPU threads for torch (tiny nets: one thread beats more, measured in docs)"""
+    save_model: bool = False
+    """save the agent network and mixer to runs/{run_name}/qmix.cleanmarl_model"""
+    load_model: str = ""
+    """path of a saved model to start from (or to evaluate with --eval-only)"""
+    eval_only: bool = False
+    """only evaluate the model given by --load-model greedily, then exit"""
+    # Logging
+    log_every: int = 10
+    """log rollout and train metrics every log_every episodes (episodes)"""
+    use_wnb: bool = False
+    """also log to Weights & Biases (sync_tensorboard)"""
+    wnb_project: str = ""
+    """Weights & Biases project"""
+    wnb_entity: str = ""
+    """Weights & Biases entity"""
+    progress_bar: bool = True
+    """show a tqdm progress bar with step, recent return, eval return and SPS"""
+    # Environment
+    env_type: str = "smaclite"
+    """env family: smaclite, pz (PettingZoo), lbf (Level-Based Foraging) or gym (any tuple-space gymnasium id)"""
+    env_name: str = "3m"
+    """map (smaclite), env name (pz), gymnasium id (lbf, gym; "module:EnvId" imports module first)"""
+    env_family: str = "mpe"
+    """PettingZoo family, only with --env-type pz"""
+    agent_ids: bool = True
+    """append a one-hot agent id to each observation (agents share one network)"""
+    time_limit: int | None = None
+    """episode limit (env steps); default: the env's own (SMAC map limit, LBF 50, MPE 25)"""
+    # Algorithm
+    buffer_size: int = 5000
+    """replay buffer capacity (episodes)"""
+    batch_size: int = 10
+    """episodes per gradient step (episodes)"""
+    gamma: float = 0.99
+    """discount factor"""
+    train_freq: int = 1
+    """one gradient step every train_freq episodes (episodes)"""
+    optimizer: str = "Adam"
+    """Adam or RMSprop (PyMARL's: alpha=0.99, eps=1e-5)"""
+    learning_rate: float = 5e-4
+    """learning rate of the agent network and mixer"""
+    normalize_reward: bool = False
+    """divide rewards by the std of the batch's real (unpadded) rewards"""
+    clip_gradients: float = -1
+    """clip the gradient norm at this value; <= 0 disables clipping"""
+    double_q: bool = True
+    """online network picks the next action, target network evaluates it (van Hasselt et al., 2016)"""
+    # Exploration
+    start_e: float = 1.0
+    """epsilon at the start"""
+    end_e: float = 0.025
+    """epsilon at the end of the schedule"""
+    exploration_fraction: float = 0.05
+    """fraction of total_timesteps over which epsilon decays linearly"""
+    # Networks
+    hidden_dim: int = 64
+    """width of the agent network's hidden layers"""
+    num_layers: int = 1
+    """hidden layers of the agent network after its input layer"""
+    hyper_dim: int = 64
+    """width of the hypernetworks' hidden layer (when hypernet_layers=2)"""
+    hypernet_layers: int = 1
+    """layers of the weight hypernetworks: 1 as in the paper, 2 as in PyMARL/EPyMARL"""
+    mixer_embed_dim: int = 32
+    """width of the mixing network's hidden layer (paper: 32)"""
+    # Target network
+    target_network_update_freq: int = 1
+    """update the target networks every target_network_update_freq episodes (episodes)"""
+    polyak: float = 0.01
+    """target <- polyak * online + (1 - polyak) * target; 1.0 is a hard copy"""
+    # Evaluation
+    eval_steps: int = 50
+    """evaluate greedily every eval_steps episodes (episodes)"""
+    num_eval_ep: int = 5
+    """episodes per evaluation"""
+
+
+def check_args(args: Args) -> str | None:
+    """One line describing the first bad value or combination, or None."""
+    positive = ["total_timesteps", "buffer_size", "batch_size", "train_freq", "log_every", "eval_steps"]
+    positive += ["num_eval_ep", "hidden_dim", "hyper_dim", "mixer_embed_dim", "torch_threads"]
+    positive += ["target_network_update_freq"]
+    for name in positive:
+        if getattr(args, name) <= 0:
+            return f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}"
+    if args.batch_size > args.buffer_size:
+        return f"--batch-size ({args.batch_size}) must not exceed --buffer-size ({args.buffer_size})"
+    if args.hypernet_layers not in (1, 2):
+        return f"--hypernet-layers must be 1 or 2, got {args.hypernet_layers}"
+    if args.optimizer not in ("Adam", "RMSprop"):
+        return f"--optimizer must be Adam or RMSprop, got {args.optimizer!r}"
+    if not 0 < args.polyak <= 1:
+        return f"--polyak must be in (0, 1], got {args.polyak}"
+    if not 0 < args.exploration_fraction <= 1:
+        return f"--exploration-fraction must be in (0, 1], got {args.exploration_fraction}"
+    if not 0 <= args.gamma <= 1:
+        return f"--gamma must be in [0, 1], got {args.gamma}"
+    if args.eval_only and not args.load_model:
+        return "--eval-only needs --load-model PATH"
+    if args.load_model and not os.path.isfile(args.load_model):
+        return f"--load-model: no file {args.load_model!r}"
+    return None
+
+
+class QNetwork(nn.Module):
+    """Agent network shared by all agents: obs (+ one-hot id) -> one Q-value per action."""
+
+    def __init__(self, obs_size, n_actions, hidden_dim, num_layers):
+        super().__init__()
+        layers = [nn.Linear(obs_size, hidden_dim), nn.ReLU()]
+        for _ in range(num_layers):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+        layers.append(nn.Linear(hidden_dim, n_actions))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, obs):  # [..., N, obs_size] -> [..., N, A]
+        return self.net(obs)
+
+
+class QMixer(nn.Module):
+    """Q_tot = w2 . elu(w1 q + b1) + b2, with w1, w2 >= 0 produced by hypernetworks from the state.
+
+    abs() on the hypernetwork outputs keeps dQ_tot/dQ_i >= 0, so each agent's argmax is the
+    joint argmax (QMIX, Sec. 4). Biases are unconstrained; b2 is a 2-layer ReLU net (V(s)).
+    """
+
+    def __init__(self, n_agents, state_size, embed_dim, hyper_dim, hypernet_layers):
+        super().__init__()
+        self.n_agents, self.embed_dim = n_agents, embed_dim
+
+        def hypernet(out_size):
+            if hypernet_layers == 1:
+                return nn.Linear(state_size, out_size)
+            return nn.Sequential(nn.Linear(state_size, hyper_dim), nn.ReLU(), nn.Linear(hyper_dim, out_size))
+
+        self.hyper_w1 = hypernet(n_agents * embed_dim)
+        self.hyper_b1 = nn.Linear(state_size, embed_dim)
+        self.hyper_w2 = hypernet(embed_dim)
+        self.hyper_b2 = nn.Sequential(nn.Linear(state_size, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+
+    def forward(self, q_agents, state):  # q_agents [..., N], state [..., S] -> q_tot [...]
+        w1 = self.hyper_w1(state).abs().view(*state.shape[:-1], self.n_agents, self.embed_dim)
+        b1 = self.hyper_b1(state)
+        hidden = F.elu(torch.matmul(q_agents.unsqueeze(-2), w1).squeeze(-2) + b1)  # [..., E]
+        w2 = self.hyper_w2(state).abs()
+        return (hidden * w2).sum(-1) + self.hyper_b2(state).squeeze(-1)
+
+
+class EpisodeBuffer:
+    """Whole episodes in preallocated arrays [buffer_size, episode_limit, ...], padded and masked.
+
+    Padded steps keep every next action available, so the masked max in the TD target stays finite.
+    """
+
+    def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed):
+        e, t, n = buffer_size, episode_limit, n_agents
+        self.fields = {
+            "obs": np.zeros((e, t, n, obs_size), dtype=np.float32),
+            "next_obs": np.zeros((e, t, n, obs_size), dtype=np.float32),
+            "state": np.zeros((e, t, state_size), dtype=np.float32),
+            "next_state": np.zeros((e, t, state_size), dtype=np.float32),
+            "actions": np.zeros((e, t, n), dtype=np.int64),
+            "reward": np.zeros((e, t), dtype=np.float32),
+            "terminated": np.zeros((e, t), dtype=np.float32),
+            "next_avail_actions": np.ones((e, t, n, n_actions), dtype=bool),
+            "mask": np.zeros((e, t), dtype=bool),
+        }
+        self.lengths = np.zeros(e, dtype=np.int64)
+        self.buffer_size, self.pos, self.size = buffer_size, 0, 0
+        self.rng = np.random.default_rng(seed)
+
+    def add(self, episode, length):
+        """Copy the first `length` steps of `episode` (arrays [episode_limit, ...]) into the next slot."""
+        i = self.pos
+        for key, array in self.fields.items():
+            if key == "mask":
+                continue
+            array[i, :length] = episode[key][:length]
+            array[i, length:] = key == "next_avail_actions"  # padding: zeros, all actions available
+        self.fields["mask"][i] = np.arange(array.shape[1]) < length
+        self.lengths[i] = length
+        self.pos = (self.pos + 1) % self.buffer_size
+        self.size = min(self.size + 1, self.buffer_size)
+
+    def sample(self, batch_size, device):
+        """Uniform distinct episodes, cut to the longest one in the batch -> dict of [B, T, ...] tensors."""
+        idx = self.rng.choice(self.size, size=batch_size, replace=False)
+        t_max = int(self.lengths[idx].max())
+        return {k: torch.from_numpy(v[idx, :t_max]).to(device) for k, v in self.fields.items()}
+
+
+def numpy_weights(q_network):
+    """The agent network's Linear layers as numpy (W^T, b) for acting.
+
+    On CPU these are views of the live parameters, which the optimizer updates in place; on other
+    devices they are copies, refreshed every episode.
+    """
+    layers = [m for m in q_network.net if isinstance(m, nn.Linear)]
+    return [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy()) for m in layers]
+
+
+def q_values_numpy(weights, obs):
+    """QNetwork.forward in numpy: [N, obs_size] -> [N, A].
+
+    Acting is one tiny forward per env step, where torch's per-op dispatch costs ~5x numpy's
+    (measured in docs/qmix.md); batched training stays in torch.
+    """
+    x = obs
+    for w, b in weights[:-1]:
+        x = np.maximum(x @ w + b, 0.0)
+    w, b = weights[-1]
+    return x @ w + b
+
+
+def linear_schedule(start_e, end_e, duration, t):
+    """Epsilon at step t: linear from start_e to end_e over `duration` steps, then constant."""
+    return max(end_e, start_e + (end_e - start_e) * t / duration)
+
+
+def select_actions(q_values, avail_actions, epsilon, rng):
+    """Per-agent epsilon-greedy over available actions. q_values [N, A] float, avail_actions [N, A] bool."""
+    greedy = np.where(avail_actions, q_values, -np.inf).argmax(-1)
+    if epsilon <= 0:
+        return greedy
+    random_actions = np.where(avail_actions, rng.random(avail_actions.shape), -1.0).argmax(-1)
+    return np.where(rng.random(len(greedy)) < epsilon, random_actions, greedy)
+
+
+def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None):
+    """r + gamma * (1 - terminated) * Q_tot^-(s', u'), u' = per-agent argmax over available next actions.
+
+    target_next_q / online_next_q: [B, T, N, A] from the target / online network on next_obs.
+    With online_next_q (double Q) the online network picks u' and the target network evaluates it.
+    Truncated steps have terminated = 0, so they bootstrap (pymarl#11 / Pardo et al., 2018).
+    """
+    next_avail = batch["next_avail_actions"]
+    chooser = target_next_q if online_next_q is None else online_next_q
+    next_actions = chooser.masked_fill(~next_avail, -torch.inf).argmax(-1, keepdim=True)
+    next_q = target_next_q.gather(-1, next_actions).squeeze(-1)  # [B, T, N]
+    target_q_tot = target_mixer(next_q, batch["next_state"])
+    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot
+
+
+def masked_td_loss(q_tot, td_target, mask):
+    """Mean squared TD error over real (unpadded) steps only."""
+    mask = mask.to(q_tot.dtype)
+    return ((q_tot - td_target) ** 2 * mask).sum() / mask.sum()
+
+
+@torch.no_grad()
+def soft_update(target_params, online_params, polyak):
+    """target <- target + polyak * (online - target), all tensors in one fused op."""
+    torch._foreach_lerp_(target_params, online_params, polyak)
+
+
+def run_episode(env, q_network, epsilon, rng, episode=None):
+    """Play one episode; fill `episode` (buffer arrays [T, ...]) when given. -> return, length, info."""
+    weights = numpy_weights(q_network)
+    obs, state, avail_actions, info = env.reset()
+    ep_return, t, terminated, truncated = 0.0, 0, False, False
+    while not (terminated or truncated):
+        q_values = q_values_numpy(weights, obs)
+        actions = select_actions(q_values, avail_actions, epsilon, rng)
+        next_obs, next_state, avail_actions, reward, terminated, truncated, info = env.step(actions)
+        if episode is not None:
+            episode["obs"][t], episode["state"][t], episode["actions"][t] = obs, state, actions
+            episode["next_obs"][t], episode["next_state"][t] = next_obs, next_state
+            episode["reward"][t], episode["terminated"][t] = reward, terminated
+            episode["next_avail_actions"][t] = avail_actions
+        obs, state, ep_return, t = next_obs, next_state, ep_return + reward, t + 1
+    return ep_return, t, info
+
+
+def evaluate(env, q_network, num_episodes):
+    """Greedy episodes -> (returns, lengths, battle_won or None)."""
+    results = [run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)]
+    returns, lengths = [r for r, _, _ in results], [t for _, t, _ in results]
+    won = [info["battle_won"] for _, _, info in results] if "battle_won" in results[0][2] else None
+    return returns, lengths, won
+
+
+if __name__ == "__main__":
+    # SETUP
+    args = tyro.cli(Args)
+    error = check_args(args)
+    if error:
+        sys.exit(f"qmix.py: error: {error}")
+    run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(args.device)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        sys.exit(f"qmix.py: error: --device {args.device!r} is not usable here: {str(e).splitlines()[0]}")
+    torch.set_num_threads(args.torch_threads)
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = True
+    rng = np.random.default_rng(args.seed)  # exploration
+
+    try:
+        env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
+        env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
+        eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
+    except EnvError as e:
+        sys.exit(f"qmix.py: error: {e}")
+
+    q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
+    mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
+    if args.load_model:
+        checkpoint = torch.load(args.load_model, map_location=device, weights_only=True)
+        q_network.load_state_dict(checkpoint["q_network"])
+        mixer.load_state_dict(checkpoint["mixer"])
+
+    if args.eval_only:
+        returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
+        summary = f"eval over {args.num_eval_ep} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
+        summary += f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else "")
+        print(summary)
+        sys.exit(0)
+
+    if args.use_wnb:
+        import wandb
+
+        wandb.init(
+            project=args.wnb_project or None,
+            entity=args.wnb_entity or None,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items()))
+
+    target_q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
+    target_mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
+    target_mixer = target_mixer.to(device)
+    target_q_network.load_state_dict(q_network.state_dict())
+    target_mixer.load_state_dict(mixer.state_dict())
+    params = list(q_network.parameters()) + list(mixer.parameters())
+    target_params = list(target_q_network.parameters()) + list(target_mixer.parameters())
+    if args.optimizer == "Adam":
+        optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)  # one kernel for all params
+    else:
+        optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
+
+    rb = EpisodeBuffer(
+        args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, args.seed
+    )
+    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
+    exploration_steps = args.exploration_fraction * args.total_timesteps
+
+    global_step, num_episodes, num_updates = 0, 0, 0
+    ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
+    eval_return = float("nan")
+    start_time = time.time()
+    pbar = tqdm(total=args.total_timesteps, disable=not args.progress_bar, unit="step", smoothing=0.05)
+    while global_step < args.total_timesteps:
+        # ROLLOUT: epsilon is held for the episode, at its value at the episode's first step.
+        epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
+        ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
+        rb.add(episode, ep_length)
+        global_step += ep_length
+        num_episodes += 1
+        pbar.update(ep_length)
+        ep_returns.append(ep_return)
+        ep_lengths.append(ep_length)
+        if "battle_won" in info:
+            ep_won.append(info["battle_won"])
+
+        # TRAIN
+        if rb.size >= args.batch_size and num_episodes % args.train_freq == 0:
+            batch = rb.sample(args.batch_size, device)  # [B, T, ...]
+            mask = batch["mask"]
+            if args.normalize_reward:
+                # Only real steps count, and only scaling: a shift would change the optimal policy
+                # whenever episodes can end early.
+                batch["reward"] = batch["reward"] / (batch["reward"][mask].std() + 1e-8)
+            q_values = q_network(batch["obs"])  # [B, T, N, A]
+            q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
+            q_tot = mixer(q_taken, batch["state"])  # [B, T]
+            with torch.no_grad():
+                target_next_q = target_q_network(batch["next_obs"])
+                online_next_q = q_network(batch["next_obs"]) if args.double_q else None
+                td_target = compute_td_target(batch, target_next_q, target_mixer, args.gamma, online_next_q)
+            loss = masked_td_loss(q_tot, td_target, mask)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # Returns the norm before clipping; an infinite max_norm only measures it.
+            grads = nn.utils.clip_grad_norm_(params, args.clip_gradients if args.clip_gradients > 0 else torch.inf)
+            optimizer.step()
+            num_updates += 1
+            with torch.no_grad():
+                n_real = mask.sum()
+                q_taken_mean = (q_taken * mask.unsqueeze(-1)).sum() / (n_real * env.n_agents)
+                target_mean = (td_target * mask).sum() / n_real
+                train_logs.append(torch.stack([loss.detach(), grads, q_taken_mean, target_mean]))
+
+        # TARGET
+        if num_episodes % args.target_network_update_freq == 0:
+            soft_update(target_params, params, args.polyak)
+
+        # LOG
+        if num_episodes % args.log_every == 0:
+            sps = int(global_step / (time.time() - start_time))
+            writer.add_scalar("rollout/ep_reward", np.mean(ep_returns), global_step)
+            writer.add_scalar("rollout/ep_length", np.mean(ep_lengths), global_step)
+            writer.add_scalar("rollout/epsilon", epsilon, global_step)
+            writer.add_scalar("rollout/num_episodes", num_episodes, global_step)
+            if ep_won:
+                writer.add_scalar("rollout/battle_won", np.mean(ep_won), global_step)
+            if train_logs:
+                loss_mean, grads_mean, q_mean, target_mean = torch.stack(train_logs).mean(0).tolist()
+                writer.add_scalar("train/loss", loss_mean, global_step)
+                writer.add_scalar("train/grads", grads_mean, global_step)
+                writer.add_scalar("train/q_taken_mean", q_mean, global_step)
+                writer.add_scalar("train/target_mean", target_mean, global_step)
+            writer.add_scalar("train/num_updates", num_updates, global_step)
+            writer.add_scalar("charts/SPS", sps, global_step)
+            pbar.set_postfix(ret=f"{np.mean(ep_returns):.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False)
+            ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
+
+        # EVAL
+        if num_episodes % args.eval_steps == 0 or global_step >= args.total_timesteps:
+            returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
+            eval_return = float(np.mean(returns))
+            writer.add_scalar("eval/ep_reward", eval_return, global_step)
+            writer.add_scalar("eval/std_ep_reward", np.std(returns), global_step)
+            writer.add_scalar("eval/ep_length", np.mean(lengths), global_step)
+            if won is not None:
+                writer.add_scalar("eval/battle_won", np.mean(won), global_step)
+
+    # SAVE
+    pbar.close()
+    if args.save_model:
+        model_path = f"runs/{run_name}/{args.exp_name}.cleanmarl_model"
+        torch.save({"q_network": q_network.state_dict(), "mixer": mixer.state_dict(), "args": vars(args)}, model_path)
+        print(f"model saved to {model_path}")
+    writer.close()
+    if args.use_wnb:
+        wandb.finish()
+    env.close()
+    eval_env.close()

@@ -1,0 +1,291 @@
+"""Pins the math of cleanmarl/qmix.py: mixer monotonicity and IGM, the TD target, the buffer, acting."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cleanmarl import qmix
+
+GAMMA = 0.9
+
+
+def sum_mixer(q_agents, state):
+    """A mixer whose output is easy to compute by hand: Q_tot = sum_i Q_i + state[..., 0]."""
+    return q_agents.sum(-1) + state[..., 0]
+
+
+def random_mixer(seed, n_agents, state_size, hypernet_layers, scale):
+    """A QMixer with random weights far from its init (scale), so monotonicity is not an init artefact."""
+    torch.manual_seed(seed)
+    mixer = qmix.QMixer(n_agents, state_size, embed_dim=8, hyper_dim=16, hypernet_layers=hypernet_layers)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.normal_(0.0, scale)
+    return mixer
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_agents=st.integers(1, 6),
+    hypernet_layers=st.sampled_from([1, 2]),
+    scale=st.floats(0.01, 10.0),
+    q_scale=st.floats(0.01, 100.0),
+)
+def test_mixer_is_monotonic(seed, n_agents, hypernet_layers, scale, q_scale):
+    state_size = 5
+    mixer = random_mixer(seed, n_agents, state_size, hypernet_layers, scale)
+    gen = torch.Generator().manual_seed(seed)
+    q_agents = (torch.randn(64, n_agents, generator=gen) * q_scale).requires_grad_()
+    state = torch.randn(64, state_size, generator=gen) * 5
+    q_tot = mixer(q_agents, state)
+    assert q_tot.shape == (64,)
+    (grad,) = torch.autograd.grad(q_tot.sum(), q_agents)
+    assert torch.isfinite(grad).all()
+    assert (grad >= 0).all(), "dQ_tot/dQ_i < 0: the mixer is not monotonic"
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_actions=st.integers(2, 4), hypernet_layers=st.sampled_from([1, 2]))
+def test_per_agent_argmax_is_joint_argmax(seed, n_actions, hypernet_layers):
+    """IGM: the greedy joint action from each agent's own argmax maximises Q_tot (brute force)."""
+    n_agents, state_size = 3, 4
+    mixer = random_mixer(seed, n_agents, state_size, hypernet_layers, scale=1.0)
+    gen = torch.Generator().manual_seed(seed)
+    q_values = torch.randn(n_agents, n_actions, generator=gen) * 3
+    state = torch.randn(state_size, generator=gen)
+    joint = torch.tensor(list(itertools.product(range(n_actions), repeat=n_agents)))  # [A^N, N]
+    q_joint = q_values[torch.arange(n_agents), joint]  # [A^N, N]
+    with torch.no_grad():
+        q_tot_all = mixer(q_joint, state.expand(len(joint), -1))
+        greedy = q_values.argmax(-1)
+        q_tot_greedy = mixer(q_values[torch.arange(n_agents), greedy], state)
+    best = q_tot_all.max()
+    assert q_tot_greedy >= best - 1e-5 * max(1.0, abs(best.item()))
+
+
+def test_mixer_is_not_just_a_sum():
+    """The state-conditioned mixer can represent what VDN cannot: Q_tot depends on the state."""
+    mixer = random_mixer(0, 2, 3, 1, 1.0)
+    q = torch.ones(2, 2)
+    s = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])
+    out = mixer(q, s)
+    assert not torch.allclose(out[0], out[1])
+
+
+def make_batch():
+    """B=1, T=4, N=2, A=3. Step 0: plain; 1: truncated (bootstraps); 2: terminated; 3: padding."""
+    t, n, a = 4, 2, 3
+    batch = {
+        "reward": torch.tensor([[1.0, 2.0, 3.0, 0.0]]),
+        "terminated": torch.tensor([[0.0, 0.0, 1.0, 0.0]]),
+        "next_state": torch.tensor([[[0.5], [-1.0], [2.0], [0.0]]]),
+        "next_avail_actions": torch.ones(1, t, n, a, dtype=torch.bool),
+        "mask": torch.tensor([[True, True, True, False]]),
+    }
+    # Step 0: the best next action of agent 0 (index 2) is unavailable.
+    batch["next_avail_actions"][0, 0, 0, 2] = False
+    target_next_q = torch.zeros(1, t, n, a)
+    target_next_q[0, 0] = torch.tensor([[1.0, 3.0, 10.0], [0.0, -2.0, 4.0]])
+    target_next_q[0, 1] = torch.tensor([[5.0, 1.0, 0.0], [2.0, 6.0, 1.0]])
+    target_next_q[0, 2] = torch.tensor([[9.0, 9.0, 9.0], [9.0, 9.0, 9.0]])
+    online_next_q = torch.zeros(1, t, n, a)
+    online_next_q[0, 0] = torch.tensor([[4.0, 0.0, 99.0], [3.0, 0.0, 0.0]])  # picks 0 (2 unavailable), 0
+    online_next_q[0, 1] = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # picks 2, 2
+    return batch, target_next_q, online_next_q
+
+
+def test_td_target_by_hand():
+    batch, target_next_q, _ = make_batch()
+    td_target = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA)
+    expected = torch.tensor(
+        [
+            1.0 + GAMMA * (3.0 + 4.0 + 0.5),  # max over available: agent 0 takes 3 (10 is unavailable)
+            2.0 + GAMMA * (5.0 + 6.0 - 1.0),  # truncated: bootstraps like any non-terminal step
+            3.0,  # terminated: no bootstrap, whatever the next values
+            0.0,  # padding: finite (masked out of the loss)
+        ]
+    )
+    torch.testing.assert_close(td_target[0], expected)
+
+
+def test_td_target_double_q_by_hand():
+    batch, target_next_q, online_next_q = make_batch()
+    td_target = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online_next_q)
+    expected = torch.tensor(
+        [
+            1.0 + GAMMA * (1.0 + 0.0 + 0.5),  # online picks (0, 0) among available; target evaluates
+            2.0 + GAMMA * (0.0 + 1.0 - 1.0),  # online picks (2, 2)
+            3.0,
+            0.0,
+        ]
+    )
+    torch.testing.assert_close(td_target[0], expected)
+
+
+def test_td_target_never_bootstraps_an_unavailable_action():
+    batch, target_next_q, online_next_q = make_batch()
+    batch["next_avail_actions"][:] = False
+    batch["next_avail_actions"][..., 0] = True  # only action 0 everywhere
+    for online in (None, online_next_q):
+        td_target = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online)
+        nonterminal = 1 - batch["terminated"]
+        q0 = target_next_q[..., 0].sum(-1) + batch["next_state"][..., 0]
+        torch.testing.assert_close(td_target, batch["reward"] + GAMMA * nonterminal * q0)
+
+
+def test_masked_loss_ignores_padding_and_stays_finite():
+    """Garbage in padded steps (huge values) changes neither the loss nor the gradients, and no NaN appears."""
+    torch.manual_seed(0)
+    q_network = qmix.QNetwork(obs_size=4, n_actions=3, hidden_dim=8, num_layers=1)
+    mixer = qmix.QMixer(2, 3, embed_dim=4, hyper_dim=8, hypernet_layers=2)
+    obs = torch.randn(2, 5, 2, 4)
+    state = torch.randn(2, 5, 3)
+    actions = torch.randint(0, 3, (2, 5, 2))
+    td_target = torch.randn(2, 5)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+
+    def loss_and_grads(obs, state, td_target):
+        q_taken = q_network(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        loss = qmix.masked_td_loss(mixer(q_taken, state), td_target, mask)
+        grads = torch.autograd.grad(loss, list(q_network.parameters()) + list(mixer.parameters()))
+        return loss, grads
+
+    loss, grads = loss_and_grads(obs, state, td_target)
+    obs2, state2, target2 = obs.clone(), state.clone(), td_target.clone()
+    obs2[1, 2:] = 1e4
+    state2[1, 2:] = -1e4
+    target2[1, 2:] = 1e6
+    loss2, grads2 = loss_and_grads(obs2, state2, target2)
+    assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(loss, loss2)
+    for g, g2 in zip(grads, grads2):
+        torch.testing.assert_close(g, g2)
+    # and the loss is the mean over the 7 real steps
+    q_taken = q_network(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    err = (mixer(q_taken, state) - td_target)[mask]
+    torch.testing.assert_close(loss, (err**2).mean())
+
+
+def fake_episode(rb, value, length):
+    """An episode whose every entry is `value` (so a slot can be identified), actions 0..."""
+    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
+    for k in ("obs", "next_obs", "state", "next_state", "reward"):
+        episode[k][:] = value
+    episode["actions"][:] = int(value) % 3
+    episode["terminated"][length - 1] = 1.0
+    episode["next_avail_actions"][:] = False
+    episode["next_avail_actions"][..., 0] = True
+    return episode
+
+
+def test_buffer_wraps_around_and_pads():
+    rb = qmix.EpisodeBuffer(3, episode_limit=6, n_agents=2, obs_size=4, state_size=5, n_actions=3, seed=0)
+    lengths = {1: 6, 2: 2, 3: 4, 4: 3, 5: 1}
+    for value, length in lengths.items():
+        rb.add(fake_episode(rb, value, length), length)
+    assert rb.size == 3 and rb.pos == 2
+    # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten)
+    for slot, value in zip(range(3), (4, 5, 3)):
+        length = lengths[value]
+        assert rb.lengths[slot] == length
+        assert rb.fields["mask"][slot].tolist() == [True] * length + [False] * (6 - length)
+        assert (rb.fields["obs"][slot, :length] == value).all()
+        # the padding left by a longer, older episode is cleared
+        assert (rb.fields["obs"][slot, length:] == 0).all() and (rb.fields["reward"][slot, length:] == 0).all()
+        assert rb.fields["next_avail_actions"][slot, length:].all()
+        assert rb.fields["terminated"][slot, length - 1] == 1.0 and rb.fields["terminated"][slot, length:].sum() == 0
+
+
+def test_buffer_samples_only_filled_episodes():
+    rb = qmix.EpisodeBuffer(50, episode_limit=5, n_agents=2, obs_size=3, state_size=2, n_actions=3, seed=0)
+    for value in range(1, 8):
+        rb.add(fake_episode(rb, value, 5), 5)
+    seen = set()
+    for _ in range(200):
+        batch = rb.sample(4, "cpu")
+        values = batch["obs"][:, 0, 0, 0].tolist()
+        assert len(set(values)) == 4, "episodes in one batch must be distinct"
+        seen.update(values)
+    assert seen == set(range(1, 8)), "every filled episode is sampled, no empty slot ever"
+
+
+def test_buffer_sample_is_cut_to_longest_episode_in_batch():
+    rb = qmix.EpisodeBuffer(2, episode_limit=10, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0)
+    rb.add(fake_episode(rb, 1, 3), 3)
+    rb.add(fake_episode(rb, 2, 4), 4)
+    batch = rb.sample(2, "cpu")
+    assert batch["obs"].shape == (2, 4, 1, 1) and batch["mask"].sum() == 7
+    assert batch["obs"].dtype == torch.float32 and batch["actions"].dtype == torch.int64
+    assert batch["next_avail_actions"].dtype == torch.bool and batch["mask"].dtype == torch.bool
+
+
+def test_linear_schedule():
+    assert qmix.linear_schedule(1.0, 0.05, 100, 0) == 1.0
+    assert qmix.linear_schedule(1.0, 0.05, 100, 50) == pytest.approx(0.525)
+    assert qmix.linear_schedule(1.0, 0.05, 100, 100) == pytest.approx(0.05)
+    assert qmix.linear_schedule(1.0, 0.05, 100, 10_000) == 0.05
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), epsilon=st.floats(0.0, 1.0))
+def test_select_actions_only_available(seed, epsilon):
+    rng = np.random.default_rng(seed)
+    avail = rng.random((4, 6)) < 0.4
+    avail[np.arange(4), rng.integers(0, 6, 4)] = True  # at least one per agent
+    q_values = rng.normal(size=(4, 6)) * 10
+    actions = qmix.select_actions(q_values, avail, epsilon, rng)
+    assert avail[np.arange(4), actions].all()
+    if epsilon == 0.0:
+        assert (actions == np.where(avail, q_values, -np.inf).argmax(-1)).all()
+
+
+def test_select_actions_explores_per_agent():
+    """With epsilon = 1 every available action of every agent is drawn, independently per agent."""
+    rng = np.random.default_rng(0)
+    avail = np.array([[True, True, False], [True, True, True]])
+    q_values = np.zeros((2, 3))
+    draws = np.array([qmix.select_actions(q_values, avail, 1.0, rng) for _ in range(600)])
+    assert set(draws[:, 0]) == {0, 1} and set(draws[:, 1]) == {0, 1, 2}
+    assert len({tuple(d) for d in draws}) == 6  # all joint combinations: agents draw independently
+
+
+def test_numpy_acting_matches_torch_and_tracks_updates():
+    torch.manual_seed(0)
+    q_network = qmix.QNetwork(obs_size=7, n_actions=5, hidden_dim=16, num_layers=2)
+    weights = qmix.numpy_weights(q_network)
+    obs = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
+    with torch.no_grad():
+        expected = q_network(torch.from_numpy(obs)).numpy()
+    np.testing.assert_allclose(qmix.q_values_numpy(weights, obs), expected, rtol=1e-5, atol=1e-5)
+    # An optimizer step changes the parameters in place: the numpy views must follow (CPU).
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=0.1, fused=True)
+    q_network(torch.from_numpy(obs)).pow(2).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        updated = q_network(torch.from_numpy(obs)).numpy()
+    assert not np.allclose(updated, expected)
+    np.testing.assert_allclose(qmix.q_values_numpy(weights, obs), updated, rtol=1e-5, atol=1e-5)
+
+
+def test_soft_update():
+    online = [torch.ones(3), torch.full((2, 2), 2.0)]
+    target = [torch.zeros(3), torch.zeros(2, 2)]
+    qmix.soft_update(target, online, 0.25)
+    torch.testing.assert_close(target[0], torch.full((3,), 0.25))
+    torch.testing.assert_close(target[1], torch.full((2, 2), 0.5))
+    qmix.soft_update(target, online, 1.0)  # hard copy
+    torch.testing.assert_close(target[1], online[1])
+
+
+def test_check_args_rejects_bad_combinations():
+    assert qmix.check_args(qmix.Args()) is None
+    assert "batch-size" in qmix.check_args(qmix.Args(batch_size=20, buffer_size=10))
+    assert "hypernet-layers" in qmix.check_args(qmix.Args(hypernet_layers=3))
+    assert "optimizer" in qmix.check_args(qmix.Args(optimizer="SGD"))
+    assert "load-model" in qmix.check_args(qmix.Args(eval_only=True))
+    assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
