@@ -163,7 +163,7 @@ def test_masked_loss_ignores_padding_and_stays_finite():
     loss2, grads2 = loss_and_grads(obs2, state2, target2)
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
     torch.testing.assert_close(loss, loss2)
-    for g, g2 in zip(grads, grads2):
+    for g, g2 in zip(grads, grads2, strict=True):
         torch.testing.assert_close(g, g2)
     # and the loss is the mean over the 7 real steps
     q_taken = q_network(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
@@ -190,7 +190,7 @@ def test_buffer_wraps_around_and_pads():
         rb.add(fake_episode(rb, value, length), length)
     assert rb.size == 3 and rb.pos == 2
     # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten)
-    for slot, value in zip(range(3), (4, 5, 3)):
+    for slot, value in zip(range(3), (4, 5, 3), strict=True):
         length = lengths[value]
         assert rb.lengths[slot] == length
         assert rb.fields["mask"][slot].tolist() == [True] * length + [False] * (6 - length)

@@ -24,7 +24,8 @@ class GymTupleEnv(MultiAgentEnv):
         except gym.error.Error as e:
             raise EnvError(f"unknown gymnasium env {env_name!r}: {e}") from None
         except ModuleNotFoundError as e:
-            raise EnvError(f"{env_name!r} needs the module {e.name!r}: pip install {e.name}") from None
+            module = e.name or env_name.split(":")[0]
+            raise EnvError(f"{env_name!r} needs the module {module!r}: pip install {module}") from None
         core = self._env.unwrapped
         act, obs = self._env.action_space, self._env.observation_space
         if not isinstance(act, gym.spaces.Tuple) or not all(isinstance(s, gym.spaces.Discrete) for s in act):
@@ -41,7 +42,9 @@ class GymTupleEnv(MultiAgentEnv):
         if not callable(self._get_state):
             self._get_state = None
         self._env_limit = getattr(core, "max_steps", None) or getattr(core, "_max_episode_steps", None)
-        limit = time_limit or (self._env.spec and self._env.spec.max_episode_steps) or self._env_limit
+        # An env's own limit shorter than time_limit still ends its episodes first.
+        limits = [time_limit or (self._env.spec and self._env.spec.max_episode_steps), self._env_limit]
+        limit = min((n for n in limits if n), default=None)
         raw_obs_size = max(self._obs_sizes)
         self._raw_obs = np.zeros((n_agents, raw_obs_size), dtype=np.float32)
         self._env.reset(seed=seed)
@@ -52,8 +55,9 @@ class GymTupleEnv(MultiAgentEnv):
         for i, o in enumerate(obs):
             self._raw_obs[i, : self._obs_sizes[i]] = np.ravel(o)
         raw_obs = self._raw_obs.copy()
-        state = np.asarray(self._get_state(), dtype=np.float32).ravel() if self._get_state else raw_obs.reshape(-1)
-        avail = np.asarray(self._get_avail(), dtype=bool) if self._get_avail else self._full_avail.copy()
+        # copies: an env may reuse the arrays it hands out
+        state = np.array(self._get_state(), dtype=np.float32).ravel() if self._get_state else raw_obs.reshape(-1)
+        avail = np.array(self._get_avail(), dtype=bool) if self._get_avail else self._full_avail.copy()
         return raw_obs, state, avail
 
     def _reset(self, seed):

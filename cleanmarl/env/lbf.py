@@ -25,7 +25,7 @@ class LBFEnv(MultiAgentEnv):
         if env_name not in gym.registry or "Foraging" not in env_name:
             raise EnvError(
                 f"unknown LBF env {env_name!r}: use an lbforaging id such as "
-                "Foraging-8x8-2p-2f-coop-v3 (Foraging[-grid]-{size}x{size}-{p}p-{f}f[-coop][-2s]-v3)"
+                "Foraging-8x8-2p-2f-coop-v3 (Foraging[-2s]-{size}x{size}-{p}p-{f}f[-coop]-v3)"
             )
         spec = gym.spec(env_name)
         # LBF keeps its limit inside the env, so a longer time_limit must reach the env itself;

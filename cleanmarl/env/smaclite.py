@@ -49,7 +49,11 @@ CLASSIC_MAPS = {
 
 
 def _registered_maps(gym):
-    return {k[len("smaclite/") : -len("-v0")]: k for k in gym.registry if k.startswith("smaclite/") and k != "smaclite/custom-v0"}
+    return {
+        k[len("smaclite/") : -len("-v0")]: k
+        for k in gym.registry
+        if k.startswith("smaclite/") and k != "smaclite/custom-v0"
+    }
 
 
 def classic_map_info(name):
@@ -110,6 +114,9 @@ class SMACliteEnv(MultiAgentEnv):
 
     def _reset(self, seed):
         obs, info = self._env.reset(seed=seed)
+        # SMAClite keeps the last joint action (part of the state) across resets: clear it, or
+        # every episode's first state would carry the previous episode's final actions.
+        self._env.last_actions = np.zeros_like(self._env.last_actions)
         return *self._observe(obs), info
 
     def _step(self, actions):

@@ -1,0 +1,484 @@
+"""Conformance suite for cleanmarl.env: every family must honour the contract in cleanmarl/env/base.py.
+
+A family whose package is missing is skipped with the install command. SMAClite runs ~50-70 steps/s,
+so its episodes here are few and short.
+"""
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cleanmarl.env import ENV_TYPES, EnvError, make_env
+from cleanmarl.env.base import require
+from cleanmarl.env.pz import MPE_ENVS, PZ_FAMILIES
+from tests import tuple_env
+
+LBF_NAME = "Foraging-8x8-2p-2f-coop-v3"
+LBF_LOAD = 5  # lbforaging's Action.LOAD; the only action that can collect food
+SMACLITE_INSTALL = (
+    "pip install --no-deps git+https://github.com/uoe-agents/smaclite.git, then pip install -e '.[smaclite]'"
+)
+
+
+# The package each family needs, and how to install it (a missing one skips the family).
+PACKAGES = {
+    "lbf": ("lbforaging", "pip install lbforaging"),
+    "mpe": ("mpe2", "pip install mpe2"),
+    "tuple": ("gymnasium", "pip install gymnasium"),
+    "rware": ("rware", "pip install rware (or pip install -e '.[rware]')"),
+    "smaclite": ("smaclite", SMACLITE_INSTALL),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    family: str  # a key of PACKAGES
+    env_type: str
+    env_name: str
+    n_agents: int
+    n_actions: int
+    raw_obs_size: int  # without the agent ids
+    state_size: int
+    episode_limit: int
+    short_limit: int  # a time_limit shorter than episode_limit
+
+
+CASES = [
+    Case("lbf", "lbf", "lbf", LBF_NAME, 2, 6, 12, 24, 50, 10),
+    Case("mpe-spread", "mpe", "pz", "simple_spread_v3", 3, 5, 18, 54, 25, 7),
+    Case("mpe-speaker-listener", "mpe", "pz", "simple_speaker_listener_v4", 2, 5, 11, 14, 25, 7),
+    Case("tuple", "tuple", "gym", tuple_env.ENV_ID, 3, 4, 4, 4, 20, 5),
+    Case("tuple-masked", "tuple", "gym", tuple_env.MASKED_ENV_ID, 3, 4, 4, 4, 20, 5),
+    Case("rware", "rware", "gym", "rware:rware-tiny-2ag-v2", 2, 5, 71, 142, 500, 12),
+    Case("smaclite-3m", "smaclite", "smaclite", "3m", 3, 9, 30, 48, 60, 5),
+    Case("smaclite-2s3z", "smaclite", "smaclite", "2s3z", 5, 11, 80, 120, 120, 5),
+]
+CHEAP = ("lbf", "mpe", "tuple")  # families cheap enough for hypothesis to play whole episodes
+
+
+@pytest.fixture(params=CASES, ids=lambda c: c.id, scope="module")
+def case(request):
+    package, install = PACKAGES[request.param.family]
+    pytest.importorskip(package, reason=f"{request.param.id} needs the {package} package: {install}")
+    return request.param
+
+
+def make(case, **overrides):
+    return make_env(case.env_type, case.env_name, **{"seed": 0, **overrides})
+
+
+# ---------------------------------------------------------------- policies: (env, obs, avail) -> actions [N]
+
+
+def random_policy(env, obs, avail):
+    return env.sample_actions()
+
+
+def idle_policy(case):
+    """Actions that can never end the task, so only the time limit ends the episode (None: no such policy)."""
+    if case.family == "lbf":
+        rng = np.random.default_rng(0)
+
+        def no_load(env, obs, avail):  # uniform over available moves, never LOAD: food stays on the field
+            avail = avail.copy()
+            avail[:, LBF_LOAD] = False
+            return np.array([rng.choice(np.flatnonzero(a)) for a in avail])
+
+        return no_load
+    if case.family == "tuple":
+        return stay_policy
+    if case.family in ("mpe", "rware"):
+        return random_policy  # neither ends an episode before its time limit
+    return None
+
+
+def stay_policy(env, obs, avail):
+    return np.full(env.n_agents, tuple_env.STAY)
+
+
+def greedy_tuple_policy(env, obs, avail):
+    """Walk every agent straight to the goal, read from its own observation (position, goal)."""
+    pos, goal = obs[:, 0], obs[:, 1]
+    return np.where(pos < goal, tuple_env.RIGHT, np.where(pos > goal, tuple_env.LEFT, tuple_env.STAY))
+
+
+# ---------------------------------------------------------------- contract checks
+
+
+def check_arrays(env, obs, state, avail):
+    n, a = env.n_agents, env.n_actions
+    assert isinstance(obs, np.ndarray) and obs.dtype == np.float32 and obs.shape == (n, env.obs_size)
+    assert isinstance(state, np.ndarray) and state.dtype == np.float32 and state.shape == (env.state_size,)
+    assert isinstance(avail, np.ndarray) and avail.dtype == np.bool_ and avail.shape == (n, a)
+    assert np.isfinite(obs).all() and np.isfinite(state).all()
+    assert avail.any(axis=1).all(), f"an agent has no available action: {avail}"
+    if env.agent_ids:
+        np.testing.assert_array_equal(obs[:, env.obs_size - n :], np.eye(n, dtype=np.float32))
+
+
+def run_episode(env, policy, seed=None, max_steps=None):
+    """Reset, then step with `policy` until the episode ends (or max_steps), checking the contract on the way.
+
+    -> (reset, steps): reset = (obs, state, avail, info); steps = [(actions, obs, state, avail, reward,
+    terminated, truncated, info)].
+    """
+    reset = env.reset(seed=seed)
+    assert len(reset) == 4 and isinstance(reset[3], dict)
+    check_arrays(env, *reset[:3])
+    obs, _, avail, _ = reset
+    steps, previous = [], [(x, x.copy()) for x in reset[:3]]
+    while max_steps is None or len(steps) < max_steps:
+        actions = np.asarray(policy(env, obs.copy(), avail))
+        assert actions.shape == (env.n_agents,) and np.issubdtype(actions.dtype, np.integer)
+        assert avail[np.arange(env.n_agents), actions].all(), f"unavailable actions {actions} under {avail}"
+        out = env.step(actions)
+        assert len(out) == 7
+        obs, state, avail, reward, terminated, truncated, info = out
+        check_arrays(env, obs, state, avail)
+        assert type(reward) is float
+        assert type(terminated) is bool and type(truncated) is bool
+        assert not (terminated and truncated)
+        assert isinstance(info, dict) and "rewards" in info
+        rewards = np.asarray(info["rewards"])
+        assert rewards.ndim == 1 and len(rewards) in (1, env.n_agents)
+        assert reward == pytest.approx(float(rewards.sum()), rel=1e-6, abs=1e-6)
+        # Arrays handed out earlier must not change under the caller (rollouts store them).
+        for array, copy in previous:
+            np.testing.assert_array_equal(array, copy)
+        previous = [(x, x.copy()) for x in (obs, state, avail)]
+        steps.append((actions, obs, state, avail, reward, terminated, truncated, info))
+        t = len(steps)
+        assert t <= env.episode_limit
+        if truncated:
+            assert t == env.episode_limit, f"truncated at step {t}, limit {env.episode_limit}"
+        if t == env.episode_limit:
+            assert terminated or truncated, "the episode went past its limit"
+        if terminated or truncated:
+            break
+    return reset, steps
+
+
+def compare_steps(case):
+    """Steps compared between runs: whole episodes, but fewer for the slow or long ones."""
+    return {"smaclite": 20, "rware": 100}.get(case.family)
+
+
+def assert_same_trajectory(a, b):
+    (reset_a, steps_a), (reset_b, steps_b) = a, b
+    for x, y in zip(reset_a[:3], reset_b[:3], strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert len(steps_a) == len(steps_b)
+    for sa, sb in zip(steps_a, steps_b, strict=True):
+        for x, y in zip(sa[:7], sb[:7], strict=True):
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(sa[7]["rewards"], sb[7]["rewards"])
+
+
+def trajectories_equal(a, b):
+    try:
+        assert_same_trajectory(a, b)
+    except AssertionError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------- conformance, every family
+
+
+def test_attributes(case):
+    env = make(case)
+    for name in ("n_agents", "n_actions", "obs_size", "state_size", "episode_limit"):
+        assert type(getattr(env, name)) is int, name
+    assert env.n_agents == case.n_agents
+    assert env.n_actions == case.n_actions
+    assert env.obs_size == case.raw_obs_size + case.n_agents
+    assert env.state_size == case.state_size
+    assert env.episode_limit == case.episode_limit
+    assert make(case, agent_ids=False).obs_size == case.raw_obs_size
+
+
+def test_random_episode(case):
+    """A whole episode with sample_actions(): every step meets the contract and only available actions are drawn."""
+    env = make(case)
+    _, steps = run_episode(env, random_policy, seed=1)
+    assert steps[-1][5] or steps[-1][6], "run_episode stops only at an episode end"
+    if case.family == "smaclite":
+        assert type(steps[-1][7]["battle_won"]) is bool
+
+
+def test_sample_actions_uniform_over_available(case):
+    env = make(case)
+    _, _, avail, _ = env.reset(seed=2)
+    draws = np.array([env.sample_actions() for _ in range(3000)])  # [draws, N]
+    assert draws.shape == (3000, env.n_agents) and np.issubdtype(draws.dtype, np.integer)
+    for i in range(env.n_agents):
+        allowed = np.flatnonzero(avail[i])
+        values, counts = np.unique(draws[:, i], return_counts=True)
+        np.testing.assert_array_equal(values, allowed)
+        np.testing.assert_allclose(counts / len(draws), 1 / len(allowed), atol=0.05)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31 - 1))
+def test_sample_actions_available_for_any_seed(case, seed):
+    env = make(case, seed=seed)
+    run_episode(env, random_policy, max_steps=8)
+
+
+@settings(max_examples=20, deadline=None)
+@given(data=st.data())
+def test_any_available_actions_keep_the_contract(case, data):
+    """Hypothesis picks the actions (not uniformly, and shrinks): a whole episode still meets the contract."""
+    if case.family not in CHEAP:
+        pytest.skip(f"{case.family} episodes are too slow for many examples; test_random_episode covers it")
+    env = make(case, seed=data.draw(st.integers(0, 2**31 - 1), label="seed"))
+
+    def drawn(env, obs, avail):
+        picks = data.draw(st.lists(st.integers(0, 63), min_size=env.n_agents, max_size=env.n_agents))
+        return np.array([np.flatnonzero(a)[p % a.sum()] for a, p in zip(avail, picks, strict=True)])
+
+    _, steps = run_episode(env, drawn)
+    assert steps[-1][5] or steps[-1][6]
+
+
+def test_time_limit_truncates(case):
+    env = make(case, time_limit=case.short_limit)
+    assert env.episode_limit == case.short_limit
+    _, steps = run_episode(env, idle_policy(case) or random_policy, seed=3)
+    assert len(steps) == case.short_limit
+    assert steps[-1][6] is True and steps[-1][5] is False
+    if case.family == "smaclite":
+        assert steps[-1][7]["battle_won"] is False
+
+
+def test_episode_limit_truncates(case):
+    """With actions that cannot end the task, the env's own limit ends the episode as a truncation."""
+    policy = idle_policy(case)
+    if policy is None:
+        pytest.skip(f"no policy keeps a {case.env_name} battle going: test_time_limit_truncates covers truncation")
+    env = make(case)
+    _, steps = run_episode(env, policy, seed=4)
+    assert len(steps) == case.episode_limit
+    assert [s[6] for s in steps] == [False] * (case.episode_limit - 1) + [True]
+    assert not any(s[5] for s in steps)
+
+
+def test_same_seed_same_trajectory(case):
+    """make_env(seed=s) then reset() replays exactly what reset(seed=s) on another instance gives."""
+    max_steps = compare_steps(case)
+    a = run_episode(make(case, seed=5), random_policy, max_steps=max_steps)
+    b = run_episode(make(case, seed=99), random_policy, seed=5, max_steps=max_steps)
+    assert_same_trajectory(a, b)
+
+
+def test_reset_with_same_seed_repeats_episode(case):
+    """Nothing from an earlier episode may leak into the next: reset(seed=s) always gives the same episode.
+
+    (SMAClite keeps its last joint action, part of the state, across resets unless the wrapper clears it.)
+    """
+    max_steps = compare_steps(case)
+    env = make(case)
+    first = run_episode(env, random_policy, seed=6, max_steps=max_steps)
+    run_episode(env, random_policy, seed=7, max_steps=max_steps)
+    again = run_episode(env, random_policy, seed=6, max_steps=max_steps)
+    assert_same_trajectory(first, again)
+
+
+def test_different_seeds_differ(case):
+    max_steps = compare_steps(case)
+    a = run_episode(make(case), random_policy, seed=0, max_steps=max_steps)
+    b = run_episode(make(case), random_policy, seed=1, max_steps=max_steps)
+    assert not trajectories_equal(a, b)
+    if case.family != "smaclite":  # SMAClite armies always start at the same positions
+        assert not np.array_equal(a[0][1], b[0][1]), "the seed does not reach the env's start state"
+
+
+def test_agent_ids(case):
+    """agent_ids=True appends exactly the identity block; the raw part is the same as with agent_ids=False."""
+    with_ids, without = make(case, seed=8), make(case, seed=8, agent_ids=False)
+    n = case.n_agents
+    assert with_ids.obs_size - without.obs_size == n
+    obs, state, avail, _ = with_ids.reset()
+    raw, raw_state, raw_avail, _ = without.reset()
+    for _ in range(10):
+        check_arrays(without, raw, raw_state, raw_avail)
+        np.testing.assert_array_equal(obs[:, :-n], raw)
+        np.testing.assert_array_equal(obs[:, -n:], np.eye(n, dtype=np.float32))
+        np.testing.assert_array_equal(state, raw_state)
+        np.testing.assert_array_equal(avail, raw_avail)
+        actions = with_ids.sample_actions()
+        obs, state, avail, _, terminated, truncated, _ = with_ids.step(actions)
+        raw, raw_state, raw_avail, *_ = without.step(actions)
+        if terminated or truncated:
+            break
+
+
+# ---------------------------------------------------------------- family specifics
+
+
+def test_lbf_real_termination():
+    """All food collected -> terminated=True, truncated=False (the field is cleared by a real LOAD)."""
+    pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
+    env = make_env("lbf", LBF_NAME, seed=0)
+    env.reset()
+    core = env._env
+    core.field[:] = 0
+    core.field[3, 3] = 1  # one level-1 food between the two players
+    core.players[0].position, core.players[1].position = (3, 2), (3, 4)
+    core._gen_valid_moves()
+    _, _, _, reward, terminated, truncated, info = env.step(np.array([LBF_LOAD, LBF_LOAD]))
+    assert not core.field.any()
+    assert terminated is True and truncated is False
+    assert reward > 0 and reward == pytest.approx(float(np.sum(info["rewards"])))
+
+
+def test_lbf_longer_time_limit_reaches_the_env():
+    """LBF keeps its own 50-step limit: a longer time_limit must move it, not end the episode at 50."""
+    pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
+    case = CASES[0]
+    env = make(case, time_limit=80)
+    _, steps = run_episode(env, idle_policy(case), seed=9)
+    assert len(steps) == 80 and steps[-1][6] and not steps[-1][5]
+
+
+def test_mpe_speaker_listener_masks_and_padding():
+    """The speaker (3 actions, 3 obs) never gets actions 3, 4; its obs is zero-padded to the listener's 11."""
+    pytest.importorskip("mpe2", reason="needs mpe2: pip install mpe2")
+    env = make_env("pz", "simple_speaker_listener_v4", seed=0)
+    speaker, listener = env.agents.index("speaker_0"), env.agents.index("listener_0")
+    for seed in range(3):
+        (obs, _, avail, _), steps = run_episode(env, random_policy, seed=seed)
+        all_obs = np.stack([obs] + [s[1] for s in steps])  # [T+1, N, obs_size]
+        all_avail = np.stack([avail] + [s[3] for s in steps])  # [T+1, N, A]
+        assert not all_avail[:, speaker, 3:].any()
+        assert all_avail[:, speaker, :3].all() and all_avail[:, listener].all()
+        assert not all_obs[:, speaker, 3:11].any() and all_obs[:, listener, :11].any(axis=1).all()
+        assert max(s[0][speaker] for s in steps) <= 2
+
+
+@pytest.mark.parametrize("env_name", [tuple_env.ENV_ID, tuple_env.MASKED_ENV_ID])
+def test_tuple_env_real_termination(env_name):
+    env = make_env("gym", env_name, seed=0)
+    for seed in range(5):
+        _, steps = run_episode(env, greedy_tuple_policy, seed=seed)
+        assert steps[-1][5] is True and steps[-1][6] is False
+        assert len(steps) < env.episode_limit and env._env.unwrapped.all_on_goal
+        assert sum(s[4] for s in steps) == pytest.approx(sum(float(np.sum(s[7]["rewards"])) for s in steps))
+        last = steps[-1][7]["rewards"]  # everyone is on the goal: +1 if they arrived now, else 0
+        assert set(last.tolist()) <= {0.0, 1.0} and 1.0 in last
+
+
+@pytest.mark.parametrize("env_name", [tuple_env.ENV_ID, tuple_env.MASKED_ENV_ID])
+def test_tuple_env_step_limit_is_truncation(env_name):
+    """The env reports its own step limit as terminated=True; the wrapper must turn it into truncation."""
+    env = make_env("gym", env_name, seed=0)
+    assert env.episode_limit == 20
+    _, steps = run_episode(env, stay_policy, seed=0)
+    core = env._env.unwrapped
+    assert len(steps) == 20 and core.t == core.max_steps and not core.all_on_goal
+    assert steps[-1][5] is False and steps[-1][6] is True
+
+
+def test_tuple_env_pads_actions_and_obs():
+    """Agents 0 and 1 have 3 actions and 3 obs features: action 3 is masked and obs column 3 stays 0."""
+    env = make_env("gym", tuple_env.ENV_ID, seed=0)
+    (obs, _, avail, _), steps = run_episode(env, random_policy, seed=0)
+    all_obs = np.stack([obs] + [s[1] for s in steps])  # [T+1, N, obs_size]
+    all_avail = np.stack([avail] + [s[3] for s in steps])  # [T+1, N, A]
+    assert not all_avail[:, :2, 3].any() and all_avail[:, 2].all()
+    assert not all_obs[:, :2, 3].any() and all_obs[:, 2, 3].any()
+
+
+def test_smaclite_3m_sizes_and_battle_won():
+    pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
+    env = make_env("smaclite", "3m", seed=0, agent_ids=False)
+    assert (env.obs_size, env.state_size, env.n_actions, env.episode_limit) == (30, 48, 9, 60)
+
+    def focus_fire(env, obs, avail):  # everyone shoots the first enemy in range, else walks east towards them
+        return np.array([6 + np.flatnonzero(a[6:])[0] if a[6:].any() else (4 if a[4] else 0) for a in avail])
+
+    _, steps = run_episode(env, focus_fire, seed=0)
+    assert steps[-1][5] is True and steps[-1][6] is False
+    assert steps[-1][7]["battle_won"] is True
+    assert all(s[7]["battle_won"] is False for s in steps[:-1])
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def assert_one_line(error, *parts):
+    message = str(error.value)
+    assert "\n" not in message and message.strip() == message and message
+    for part in parts:
+        assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_unknown_env_type():
+    with pytest.raises(EnvError) as e:
+        make_env("starcraft", "3m")
+    assert_one_line(e, "'starcraft'", *ENV_TYPES)
+
+
+@pytest.mark.parametrize(
+    "env_type, env_name, kwargs, package, parts",
+    [
+        ("lbf", "Foraging-9x9-nope-v3", {}, "lbforaging", ["'Foraging-9x9-nope-v3'", LBF_NAME]),
+        ("lbf", "CartPole-v1", {}, "lbforaging", ["'CartPole-v1'", LBF_NAME]),
+        ("pz", "simple_nope_v3", {}, "mpe2", ["'simple_nope_v3'", *MPE_ENVS]),
+        ("pz", "pistonball_v6", {"env_family": "bogus"}, "pettingzoo", ["'bogus'", *PZ_FAMILIES]),
+        ("pz", "nope_v1", {"env_family": "classic"}, "pettingzoo", ["'nope_v1'", "classic"]),
+        ("gym", "NoSuchEnv-v0", {}, "gymnasium", ["'NoSuchEnv-v0'"]),
+        ("gym", "CartPole-v1", {}, "gymnasium", ["CartPole-v1", "Tuple"]),
+    ],
+    ids=["lbf-name", "lbf-other-env", "mpe-name", "pz-family", "pz-name", "gym-id", "gym-not-tuple"],
+)
+def test_unknown_name(env_type, env_name, kwargs, package, parts):
+    pytest.importorskip(package, reason=f"needs {package}: pip install {package}")
+    with pytest.raises(EnvError) as e:
+        make_env(env_type, env_name, **kwargs)
+    assert_one_line(e, *parts)
+
+
+def test_unknown_smaclite_map():
+    pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
+    from cleanmarl.env.smaclite import CLASSIC_MAPS
+
+    with pytest.raises(EnvError) as e:
+        make_env("smaclite", "4m")
+    assert_one_line(e, "'4m'", *CLASSIC_MAPS, "2s3z", "MMM2", "corridor")
+
+
+@pytest.mark.parametrize(
+    "package, env_type, env_name",
+    [("smaclite", "smaclite", "3m"), ("mpe2", "pz", "simple_spread_v3"), ("lbforaging", "lbf", LBF_NAME)],
+)
+def test_missing_package(monkeypatch, package, env_type, env_name):
+    monkeypatch.setitem(sys.modules, package, None)  # import now raises ModuleNotFoundError(name=package)
+    with pytest.raises(EnvError) as e:
+        make_env(env_type, env_name)
+    assert_one_line(e, package, "pip install")
+
+
+def test_require_shows_a_broken_install(monkeypatch, tmp_path):
+    """A package that is there but misses one of its own dependencies shows the real error, not 'not installed'."""
+    (tmp_path / "cleanmarl_broken_pkg.py").write_text("import cleanmarl_missing_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError) as e:
+        require("cleanmarl_broken_pkg", "pip install cleanmarl_broken_pkg")
+    assert e.value.name == "cleanmarl_missing_dependency"
+
+
+def test_gym_missing_module_names_it():
+    with pytest.raises(EnvError) as e:
+        make_env("gym", "cleanmarl_no_such_module:Foo-v0")
+    assert_one_line(e, "pip install cleanmarl_no_such_module")
+
+
+def test_gym_copies_arrays_the_env_reuses():
+    env = make_env("gym", tuple_env.MASKED_ENV_ID, seed=0, reuse_buffers=True)
+    run_episode(env, random_policy, seed=0)
