@@ -96,10 +96,10 @@ class Args:
     mixer_embed_dim: int = 32
     """width of the mixing network's hidden layer (paper: 32)"""
     # Target network
-    target_network_update_freq: int = 1
-    """update the target networks every target_network_update_freq episodes (episodes)"""
-    polyak: float = 0.01
-    """target <- polyak * online + (1 - polyak) * target; 1.0 is a hard copy"""
+    target_network_update_freq: int = 200
+    """update the target networks every target_network_update_freq episodes (episodes; paper: 200)"""
+    polyak: float = 1.0
+    """target <- polyak * online + (1 - polyak) * target; 1.0 is the paper's hard copy"""
     # Evaluation
     eval_steps: int = 50
     """evaluate greedily every eval_steps episodes (episodes)"""

@@ -75,12 +75,17 @@ class PettingZooEnv(MultiAgentEnv):
         super().__init__(n_agents, n_actions, raw_obs_size, state_size, limit, agent_ids, seed)
 
     def _observe(self, obs):
-        self._raw_obs.fill(0.0)
-        avail = self._gone_avail.copy()
-        for i, agent in enumerate(self.agents):
-            if agent in obs:
-                self._raw_obs[i, : self._obs_sizes[i]] = np.ravel(obs[agent])
-                avail[i] = self._full_avail[i]
+        if len(obs) == self.n_agents:  # everyone is still in the episode (always, in MPE)
+            for i, agent in enumerate(self.agents):
+                self._raw_obs[i, : self._obs_sizes[i]] = obs[agent].ravel()
+            avail = self._full_avail.copy()
+        else:
+            self._raw_obs.fill(0.0)
+            avail = self._gone_avail.copy()
+            for i, agent in enumerate(self.agents):
+                if agent in obs:
+                    self._raw_obs[i, : self._obs_sizes[i]] = np.ravel(obs[agent])
+                    avail[i] = self._full_avail[i]
         raw_obs = self._raw_obs.copy()
         if self._state_from_obs:
             state = np.concatenate([raw_obs[i, :n] for i, n in enumerate(self._obs_sizes)])
@@ -95,14 +100,14 @@ class PettingZooEnv(MultiAgentEnv):
         return *self._observe(obs), info
 
     def _step(self, actions):
-        live = self._env.agents
+        live = set(self._env.agents)
         action_dict = {a: int(actions[i]) for i, a in enumerate(self.agents) if a in live}
         obs, rewards, terminations, truncations, infos = self._env.step(action_dict)
         raw_obs, state, avail = self._observe(obs)
         reward = np.array([rewards.get(a, 0.0) for a in self.agents], dtype=np.float32)
         # The episode really ends when every agent that was still in it terminated.
         terminated = bool(terminations) and all(terminations.values())
-        truncated = any(truncations.values()) or not self._env.agents
+        truncated = any(truncations.values())
         return raw_obs, state, avail, reward, terminated, truncated, {"agents": infos}
 
     def close(self):

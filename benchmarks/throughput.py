@@ -1,0 +1,117 @@
+"""Training steps/s of cleanmarl/qmix.py against the raw env's random-policy steps/s, side by side.
+
+    python benchmarks/throughput.py [--steps 60000] [--profile]
+
+Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
+hyperparameters, only --total-timesteps set) in the same process tree, so machine noise hits both.
+The ratio is qmix.py's charts/SPS (env steps per second of training, evaluation included) over the
+mean raw random-policy steps/s. --profile also runs qmix.py under cProfile and splits the time into
+env stepping, acting, evaluation and the update.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import runpy
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import lbforaging  # noqa: F401  (registers the Foraging ids)
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "cleanmarl" / "qmix.py"
+ENV_ID = "Foraging-8x8-2p-2f-coop-v3"
+
+
+def raw_steps_per_second(seconds):
+    env = gym.make(ENV_ID)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        n += 1
+        if terminated or truncated:
+            env.reset()
+    return n / (time.perf_counter() - start)
+
+
+def qmix_steps_per_second(steps, workdir):
+    cmd = [sys.executable, str(SCRIPT), "--env-type", "lbf", "--env-name", ENV_ID]
+    cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1"]
+    subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run_dir,) = Path(workdir, "runs").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return events.Scalars("charts/SPS")[-1].value
+
+
+def profiled_run(steps):
+    argv = [str(SCRIPT), "--env-type", "lbf", "--env-name", ENV_ID, "--total-timesteps", str(steps)]
+    with tempfile.TemporaryDirectory() as workdir:
+        cwd, sys.argv = os.getcwd(), [*argv, "--no-progress-bar"]
+        os.chdir(workdir)
+        profiler = cProfile.Profile()
+        start = time.perf_counter()
+        profiler.runcall(runpy.run_path, str(SCRIPT), run_name="__main__")
+        total = time.perf_counter() - start
+        os.chdir(cwd)
+    return total, pstats.Stats(profiler).stats
+
+
+def profile(steps):
+    """Where qmix.py's time goes: cumulative seconds of the functions that make up one iteration."""
+    setup, _ = profiled_run(1)  # imports, env and network construction, one episode
+    total, stats = profiled_run(steps)
+    total -= setup
+
+    def cumulative(name, file_part):
+        return sum(v[3] for (f, _, fn), v in stats.items() if fn == name and file_part in f)
+
+    rollout = cumulative("run_episode", "qmix.py") - cumulative("evaluate", "qmix.py")
+    env_step = cumulative("step", "cleanmarl/env/base.py") + cumulative("reset", "cleanmarl/env/base.py")
+    acting = cumulative("q_values_numpy", "qmix.py") + cumulative("select_actions", "qmix.py")
+    evaluation = cumulative("evaluate", "qmix.py")
+    buffer = cumulative("add", "qmix.py") + cumulative("sample", "qmix.py")
+    backward = cumulative("backward", "torch/_tensor.py")
+    optimizer = cumulative("step", "torch/optim/adam.py")
+    update = total - rollout - evaluation
+    rows = [
+        ("training loop (setup excluded)", total),
+        ("env step + reset (training episodes and eval)", env_step),
+        ("acting: numpy forward + epsilon-greedy", acting),
+        ("training episodes (env, acting, bookkeeping)", rollout),
+        ("evaluation episodes", evaluation),
+        ("update and logging (the rest)", update),
+        ("  of which buffer add + sample", buffer),
+        ("  of which loss.backward()", backward),
+        ("  of which optimizer.step()", optimizer),
+    ]
+    print(f"\nprofile of qmix.py, {steps} steps on {ENV_ID} (cProfile slows Python code more than torch kernels):")
+    for label, seconds in rows:
+        print(f"  {label:48s} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=60_000, help="env steps of the qmix.py run")
+    parser.add_argument("--raw-seconds", type=float, default=10.0, help="seconds per raw-env measurement")
+    parser.add_argument("--profile", action="store_true", help="also profile a qmix.py run")
+    args = parser.parse_args()
+    raw_before = raw_steps_per_second(args.raw_seconds)
+    with tempfile.TemporaryDirectory() as workdir:
+        qmix_sps = qmix_steps_per_second(args.steps, workdir)
+    raw_after = raw_steps_per_second(args.raw_seconds)
+    raw = (raw_before + raw_after) / 2
+    print(f"raw {ENV_ID} random policy: {raw:.0f} steps/s (before {raw_before:.0f}, after {raw_after:.0f})")
+    print(f"qmix.py training ({args.steps} steps, default hyperparameters): {qmix_sps:.0f} steps/s")
+    print(f"ratio qmix.py / raw env: {qmix_sps / raw:.2f}")
+    if args.profile:
+        profile(args.steps // 3)
