@@ -72,7 +72,7 @@ class Args:
     learning_rate: float = 5e-4
     """learning rate of the agent network and mixer"""
     normalize_reward: bool = False
-    """divide rewards by the std of the batch's real (unpadded) rewards"""
+    """divide rewards by the running std of all real (unpadded) rewards collected so far"""
     clip_gradients: float = -1
     """clip the gradient norm at this value; <= 0 disables clipping"""
     double_q: bool = True
@@ -176,6 +176,24 @@ class QMixer(nn.Module):
         hidden = F.elu(torch.matmul(q_agents.unsqueeze(-2), w1).squeeze(-2) + b1)  # [..., E]
         w2 = self.hyper_w2(state).abs()
         return (hidden * w2).sum(-1) + self.hyper_b2(state).squeeze(-1)
+
+
+class RunningStd:
+    """Standard deviation of every value seen so far (Chan et al.'s parallel update, batch by batch)."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, x):
+        n, mean = len(x), float(np.mean(x))
+        delta, total = mean - self.mean, self.count + n
+        self.m2 += float(np.sum((x - mean) ** 2)) + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.count = total
+
+    @property
+    def std(self):
+        return (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
 
 
 class EpisodeBuffer:
@@ -386,6 +404,7 @@ if __name__ == "__main__":
         args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, args.seed
     )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
+    reward_std = RunningStd()
     exploration_steps = args.exploration_fraction * args.total_timesteps
 
     global_step, num_episodes, num_updates = 0, 0, 0
@@ -398,6 +417,8 @@ if __name__ == "__main__":
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
         rb.add(episode, ep_length)
+        if args.normalize_reward:
+            reward_std.update(episode["reward"][:ep_length])  # real steps only
         global_step += ep_length
         num_episodes += 1
         pbar.update(ep_length)
@@ -411,9 +432,8 @@ if __name__ == "__main__":
             batch = rb.sample(args.batch_size, device)  # [B, T, ...]
             mask = batch["mask"]
             if args.normalize_reward:
-                # Only real steps count, and only scaling: a shift would change the optimal policy
-                # whenever episodes can end early.
-                batch["reward"] = batch["reward"] / (batch["reward"][mask].std() + 1e-8)
+                # A scale only: a shift would change the optimal policy whenever episodes can end early.
+                batch["reward"] = batch["reward"] / max(reward_std.std, 1e-8)
             q_values = q_network(batch["obs"])  # [B, T, N, A]
             q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
             q_tot = mixer(q_taken, batch["state"])  # [B, T]

@@ -289,3 +289,16 @@ def test_check_args_rejects_bad_combinations():
     assert "optimizer" in qmix.check_args(qmix.Args(optimizer="SGD"))
     assert "load-model" in qmix.check_args(qmix.Args(eval_only=True))
     assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n_batches=st.integers(1, 6))
+def test_running_std_matches_numpy(seed, n_batches):
+    rng = np.random.default_rng(seed)
+    batches = [rng.normal(3.0, 2.0, size=rng.integers(1, 50)) for _ in range(n_batches)]
+    running = qmix.RunningStd()
+    for batch in batches:
+        running.update(batch)
+    everything = np.concatenate(batches)
+    expected = everything.std() if len(everything) > 1 else 1.0
+    assert running.std == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -1,0 +1,65 @@
+"""Learning curves from TensorBoard runs: mean and min/max over seeds, plus a final-value table.
+
+    python benchmarks/plot_curves.py --runs runs --out docs/img [--metric eval/ep_reward]
+
+Runs are grouped by env name (the part of the run name before the first "__"); seeds are the
+runs in a group. Prints per group: seeds, steps reached, mean +- std over seeds of the metric's
+last value and of its mean over the last 10% of steps.
+"""
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+
+def load(run_dir, metric):
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    if metric not in events.Tags()["scalars"]:
+        return None
+    points = events.Scalars(metric)
+    return np.array([p.step for p in points]), np.array([p.value for p in points])
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", default="runs", help="folder of TensorBoard run folders")
+    parser.add_argument("--out", default="docs/img", help="where the PNGs go")
+    parser.add_argument("--metric", default="eval/ep_reward")
+    args = parser.parse_args()
+    groups = defaultdict(list)
+    for run_dir in sorted(Path(args.runs).iterdir()):
+        curve = load(run_dir, args.metric)
+        if curve is not None:
+            groups[run_dir.name.split("__")[0]].append((run_dir.name, curve))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    print(f"{'env':32s} {'seeds':>5s} {'steps':>9s} {'last':>16s} {'last 10% of steps':>18s}")
+    for env_name, runs in groups.items():
+        grid = np.linspace(0, min(c[0][-1] for _, c in runs), 200)
+        values = np.stack([np.interp(grid, steps, vals) for _, (steps, vals) in runs])
+        last = np.array([vals[-1] for _, (_, vals) in runs])
+        tail = np.array([vals[steps >= 0.9 * steps[-1]].mean() for _, (steps, vals) in runs])
+        steps_reached = min(c[0][-1] for _, c in runs)
+        print(
+            f"{env_name:32s} {len(runs):5d} {steps_reached:9d} {last.mean():8.3f} +- {last.std():5.3f}"
+            f" {tail.mean():9.3f} +- {tail.std():5.3f}"
+        )
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        for _, (steps, vals) in runs:
+            ax.plot(steps, vals, alpha=0.25, linewidth=0.8)
+        ax.plot(grid, values.mean(0), color="black", label=f"mean of {len(runs)} seeds")
+        ax.fill_between(grid, values.min(0), values.max(0), color="gray", alpha=0.2, label="min-max")
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(args.metric)
+        ax.set_title(f"qmix.py on {env_name}")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(Path(args.out) / f"qmix_{env_name}_{args.metric.replace('/', '_')}.png", dpi=110)
+        plt.close(fig)
