@@ -1,6 +1,7 @@
 # Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmixpy
 # QMIX (Rashid et al., ICML 2018; JMLR 2020) with feed-forward agents and a full-episode buffer.
 import os
+import pickle
 import random
 import sys
 import time
@@ -361,9 +362,13 @@ if __name__ == "__main__":
     q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
     mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
     if args.load_model:
-        checkpoint = torch.load(args.load_model, map_location=device, weights_only=True)
-        q_network.load_state_dict(checkpoint["q_network"])
-        mixer.load_state_dict(checkpoint["mixer"])
+        try:
+            checkpoint = torch.load(args.load_model, map_location=device, weights_only=True)
+            q_network.load_state_dict(checkpoint["q_network"])
+            mixer.load_state_dict(checkpoint["mixer"])
+        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
+            message = str(e).strip().splitlines()[0]
+            sys.exit(f"qmix.py: error: --load-model {args.load_model!r} does not fit this env and flags: {message}")
 
     if args.eval_only:
         returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
@@ -373,7 +378,10 @@ if __name__ == "__main__":
         sys.exit(0)
 
     if args.use_wnb:
-        import wandb
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("qmix.py: error: --use-wnb needs wandb: pip install wandb")
 
         wandb.init(
             project=args.wnb_project or None,

@@ -106,9 +106,12 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
         ([*LBF, "--eval-only"], "--eval-only needs --load-model"),
         ([*LBF, "--hypernet-layers", "3"], "--hypernet-layers"),
         ([*LBF, "--load-model", "missing.pt"], "no file"),
+        ([*LBF, "--load-model", "not_a_model.pt"], "does not fit"),
+        (["--env_type", "nope", "--env_name", "x"], "unknown env_type"),  # underscore spellings parse too
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, args, message):
+    (tmp_path / "not_a_model.pt").write_text("not a checkpoint")
     proc = run(tmp_path, *args, "--total-timesteps", "10", check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0
