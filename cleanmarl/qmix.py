@@ -72,8 +72,8 @@ class Args:
     """Adam or RMSprop (PyMARL's: alpha=0.99, eps=1e-5)"""
     learning_rate: float = 5e-4
     """learning rate of the agent network and mixer"""
-    normalize_reward: bool = False
-    """divide rewards by the running std of all real (unpadded) rewards collected so far"""
+    normalize_reward: bool = True
+    """divide rewards by the running std of all real (unpadded) rewards collected so far (EPyMARL)"""
     clip_gradients: float = -1
     """clip the gradient norm at this value; <= 0 disables clipping"""
     double_q: bool = True

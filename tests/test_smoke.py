@@ -131,7 +131,9 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     Checks the learned Q_tot, not only the greedy return (a random init can be greedy-optimal by
     chance), then that --eval-only --load-model reloads the checkpoint.
     """
-    run(tmp_path, *TWO_STEP, "--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--save-model")
+    # Unnormalised rewards, so the learned Q_tot can be checked in reward units.
+    args = ["--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--no-normalize-reward"]
+    run(tmp_path, *TWO_STEP, *args, "--save-model")
     assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
     (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
     checkpoint = torch.load(model, weights_only=True)
