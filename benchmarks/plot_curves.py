@@ -33,6 +33,7 @@ if __name__ == "__main__":
     parser.add_argument("--runs", default="runs", help="folder of TensorBoard run folders")
     parser.add_argument("--out", default="docs/img", help="where the PNGs go")
     parser.add_argument("--metric", default="eval/ep_reward")
+    parser.add_argument("--label", default="", help="a name for this set of runs (title and file name)")
     args = parser.parse_args()
     groups = defaultdict(list)
     for run_dir in sorted(Path(args.runs).iterdir()):
@@ -58,8 +59,9 @@ if __name__ == "__main__":
         ax.fill_between(grid, values.min(0), values.max(0), color="gray", alpha=0.2, label="min-max")
         ax.set_xlabel("environment steps")
         ax.set_ylabel(args.metric)
-        ax.set_title(f"qmix.py on {env_name}")
+        ax.set_title(f"qmix.py on {env_name}" + (f" ({args.label})" if args.label else ""), fontsize=9)
         ax.legend(loc="lower right")
         fig.tight_layout()
-        fig.savefig(Path(args.out) / f"qmix_{env_name}_{args.metric.replace('/', '_')}.png", dpi=110)
+        label = f"_{args.label.replace(' ', '_')}" if args.label else ""
+        fig.savefig(Path(args.out) / f"qmix_{env_name}{label}_{args.metric.replace('/', '_')}.png", dpi=110)
         plt.close(fig)

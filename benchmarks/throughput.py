@@ -68,7 +68,8 @@ def profiled_run(steps):
 
 def profile(steps):
     """Where qmix.py's time goes: cumulative seconds of the functions that make up one iteration."""
-    setup, _ = profiled_run(1)  # imports, env and network construction, one episode
+    profiled_run(1)  # warm-up: module imports happen once per process
+    setup, _ = profiled_run(1)  # env and network construction, one episode, one evaluation
     total, stats = profiled_run(steps)
     total -= setup
 
