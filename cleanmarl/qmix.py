@@ -30,7 +30,7 @@ class Args:
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
     torch_threads: int = 1
-    """CPU threads for torch (tiny nets: one thread beats more, measured in docs)"""
+    """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
     save_model: bool = False
     """save the agent network and mixer to runs/{run_name}/qmix.cleanmarl_model"""
     load_model: str = ""
