@@ -110,9 +110,8 @@ class Args:
 
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
-    positive = ["total_timesteps", "buffer_size", "batch_size", "train_freq", "log_every", "eval_steps"]
-    positive += ["num_eval_ep", "hidden_dim", "hyper_dim", "mixer_embed_dim", "torch_threads"]
-    positive += ["target_network_update_freq"]
+    positive = ["total_timesteps", "buffer_size", "batch_size", "train_freq", "log_every", "eval_steps", "num_eval_ep"]
+    positive += ["hidden_dim", "hyper_dim", "mixer_embed_dim", "torch_threads", "target_network_update_freq"]
     for name in positive:
         if getattr(args, name) <= 0:
             return f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}"
@@ -382,15 +381,8 @@ if __name__ == "__main__":
             import wandb
         except ImportError:
             sys.exit("qmix.py: error: --use-wnb needs wandb: pip install wandb")
-
-        wandb.init(
-            project=args.wnb_project or None,
-            entity=args.wnb_entity or None,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
+        wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())

@@ -125,6 +125,13 @@ def test_unusable_device_gives_one_error_line(tmp_path):
     assert proc.returncode != 0 and len(lines) == 1 and "--device" in lines[0], proc.stderr
 
 
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="checks the error without wandb")
+def test_use_wnb_without_wandb_gives_one_error_line(tmp_path):
+    proc = run(tmp_path, *LBF, "--use-wnb", "--total-timesteps", "10", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "pip install wandb" in lines[0], proc.stderr
+
+
 def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     """QMIX paper Sec. 6.1: with uniform exploration QMIX finds the optimal 8 (VDN can only reach 7).
 
