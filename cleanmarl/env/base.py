@@ -96,9 +96,6 @@ class MultiAgentEnv:
         pass
 
 
-def one_hot_mask(n_agents, n_actions, sizes):
-    """avail_actions for agents whose own action spaces are smaller than n_actions."""
-    avail = np.zeros((n_agents, n_actions), dtype=bool)
-    for i, n in enumerate(sizes):
-        avail[i, :n] = True
-    return avail
+def action_space_mask(sizes):
+    """avail_actions [N, max(sizes)] for agents whose own action spaces have `sizes` actions."""
+    return np.arange(max(sizes)) < np.asarray(sizes)[:, None]

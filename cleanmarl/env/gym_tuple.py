@@ -5,7 +5,7 @@
 
 import numpy as np
 
-from cleanmarl.env.base import EnvError, MultiAgentEnv, require
+from cleanmarl.env.base import EnvError, MultiAgentEnv, action_space_mask, require
 
 
 class GymTupleEnv(MultiAgentEnv):
@@ -34,9 +34,7 @@ class GymTupleEnv(MultiAgentEnv):
             raise EnvError(f"{env_name} needs a Tuple observation space with one entry per agent, got {obs}")
         n_agents = len(act)
         self._obs_sizes = [gym.spaces.flatdim(s) for s in obs]
-        self._full_avail = np.zeros((n_agents, max(s.n for s in act)), dtype=bool)
-        for i, s in enumerate(act):
-            self._full_avail[i, : s.n] = True
+        self._full_avail = action_space_mask([int(s.n) for s in act])
         self._get_avail = getattr(core, "get_avail_actions", None)
         self._get_state = getattr(core, "get_state", None) or getattr(core, "state", None)
         if not callable(self._get_state):

@@ -41,8 +41,8 @@ class LBFEnv(MultiAgentEnv):
         scale = np.where(high > 0, 1.0 / np.maximum(high, 1e-8), 1.0) if scale_obs else np.ones_like(high)
         self._obs_scale = scale.astype(np.float32)
         raw_obs_size = self._env.observation_space[0].shape[0]
-        self._n_env_actions = self._env.action_space[0].n
-        super().__init__(n_agents, self._n_env_actions, raw_obs_size, n_agents * raw_obs_size, limit, agent_ids, seed)
+        n_actions = self._env.action_space[0].n
+        super().__init__(n_agents, n_actions, raw_obs_size, n_agents * raw_obs_size, limit, agent_ids, seed)
 
     def _avail_actions(self):
         # LBF's own mask: an action that would leave the grid or walk into food/players is invalid

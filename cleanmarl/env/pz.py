@@ -4,7 +4,7 @@ import importlib
 
 import numpy as np
 
-from cleanmarl.env.base import EnvError, MultiAgentEnv, require
+from cleanmarl.env.base import EnvError, MultiAgentEnv, action_space_mask, require
 
 PZ_FAMILIES = ("mpe", "butterfly", "sisl", "atari", "classic")
 MPE_ENVS = (
@@ -53,11 +53,8 @@ class PettingZooEnv(MultiAgentEnv):
         if not all(hasattr(s, "n") for s in spaces):
             raise EnvError(f"{env_name} has non-discrete actions: QMIX needs Discrete action spaces")
         self._obs_sizes = [int(np.prod(self._env.observation_space(a).shape)) for a in self.agents]
-        self._n_env_actions = [int(s.n) for s in spaces]
-        n_agents, n_actions = len(self.agents), max(self._n_env_actions)
-        self._full_avail = np.zeros((n_agents, n_actions), dtype=bool)
-        for i, n in enumerate(self._n_env_actions):
-            self._full_avail[i, :n] = True
+        self._full_avail = action_space_mask([int(s.n) for s in spaces])
+        n_agents, n_actions = self._full_avail.shape
         self._gone_avail = np.zeros((n_agents, n_actions), dtype=bool)
         self._gone_avail[:, 0] = True  # an agent that left only "acts" with the no-op index 0
         raw_obs_size = max(self._obs_sizes)
