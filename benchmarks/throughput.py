@@ -1,12 +1,17 @@
 """Training steps/s of cleanmarl/qmix.py against the raw env's random-policy steps/s, side by side.
 
-    python benchmarks/throughput.py [--steps 60000] [--profile]
+    python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py]
 
 Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
 hyperparameters, only --total-timesteps set) in the same process tree, so machine noise hits both.
 The ratio is qmix.py's charts/SPS (env steps per second of training, evaluation included) over the
 mean raw random-policy steps/s. --profile also runs qmix.py under cProfile and splits the time into
 env stepping, acting, evaluation and the update.
+
+--peer runs another QMIX script with the same flags (`--env-type lbf --env-name ... --total-timesteps
+N`), e.g. a checkout of CleanMARL's cleanmarl/qmix.py (not part of this repository), between the two
+raw measurements. Peers need not log SPS, so their steps/s is (N - n) / (wall(N) - wall(n)) over a
+long run of N and a short run of n = N / 10 steps, which cancels start-up time.
 """
 
 import argparse
@@ -51,6 +56,17 @@ def qmix_steps_per_second(steps, workdir):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return events.Scalars("charts/SPS")[-1].value
+
+
+def peer_steps_per_second(script, steps, workdir):
+    def wall(n):
+        cmd = [sys.executable, str(script), "--env-type", "lbf", "--env-name", ENV_ID, "--total-timesteps", str(n)]
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+        return time.perf_counter() - start
+
+    short = steps // 10
+    return (steps - short) / (wall(steps) - wall(short))
 
 
 def profiled_run(steps):
@@ -105,14 +121,22 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=60_000, help="env steps of the qmix.py run")
     parser.add_argument("--raw-seconds", type=float, default=10.0, help="seconds per raw-env measurement")
     parser.add_argument("--profile", action="store_true", help="also profile a qmix.py run")
+    parser.add_argument("--peer", type=Path, help="another QMIX script to time with the same env flags")
+    parser.add_argument("--peer-steps", type=int, default=20_000, help="env steps of the peer's long run")
     args = parser.parse_args()
     raw_before = raw_steps_per_second(args.raw_seconds)
     with tempfile.TemporaryDirectory() as workdir:
         qmix_sps = qmix_steps_per_second(args.steps, workdir)
+    if args.peer:
+        with tempfile.TemporaryDirectory() as workdir:
+            peer_sps = peer_steps_per_second(args.peer.resolve(), args.peer_steps, workdir)
     raw_after = raw_steps_per_second(args.raw_seconds)
     raw = (raw_before + raw_after) / 2
     print(f"raw {ENV_ID} random policy: {raw:.0f} steps/s (before {raw_before:.0f}, after {raw_after:.0f})")
     print(f"qmix.py training ({args.steps} steps, default hyperparameters): {qmix_sps:.0f} steps/s")
     print(f"ratio qmix.py / raw env: {qmix_sps / raw:.2f}")
+    if args.peer:
+        print(f"peer {args.peer} ({args.peer_steps} steps, its defaults): {peer_sps:.0f} steps/s")
+        print(f"ratio peer / raw env: {peer_sps / raw:.3f}; qmix.py / peer: {qmix_sps / peer_sps:.1f}x")
     if args.profile:
         profile(args.steps // 3)
