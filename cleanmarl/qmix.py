@@ -62,8 +62,8 @@ class Args:
     # Algorithm
     buffer_size: int = 5000
     """replay buffer capacity (episodes)"""
-    batch_size: int = 10
-    """episodes per gradient step (episodes)"""
+    batch_size: int = 32
+    """episodes per gradient step (episodes; PyMARL/EPyMARL: 32)"""
     gamma: float = 0.99
     """discount factor"""
     train_freq: int = 1

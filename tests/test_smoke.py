@@ -81,7 +81,8 @@ def test_smoke(tmp_path, name):
 
 
 def losses(tmp_path, seed):
-    run(tmp_path, *LBF, "--total-timesteps", "1500", "--seed", str(seed), "--log-every", "1", "--eval-steps", "10")
+    args = ["--total-timesteps", "1500", "--batch-size", "4", "--log-every", "1", "--eval-steps", "10"]
+    run(tmp_path, *LBF, *args, "--seed", str(seed))
     return scalars(tmp_path, "train/loss"), scalars(tmp_path, "eval/ep_length")
 
 
