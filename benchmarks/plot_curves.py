@@ -34,6 +34,7 @@ if __name__ == "__main__":
     parser.add_argument("--out", default="docs/img", help="where the PNGs go")
     parser.add_argument("--metric", default="eval/ep_reward")
     parser.add_argument("--label", default="", help="a name for this set of runs (title and file name)")
+    parser.add_argument("--yscale", default="linear", help="linear, or symlog for metrics that blow up")
     args = parser.parse_args()
     groups = defaultdict(list)
     for run_dir in sorted(Path(args.runs).iterdir()):
@@ -59,6 +60,7 @@ if __name__ == "__main__":
         ax.fill_between(grid, values.min(0), values.max(0), color="gray", alpha=0.2, label="min-max")
         ax.set_xlabel("environment steps")
         ax.set_ylabel(args.metric)
+        ax.set_yscale(args.yscale)
         ax.set_title(f"qmix.py on {env_name}" + (f" ({args.label})" if args.label else ""), fontsize=9)
         ax.legend(loc="lower right")
         fig.tight_layout()

@@ -1,6 +1,6 @@
 """Training steps/s of cleanmarl/qmix.py against the raw env's random-policy steps/s, side by side.
 
-    python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py]
+    python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py] [--qmix-args "..."]
 
 Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
 hyperparameters, only --total-timesteps set) in the same process tree, so machine noise hits both.
@@ -46,9 +46,9 @@ def raw_steps_per_second(seconds):
     return n / (time.perf_counter() - start)
 
 
-def qmix_steps_per_second(steps, workdir):
+def qmix_steps_per_second(steps, workdir, extra=()):
     cmd = [sys.executable, str(SCRIPT), "--env-type", "lbf", "--env-name", ENV_ID]
-    cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1"]
+    cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1", *extra]
     subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -123,17 +123,19 @@ if __name__ == "__main__":
     parser.add_argument("--profile", action="store_true", help="also profile a qmix.py run")
     parser.add_argument("--peer", type=Path, help="another QMIX script to time with the same env flags")
     parser.add_argument("--peer-steps", type=int, default=20_000, help="env steps of the peer's long run")
+    parser.add_argument("--qmix-args", default="", help="extra qmix.py flags, e.g. '--batch-size 10' (a peer's value)")
     args = parser.parse_args()
     raw_before = raw_steps_per_second(args.raw_seconds)
     with tempfile.TemporaryDirectory() as workdir:
-        qmix_sps = qmix_steps_per_second(args.steps, workdir)
+        qmix_sps = qmix_steps_per_second(args.steps, workdir, args.qmix_args.split())
     if args.peer:
         with tempfile.TemporaryDirectory() as workdir:
             peer_sps = peer_steps_per_second(args.peer.resolve(), args.peer_steps, workdir)
     raw_after = raw_steps_per_second(args.raw_seconds)
     raw = (raw_before + raw_after) / 2
     print(f"raw {ENV_ID} random policy: {raw:.0f} steps/s (before {raw_before:.0f}, after {raw_after:.0f})")
-    print(f"qmix.py training ({args.steps} steps, default hyperparameters): {qmix_sps:.0f} steps/s")
+    flags = args.qmix_args or "default hyperparameters"
+    print(f"qmix.py training ({args.steps} steps, {flags}): {qmix_sps:.0f} steps/s")
     print(f"ratio qmix.py / raw env: {qmix_sps / raw:.2f}")
     if args.peer:
         print(f"peer {args.peer} ({args.peer_steps} steps, its defaults): {peer_sps:.0f} steps/s")
