@@ -164,3 +164,11 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
 
     proc = run(tmp_path, *TWO_STEP, "--eval-only", "--load-model", str(model), "--num-eval-ep", "3")
     assert "eval over 3 episodes: return 8.000" in proc.stdout
+
+    # benchmarks/greedy_stalls.py reads the same checkpoint: the optimal greedy policy never stalls
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    stalls = [sys.executable, str(ROOT / "benchmarks" / "greedy_stalls.py"), str(model), "--episodes", "4"]
+    proc = subprocess.run(stalls, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    greedy = proc.stdout.splitlines()[1].split()
+    assert greedy[:4] == ["epsilon", "0.0", "return", "8.000"] and greedy[-2:] == ["stalled", "0.0%"]
