@@ -78,6 +78,8 @@ class Args:
     """clip the gradient norm at this value; <= 0 disables clipping"""
     double_q: bool = True
     """online network picks the next action, target network evaluates it (van Hasselt et al., 2016)"""
+    bound_targets: bool = False
+    """clamp Q_tot^-(s', u') to the returns possible with the rewards seen so far, [min(r, 0), max(r, 0)] / (1 - gamma)"""
     # Exploration
     start_e: float = 1.0
     """epsilon at the start"""
@@ -129,6 +131,8 @@ def check_args(args: Args) -> str | None:
         return f"--gamma must be in [0, 1], got {args.gamma}"
     if args.eval_only and not args.load_model:
         return "--eval-only needs --load-model PATH"
+    if args.bound_targets and args.gamma >= 1:
+        return "--bound-targets needs --gamma < 1 (the bound is max|r| / (1 - gamma))"
     if args.load_model and not os.path.isfile(args.load_model):
         return f"--load-model: no file {args.load_model!r}"
     return None
@@ -178,13 +182,17 @@ class QMixer(nn.Module):
         return (hidden * w2).sum(-1) + self.hyper_b2(state).squeeze(-1)
 
 
-class RunningStd:
-    """Standard deviation of every value seen so far (Chan et al.'s parallel update, batch by batch)."""
+class RunningStats:
+    """Std (Chan et al.'s parallel update, batch by batch) and range of every value seen so far.
+
+    low/high are min/max over the values and 0: episodes can end, so a return of 0 is possible.
+    """
 
     def __init__(self):
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+        self.count, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, 0.0, 0.0
 
     def update(self, x):
+        self.low, self.high = min(self.low, float(np.min(x))), max(self.high, float(np.max(x)))
         n, mean = len(x), float(np.mean(x))
         delta, total = mean - self.mean, self.count + n
         self.m2 += float(np.sum((x - mean) ** 2)) + delta**2 * self.count * n / total
@@ -276,19 +284,24 @@ def select_actions(q_values, avail_actions, epsilon, rng):
     return np.where(rng.random(len(greedy)) < epsilon, random_actions, greedy)
 
 
-def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None):
+def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None, value_range=None):
     """r + gamma * (1 - terminated) * Q_tot^-(s', u'), u' = per-agent argmax over available next actions.
 
     target_next_q / online_next_q: [B, T, N, A] from the target / online network on next_obs.
     With online_next_q (double Q) the online network picks u' and the target network evaluates it.
     Truncated steps have terminated = 0, so they bootstrap (pymarl#11 / Pardo et al., 2018).
+    value_range (low, high) clamps Q_tot^-(s', u'). -> td_target [B, T], clamped [B, T] (bool).
     """
     next_avail = batch["next_avail_actions"]
     chooser = target_next_q if online_next_q is None else online_next_q
     next_actions = chooser.masked_fill(~next_avail, -torch.inf).argmax(-1, keepdim=True)
     next_q = target_next_q.gather(-1, next_actions).squeeze(-1)  # [B, T, N]
     target_q_tot = target_mixer(next_q, batch["next_state"])
-    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot
+    clamped = torch.zeros_like(target_q_tot, dtype=torch.bool)
+    if value_range is not None:
+        clamped = (target_q_tot < value_range[0]) | (target_q_tot > value_range[1])
+        target_q_tot = target_q_tot.clamp(*value_range)
+    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot, clamped
 
 
 def masked_td_loss(q_tot, td_target, mask):
@@ -404,7 +417,7 @@ if __name__ == "__main__":
         args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, args.seed
     )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
-    reward_std = RunningStd()
+    reward_stats = RunningStats()
     exploration_steps = args.exploration_fraction * args.total_timesteps
 
     global_step, num_episodes, num_updates = 0, 0, 0
@@ -417,8 +430,7 @@ if __name__ == "__main__":
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
         rb.add(episode, ep_length)
-        if args.normalize_reward:
-            reward_std.update(episode["reward"][:ep_length])  # real steps only
+        reward_stats.update(episode["reward"][:ep_length])  # real steps only
         global_step += ep_length
         num_episodes += 1
         pbar.update(ep_length)
@@ -431,16 +443,26 @@ if __name__ == "__main__":
         if rb.size >= args.batch_size and num_episodes % args.train_freq == 0:
             batch = rb.sample(args.batch_size, device)  # [B, T, ...]
             mask = batch["mask"]
-            if args.normalize_reward:
-                # A scale only: a shift would change the optimal policy whenever episodes can end early.
-                batch["reward"] = batch["reward"] / max(reward_std.std, 1e-8)
+            # A scale only: a shift would change the optimal policy whenever episodes can end early.
+            scale = max(reward_stats.std, 1e-8) if args.normalize_reward else 1.0
+            batch["reward"] = batch["reward"] / scale
+            value_range = None
+            if args.bound_targets:
+                # No return leaves this range, so a bootstrap outside it is pure extrapolation (MPE's
+                # time-limit cut states run away first: docs, Results); clamping keeps rule 7's bootstrap.
+                value_range = (
+                    reward_stats.low / scale / (1 - args.gamma),
+                    reward_stats.high / scale / (1 - args.gamma),
+                )
             q_values = q_network(batch["obs"])  # [B, T, N, A]
             q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
             q_tot = mixer(q_taken, batch["state"])  # [B, T]
             with torch.no_grad():
                 target_next_q = target_q_network(batch["next_obs"])
                 online_next_q = q_network(batch["next_obs"]) if args.double_q else None
-                td_target = compute_td_target(batch, target_next_q, target_mixer, args.gamma, online_next_q)
+                td_target, clamped = compute_td_target(
+                    batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range
+                )
             loss = masked_td_loss(q_tot, td_target, mask)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -452,7 +474,8 @@ if __name__ == "__main__":
                 n_real = mask.sum()
                 q_taken_mean = (q_taken * mask.unsqueeze(-1)).sum() / (n_real * env.n_agents)
                 target_mean = (td_target * mask).sum() / n_real
-                train_logs.append(torch.stack([loss.detach(), grads, q_taken_mean, target_mean]))
+                clamped_frac = (clamped & mask).sum() / n_real
+                train_logs.append(torch.stack([loss.detach(), grads, q_taken_mean, target_mean, clamped_frac]))
 
         # TARGET
         if num_episodes % args.target_network_update_freq == 0:
@@ -468,11 +491,13 @@ if __name__ == "__main__":
             if ep_won:
                 writer.add_scalar("rollout/battle_won", np.mean(ep_won), global_step)
             if train_logs:
-                loss_mean, grads_mean, q_mean, target_mean = torch.stack(train_logs).mean(0).tolist()
+                loss_mean, grads_mean, q_mean, target_mean, clamped_frac = torch.stack(train_logs).mean(0).tolist()
                 writer.add_scalar("train/loss", loss_mean, global_step)
                 writer.add_scalar("train/grads", grads_mean, global_step)
                 writer.add_scalar("train/q_taken_mean", q_mean, global_step)
                 writer.add_scalar("train/target_mean", target_mean, global_step)
+                if args.bound_targets:
+                    writer.add_scalar("train/target_clamped", clamped_frac, global_step)
             writer.add_scalar("train/num_updates", num_updates, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             pbar.set_postfix(ret=f"{np.mean(ep_returns):.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False)

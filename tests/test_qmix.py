@@ -101,7 +101,8 @@ def make_batch():
 
 def test_td_target_by_hand():
     batch, target_next_q, _ = make_batch()
-    td_target = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA)
+    td_target, clamped = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA)
+    assert not clamped.any()
     expected = torch.tensor(
         [
             1.0 + GAMMA * (3.0 + 4.0 + 0.5),  # max over available: agent 0 takes 3 (10 is unavailable)
@@ -115,7 +116,7 @@ def test_td_target_by_hand():
 
 def test_td_target_double_q_by_hand():
     batch, target_next_q, online_next_q = make_batch()
-    td_target = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online_next_q)
+    td_target, _ = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online_next_q)
     expected = torch.tensor(
         [
             1.0 + GAMMA * (1.0 + 0.0 + 0.5),  # online picks (0, 0) among available; target evaluates
@@ -127,12 +128,43 @@ def test_td_target_double_q_by_hand():
     torch.testing.assert_close(td_target[0], expected)
 
 
+def test_td_target_value_range_clamps_only_the_bootstrap():
+    """--bound-targets: Q_tot^-(s', u') is clamped before discounting; r and termination are untouched."""
+    batch, target_next_q, _ = make_batch()
+    td_target, clamped = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, value_range=(-1.0, 8.0))
+    expected = torch.tensor(
+        [
+            1.0 + GAMMA * 7.5,  # 3 + 4 + 0.5 is inside the range: unchanged
+            2.0 + GAMMA * 8.0,  # truncated: 5 + 6 - 1 = 10 is clamped to 8, and still bootstraps
+            3.0,  # terminated: 9 + 9 + 2 = 20 would be clamped, but is multiplied by 0
+            0.0,  # padding
+        ]
+    )
+    torch.testing.assert_close(td_target[0], expected)
+    assert clamped[0].tolist() == [False, True, True, False]
+    td_target, clamped = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, value_range=(-0.5, 0.0))
+    assert td_target[0, 0] == pytest.approx(1.0) and clamped[0, :3].all()  # 7.5 > 0: clamped to 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(rewards=st.lists(st.floats(-5, 5), min_size=1, max_size=60), gamma=st.floats(0.0, 0.999))
+def test_value_range_holds_every_discounted_return(rewards, gamma):
+    """The bound --bound-targets uses is sound: no return of rewards seen so far leaves it, ended or not."""
+    stats = qmix.RunningStats()
+    stats.update(np.array(rewards))
+    assert stats.low == min(0.0, *rewards) and stats.high == max(0.0, *rewards)
+    low, high = stats.low / (1 - gamma), stats.high / (1 - gamma)
+    for start in range(len(rewards)):  # every suffix, cut anywhere (a terminal step gives 0 after it)
+        ret = sum(gamma**k * r for k, r in enumerate(rewards[start:]))
+        assert low - 1e-9 <= ret <= high + 1e-9
+
+
 def test_td_target_never_bootstraps_an_unavailable_action():
     batch, target_next_q, online_next_q = make_batch()
     batch["next_avail_actions"][:] = False
     batch["next_avail_actions"][..., 0] = True  # only action 0 everywhere
     for online in (None, online_next_q):
-        td_target = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online)
+        td_target, _ = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online)
         nonterminal = 1 - batch["terminated"]
         q0 = target_next_q[..., 0].sum(-1) + batch["next_state"][..., 0]
         torch.testing.assert_close(td_target, batch["reward"] + GAMMA * nonterminal * q0)
@@ -289,6 +321,7 @@ def test_check_args_rejects_bad_combinations():
     assert "optimizer" in qmix.check_args(qmix.Args(optimizer="SGD"))
     assert "load-model" in qmix.check_args(qmix.Args(eval_only=True))
     assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
+    assert "bound-targets" in qmix.check_args(qmix.Args(bound_targets=True, gamma=1.0))
 
 
 @settings(max_examples=30, deadline=None)
@@ -296,7 +329,7 @@ def test_check_args_rejects_bad_combinations():
 def test_running_std_matches_numpy(seed, n_batches):
     rng = np.random.default_rng(seed)
     batches = [rng.normal(3.0, 2.0, size=rng.integers(1, 50)) for _ in range(n_batches)]
-    running = qmix.RunningStd()
+    running = qmix.RunningStats()
     for batch in batches:
         running.update(batch)
     everything = np.concatenate(batches)
