@@ -446,14 +446,10 @@ if __name__ == "__main__":
             # A scale only: a shift would change the optimal policy whenever episodes can end early.
             scale = max(reward_stats.std, 1e-8) if args.normalize_reward else 1.0
             batch["reward"] = batch["reward"] / scale
-            value_range = None
-            if args.bound_targets:
-                # No return leaves this range, so a bootstrap outside it is pure extrapolation (MPE's
-                # time-limit cut states run away first: docs, Results); clamping keeps rule 7's bootstrap.
-                value_range = (
-                    reward_stats.low / scale / (1 - args.gamma),
-                    reward_stats.high / scale / (1 - args.gamma),
-                )
+            # --bound-targets: no return leaves [low, high] / (1 - gamma), so a bootstrap outside it is pure
+            # extrapolation (MPE's time-limit cut states run away first: docs, Results). Truncation still bootstraps.
+            bound = 1 / scale / (1 - args.gamma) if args.bound_targets else None
+            value_range = (reward_stats.low * bound, reward_stats.high * bound) if bound else None
             q_values = q_network(batch["obs"])  # [B, T, N, A]
             q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
             q_tot = mixer(q_taken, batch["state"])  # [B, T]
