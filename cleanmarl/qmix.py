@@ -132,7 +132,7 @@ def check_args(args: Args) -> str | None:
     if args.eval_only and not args.load_model:
         return "--eval-only needs --load-model PATH"
     if args.bound_targets and args.gamma >= 1:
-        return "--bound-targets needs --gamma < 1 (the bound is max|r| / (1 - gamma))"
+        return "--bound-targets needs --gamma < 1 (its range is divided by 1 - gamma)"
     if args.load_model and not os.path.isfile(args.load_model):
         return f"--load-model: no file {args.load_model!r}"
     return None
