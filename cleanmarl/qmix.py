@@ -1,5 +1,6 @@
 # Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmixpy
 # QMIX (Rashid et al., ICML 2018; JMLR 2020) with feed-forward agents and a full-episode buffer.
+import copy
 import os
 import pickle
 import random
@@ -184,9 +185,7 @@ class QMixer(nn.Module):
 
 class RunningStats:
     """Std (Chan et al.'s parallel update, batch by batch) and range of every value seen so far.
-
-    low/high are min/max over the values and 0: episodes can end, so a return of 0 is possible.
-    """
+    low/high also include 0: episodes can end, so a return of 0 is always possible."""
 
     def __init__(self):
         self.count, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, 0.0, 0.0
@@ -231,10 +230,9 @@ class EpisodeBuffer:
         """Copy the first `length` steps of `episode` (arrays [episode_limit, ...]) into the next slot."""
         i = self.pos
         for key, array in self.fields.items():
-            if key == "mask":
-                continue
-            array[i, :length] = episode[key][:length]
-            array[i, length:] = key == "next_avail_actions"  # padding: zeros, all actions available
+            if key != "mask":
+                array[i, :length] = episode[key][:length]
+                array[i, length:] = key == "next_avail_actions"  # padding: zeros, all actions available
         self.fields["mask"][i] = np.arange(array.shape[1]) < length
         self.lengths[i] = length
         self.pos = (self.pos + 1) % self.buffer_size
@@ -248,21 +246,15 @@ class EpisodeBuffer:
 
 
 def numpy_weights(q_network):
-    """The agent network's Linear layers as numpy (W^T, b) for acting.
-
-    On CPU these are views of the live parameters, which the optimizer updates in place; on other
-    devices they are copies, refreshed every episode.
-    """
+    """The agent network's Linear layers as numpy (W^T, b) for acting: on CPU, views of the live parameters
+    (the optimizer updates them in place); on other devices, copies refreshed every episode."""
     layers = [m for m in q_network.net if isinstance(m, nn.Linear)]
     return [(m.weight.detach().cpu().numpy().T, m.bias.detach().cpu().numpy()) for m in layers]
 
 
 def q_values_numpy(weights, obs):
-    """QNetwork.forward in numpy: [N, obs_size] -> [N, A].
-
-    Acting is one tiny forward per env step, where torch's per-op dispatch costs ~5x numpy's
-    (measured in docs/qmix.md); batched training stays in torch.
-    """
+    """QNetwork.forward in numpy: [N, obs_size] -> [N, A]. Acting is one tiny forward per env step, where
+    torch's per-op dispatch costs ~5x numpy's (docs/qmix.md); batched training stays in torch."""
     x = obs
     for w, b in weights[:-1]:
         x = np.maximum(x @ w + b, 0.0)
@@ -306,7 +298,6 @@ def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=N
 
 def masked_td_loss(q_tot, td_target, mask):
     """Mean squared TD error over real (unpadded) steps only."""
-    mask = mask.to(q_tot.dtype)
     return ((q_tot - td_target) ** 2 * mask).sum() / mask.sum()
 
 
@@ -336,17 +327,15 @@ def run_episode(env, q_network, epsilon, rng, episode=None):
 
 def evaluate(env, q_network, num_episodes):
     """Greedy episodes -> (returns, lengths, battle_won or None)."""
-    results = [run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)]
-    returns, lengths = [r for r, _, _ in results], [t for _, t, _ in results]
-    won = [info["battle_won"] for _, _, info in results] if "battle_won" in results[0][2] else None
+    returns, lengths, infos = zip(*[run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)], strict=True)
+    won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
     return returns, lengths, won
 
 
 if __name__ == "__main__":
     # SETUP
     args = tyro.cli(Args)
-    error = check_args(args)
-    if error:
+    if error := check_args(args):
         sys.exit(f"qmix.py: error: {error}")
     run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if args.device == "auto":
@@ -361,7 +350,6 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = True
     rng = np.random.default_rng(args.seed)  # exploration
 
     try:
@@ -385,8 +373,7 @@ if __name__ == "__main__":
     if args.eval_only:
         returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
         summary = f"eval over {args.num_eval_ep} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
-        summary += f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else "")
-        print(summary)
+        print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
         sys.exit(0)
 
     if args.use_wnb:
@@ -397,15 +384,10 @@ if __name__ == "__main__":
         wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)  # fmt: skip
     writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
+    hyperparameters = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{hyperparameters}")
 
-    target_q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
-    target_mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
-    target_mixer = target_mixer.to(device)
-    target_q_network.load_state_dict(q_network.state_dict())
-    target_mixer.load_state_dict(mixer.state_dict())
+    target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
     params = list(q_network.parameters()) + list(mixer.parameters())
     target_params = list(target_q_network.parameters()) + list(target_mixer.parameters())
     if args.optimizer == "Adam":
@@ -487,13 +469,9 @@ if __name__ == "__main__":
             if ep_won:
                 writer.add_scalar("rollout/battle_won", np.mean(ep_won), global_step)
             if train_logs:
-                loss_mean, grads_mean, q_mean, target_mean, clamped_frac = torch.stack(train_logs).mean(0).tolist()
-                writer.add_scalar("train/loss", loss_mean, global_step)
-                writer.add_scalar("train/grads", grads_mean, global_step)
-                writer.add_scalar("train/q_taken_mean", q_mean, global_step)
-                writer.add_scalar("train/target_mean", target_mean, global_step)
-                if args.bound_targets:
-                    writer.add_scalar("train/target_clamped", clamped_frac, global_step)
+                names = ["train/loss", "train/grads", "train/q_taken_mean", "train/target_mean", "train/target_clamped"]
+                for name, value in zip(names, torch.stack(train_logs).mean(0).tolist(), strict=True):
+                    writer.add_scalar(name, value, global_step)
             writer.add_scalar("train/num_updates", num_updates, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             pbar.set_postfix(ret=f"{np.mean(ep_returns):.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False)

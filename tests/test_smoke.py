@@ -74,6 +74,8 @@ def test_smoke(tmp_path, name):
     for tag in ("rollout/ep_reward", "train/loss", "train/grads", "eval/ep_reward", "charts/SPS"):
         values = scalars(tmp_path, tag)
         assert values and all(v == v and abs(v) < float("inf") for _, v in values), tag
+    clamped = scalars(tmp_path, "train/target_clamped")
+    assert clamped and all(v == 0 for _, v in clamped), "without --bound-targets nothing is clamped"
     steps_logged = [s for s, _ in scalars(tmp_path, "rollout/ep_reward")]
     assert steps_logged == sorted(steps_logged) and steps_logged[-1] <= steps + 400  # x-axis: env steps
     if name == "smaclite_3m":
