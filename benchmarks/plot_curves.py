@@ -1,22 +1,19 @@
 """Learning curves from TensorBoard runs: mean and min/max over seeds, plus a final-value table.
 
-    python benchmarks/plot_curves.py --runs runs --out docs/img [--metric eval/ep_reward]
+    python benchmarks/plot_curves.py --runs runs --out docs/img [--metric eval/ep_reward] [--reach 0.9]
 
 Runs are grouped by env name (the part of the run name before the first "__"); seeds are the
 runs in a group. Prints per group: seeds, steps reached, mean +- std over seeds of the metric's
-last value and of its mean over the last 10% of steps.
+last value and of its mean over the last 10% of steps; with --reach, per run, when the metric first
+held that level over --window values in a row (e.g. eval/battle_won >= 0.9 over 10 evaluations).
 """
 
 import argparse
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+import numpy as np
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
 def load(run_dir, metric):
@@ -28,13 +25,34 @@ def load(run_dir, metric):
     return np.array([p.step for p in points]), np.array([p.value for p in points])
 
 
+def reached(steps, vals, threshold, window):
+    """(first step at which `window` consecutive values average >= threshold, best such average).
+
+    The step is that of the window's last value, or None when no window gets there.
+    """
+    if len(vals) < window:
+        return None, float("nan")
+    means = np.convolve(vals, np.ones(window), mode="valid") / window  # means[i]: vals[i : i + window]
+    hits = np.flatnonzero(means >= threshold - 1e-9)  # 9 wins in 10 is 0.9 despite rounding
+    return (int(steps[hits[0] + window - 1]) if hits.size else None), float(means.max())
+
+
 if __name__ == "__main__":
+    import matplotlib  # only here, so that tests can import reached() without the docs extra
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", default="runs", help="folder of TensorBoard run folders")
     parser.add_argument("--out", default="docs/img", help="where the PNGs go")
     parser.add_argument("--metric", default="eval/ep_reward")
     parser.add_argument("--label", default="", help="a name for this set of runs (title and file name)")
     parser.add_argument("--yscale", default="linear", help="linear, or symlog for metrics that blow up")
+    parser.add_argument(
+        "--reach", type=float, help="also print per run the first step where --window values in a row average >= this"
+    )
+    parser.add_argument("--window", type=int, default=10, help="consecutive values averaged for --reach")
     args = parser.parse_args()
     groups = defaultdict(list)
     for run_dir in sorted(Path(args.runs).iterdir()):
@@ -53,6 +71,10 @@ if __name__ == "__main__":
             f"{env_name:32s} {len(runs):5d} {steps_reached:9d} {last.mean():8.3f} +- {last.std():5.3f}"
             f" {tail.mean():9.3f} +- {tail.std():5.3f}"
         )
+        for name, (steps, vals) in runs if args.reach is not None else []:
+            step, best = reached(steps, vals, args.reach, args.window)
+            when = f"first at step {step}" if step is not None else "never"
+            print(f"  {name}: {args.window} values in a row average >= {args.reach}: {when} (best {best:.3f})")
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for _, (steps, vals) in runs:
             ax.plot(steps, vals, alpha=0.25, linewidth=0.8)
