@@ -74,7 +74,7 @@ class Args:
     learning_rate: float = 5e-4
     """learning rate of the agent network and mixer"""
     normalize_reward: bool = True
-    """divide rewards by the running std of all real (unpadded) rewards collected so far (EPyMARL)"""
+    """divide rewards by the running std of all real (unpadded) rewards so far (EPyMARL); Q_tot is rescaled with it"""
     clip_gradients: float = -1
     """clip the gradient norm at this value; <= 0 disables clipping"""
     double_q: bool = True
@@ -115,28 +115,19 @@ def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
     positive = ["total_timesteps", "buffer_size", "batch_size", "train_freq", "log_every", "eval_steps", "num_eval_ep"]
     positive += ["hidden_dim", "hyper_dim", "mixer_embed_dim", "torch_threads", "target_network_update_freq"]
-    for name in positive:
-        if getattr(args, name) <= 0:
-            return f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}"
-    if args.batch_size > args.buffer_size:
-        return f"--batch-size ({args.batch_size}) must not exceed --buffer-size ({args.buffer_size})"
-    if args.hypernet_layers not in (1, 2):
-        return f"--hypernet-layers must be 1 or 2, got {args.hypernet_layers}"
-    if args.optimizer not in ("Adam", "RMSprop"):
-        return f"--optimizer must be Adam or RMSprop, got {args.optimizer!r}"
-    if not 0 < args.polyak <= 1:
-        return f"--polyak must be in (0, 1], got {args.polyak}"
-    if not 0 < args.exploration_fraction <= 1:
-        return f"--exploration-fraction must be in (0, 1], got {args.exploration_fraction}"
-    if not 0 <= args.gamma <= 1:
-        return f"--gamma must be in [0, 1], got {args.gamma}"
-    if args.eval_only and not args.load_model:
-        return "--eval-only needs --load-model PATH"
-    if args.bound_targets and args.gamma >= 1:
-        return "--bound-targets needs --gamma < 1 (its range is divided by 1 - gamma)"
-    if args.load_model and not os.path.isfile(args.load_model):
-        return f"--load-model: no file {args.load_model!r}"
-    return None
+    rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
+    rules += [
+        (args.batch_size > args.buffer_size, f"--batch-size {args.batch_size} > --buffer-size {args.buffer_size}"),
+        (args.hypernet_layers not in (1, 2), f"--hypernet-layers must be 1 or 2, got {args.hypernet_layers}"),
+        (args.optimizer not in ("Adam", "RMSprop"), f"--optimizer must be Adam or RMSprop, got {args.optimizer!r}"),
+        (not 0 < args.polyak <= 1, f"--polyak must be in (0, 1], got {args.polyak}"),
+        (not 0 < args.exploration_fraction <= 1, f"--exploration-fraction {args.exploration_fraction} not in (0, 1]"),
+        (not 0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}"),
+        (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
+        (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
+        (args.load_model and not os.path.isfile(args.load_model), f"--load-model: no file {args.load_model!r}"),
+    ]
+    return next((message for bad, message in rules if bad), None)
 
 
 class QNetwork(nn.Module):
@@ -158,8 +149,7 @@ class QMixer(nn.Module):
     """Q_tot = w2 . elu(w1 q + b1) + b2, with w1, w2 >= 0 produced by hypernetworks from the state.
 
     abs() on the hypernetwork outputs keeps dQ_tot/dQ_i >= 0, so each agent's argmax is the
-    joint argmax (QMIX, Sec. 4). Biases are unconstrained; b2 is a 2-layer ReLU net (V(s)).
-    """
+    joint argmax (QMIX, Sec. 4). Biases are unconstrained; b2 is a 2-layer ReLU net (V(s))."""
 
     def __init__(self, n_agents, state_size, embed_dim, hyper_dim, hypernet_layers):
         super().__init__()
@@ -183,6 +173,14 @@ class QMixer(nn.Module):
         return (hidden * w2).sum(-1) + self.hyper_b2(state).squeeze(-1)
 
 
+@torch.no_grad()
+def rescale_q_tot(mixers, old_scale, new_scale):
+    """Q_tot *= old_scale / new_scale exactly, for every input (last layers of the w2 and b2 hypernetworks): values
+    learned from rewards / old_scale stay right for rewards / new_scale (Pop-Art's output preservation)."""
+    last_layers = [list(hypernet.modules())[-1] for m in mixers for hypernet in (m.hyper_w2, m.hyper_b2)]
+    torch._foreach_mul_([p for layer in last_layers for p in layer.parameters()], old_scale / new_scale)
+
+
 class RunningStats:
     """Std (Chan et al.'s parallel update, batch by batch) and range of every value seen so far.
     low/high also include 0: episodes can end, so a return of 0 is always possible."""
@@ -195,8 +193,7 @@ class RunningStats:
         n, mean = len(x), float(np.mean(x))
         delta, total = mean - self.mean, self.count + n
         self.m2 += float(np.sum((x - mean) ** 2)) + delta**2 * self.count * n / total
-        self.mean += delta * n / total
-        self.count = total
+        self.mean, self.count = self.mean + delta * n / total, total
 
     @property
     def std(self):
@@ -206,8 +203,7 @@ class RunningStats:
 class EpisodeBuffer:
     """Whole episodes in preallocated arrays [buffer_size, episode_limit, ...], padded and masked.
 
-    Padded steps keep every next action available, so the masked max in the TD target stays finite.
-    """
+    Padded steps keep every next action available, so the masked max in the TD target stays finite."""
 
     def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed):
         e, t, n = buffer_size, episode_limit, n_agents
@@ -282,8 +278,7 @@ def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=N
     target_next_q / online_next_q: [B, T, N, A] from the target / online network on next_obs.
     With online_next_q (double Q) the online network picks u' and the target network evaluates it.
     Truncated steps have terminated = 0, so they bootstrap (pymarl#11 / Pardo et al., 2018).
-    value_range (low, high) clamps Q_tot^-(s', u'). -> td_target [B, T], clamped [B, T] (bool).
-    """
+    value_range (low, high) clamps Q_tot^-(s', u'). -> td_target [B, T], clamped [B, T] (bool)."""
     next_avail = batch["next_avail_actions"]
     chooser = target_next_q if online_next_q is None else online_next_q
     next_actions = chooser.masked_fill(~next_avail, -torch.inf).argmax(-1, keepdim=True)
@@ -399,7 +394,7 @@ if __name__ == "__main__":
         args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, args.seed
     )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
-    reward_stats = RunningStats()
+    reward_stats, scale = RunningStats(), None  # rewards are divided by scale (None: no reward seen yet, 1)
     exploration_steps = args.exploration_fraction * args.total_timesteps
 
     global_step, num_episodes, num_updates = 0, 0, 0
@@ -425,12 +420,16 @@ if __name__ == "__main__":
         if rb.size >= args.batch_size and num_episodes % args.train_freq == 0:
             batch = rb.sample(args.batch_size, device)  # [B, T, ...]
             mask = batch["mask"]
-            # A scale only: a shift would change the optimal policy whenever episodes can end early.
-            scale = max(reward_stats.std, 1e-8) if args.normalize_reward else 1.0
-            batch["reward"] = batch["reward"] / scale
+            # A scale only (a shift would change the optimal policy when episodes can end early). Q_tot moves with it,
+            # as in Pop-Art (van Hasselt et al., 2016); else bootstrap-only values outgrow reward-grounded ones (docs).
+            if args.normalize_reward and reward_stats.std > 0:
+                if scale is not None:
+                    rescale_q_tot((mixer, target_mixer), scale, reward_stats.std)
+                scale = reward_stats.std
+            batch["reward"] = batch["reward"] / (scale or 1.0)
             # --bound-targets: no return leaves [low, high] / (1 - gamma), so a bootstrap outside it is pure
             # extrapolation (MPE's time-limit cut states run away first: docs, Results). Truncation still bootstraps.
-            bound = 1 / scale / (1 - args.gamma) if args.bound_targets else None
+            bound = 1 / (scale or 1.0) / (1 - args.gamma) if args.bound_targets else None
             value_range = (reward_stats.low * bound, reward_stats.high * bound) if bound else None
             q_values = q_network(batch["obs"])  # [B, T, N, A]
             q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
@@ -473,6 +472,7 @@ if __name__ == "__main__":
                 for name, value in zip(names, torch.stack(train_logs).mean(0).tolist(), strict=True):
                     writer.add_scalar(name, value, global_step)
             writer.add_scalar("train/num_updates", num_updates, global_step)
+            writer.add_scalar("train/reward_scale", scale or 1.0, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             pbar.set_postfix(ret=f"{np.mean(ep_returns):.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False)
             ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []

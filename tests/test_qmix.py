@@ -50,6 +50,29 @@ def test_mixer_is_monotonic(seed, n_agents, hypernet_layers, scale, q_scale):
 
 
 @settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    hypernet_layers=st.sampled_from([1, 2]),
+    old_scale=st.floats(1e-3, 1e3),
+    new_scale=st.floats(1e-3, 1e3),
+)
+def test_rescale_q_tot_keeps_values_in_reward_units(seed, hypernet_layers, old_scale, new_scale):
+    """Pop-Art's output preservation: when the reward scale moves, scale * Q_tot (a value in reward units) is
+    unchanged for every state and agent Q, for the online and target mixers alike."""
+    n_agents, state_size = 3, 5
+    mixers = [random_mixer(seed + i, n_agents, state_size, hypernet_layers, scale=1.0) for i in range(2)]
+    gen = torch.Generator().manual_seed(seed)
+    q_agents = torch.randn(128, n_agents, generator=gen) * 10
+    state = torch.randn(128, state_size, generator=gen) * 5
+    with torch.no_grad():
+        before = [old_scale * m(q_agents, state) for m in mixers]
+        qmix.rescale_q_tot(mixers, old_scale, new_scale)
+        after = [new_scale * m(q_agents, state) for m in mixers]
+    for b, a in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * old_scale)
+
+
+@settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n_actions=st.integers(2, 4), hypernet_layers=st.sampled_from([1, 2]))
 def test_per_agent_argmax_is_joint_argmax(seed, n_actions, hypernet_layers):
     """IGM: the greedy joint action from each agent's own argmax maximises Q_tot (brute force)."""

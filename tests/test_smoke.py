@@ -76,6 +76,8 @@ def test_smoke(tmp_path, name):
         assert values and all(v == v and abs(v) < float("inf") for _, v in values), tag
     clamped = scalars(tmp_path, "train/target_clamped")
     assert clamped and all(v == 0 for _, v in clamped), "without --bound-targets nothing is clamped"
+    reward_scale = [v for _, v in scalars(tmp_path, "train/reward_scale")]
+    assert reward_scale and all(v > 0 for v in reward_scale)
     steps_logged = [s for s, _ in scalars(tmp_path, "rollout/ep_reward")]
     assert steps_logged == sorted(steps_logged) and steps_logged[-1] <= steps + 400  # x-axis: env steps
     if name == "smaclite_3m":
