@@ -33,7 +33,7 @@ class Args:
     torch_threads: int = 1
     """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
     save_model: bool = False
-    """save the agent network and mixer to runs/{run_name}/qmix.cleanmarl_model"""
+    """save the agent network and mixer to runs/{run_name}/qmix.cleanmarl_model at every evaluation"""
     load_model: str = ""
     """path of a saved model to start from (or to evaluate with --eval-only)"""
     eval_only: bool = False
@@ -333,6 +333,7 @@ if __name__ == "__main__":
     if error := check_args(args):
         sys.exit(f"qmix.py: error: {error}")
     run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    model_path = f"runs/{run_name}/{args.exp_name}.cleanmarl_model"
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -379,8 +380,7 @@ if __name__ == "__main__":
         wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)  # fmt: skip
     writer = SummaryWriter(f"runs/{run_name}")
-    hyperparameters = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{hyperparameters}")
+    writer.add_text("hyperparameters", "|param|value|\n|-|-|" + "".join(f"\n|{k}|{v}|" for k, v in vars(args).items()))
 
     target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
     params = list(q_network.parameters()) + list(mixer.parameters())
@@ -399,8 +399,7 @@ if __name__ == "__main__":
 
     global_step, num_episodes, num_updates = 0, 0, 0
     ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
-    eval_return = float("nan")
-    start_time = time.time()
+    eval_return, start_time = float("nan"), time.time()
     pbar = tqdm(total=args.total_timesteps, disable=not args.progress_bar, unit="step", smoothing=0.05)
     while global_step < args.total_timesteps:
         # ROLLOUT: epsilon is held for the episode, at its value at the episode's first step.
@@ -486,12 +485,13 @@ if __name__ == "__main__":
             writer.add_scalar("eval/ep_length", np.mean(lengths), global_step)
             if won is not None:
                 writer.add_scalar("eval/battle_won", np.mean(won), global_step)
+            if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
+                checkpoint = {"q_network": q_network.state_dict(), "mixer": mixer.state_dict(), "args": vars(args)}
+                torch.save(checkpoint, model_path)
 
-    # SAVE
+    # SAVE (the checkpoint of the last evaluation, which follows the last update)
     pbar.close()
     if args.save_model:
-        model_path = f"runs/{run_name}/{args.exp_name}.cleanmarl_model"
-        torch.save({"q_network": q_network.state_dict(), "mixer": mixer.state_dict(), "args": vars(args)}, model_path)
         print(f"model saved to {model_path}")
     writer.close()
     if args.use_wnb:
