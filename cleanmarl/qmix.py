@@ -138,8 +138,7 @@ class QNetwork(nn.Module):
         layers = [nn.Linear(obs_size, hidden_dim), nn.ReLU()]
         for _ in range(num_layers):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
-        layers.append(nn.Linear(hidden_dim, n_actions))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers, nn.Linear(hidden_dim, n_actions))
 
     def forward(self, obs):  # [..., N, obs_size] -> [..., N, A]
         return self.net(obs)
@@ -487,7 +486,8 @@ if __name__ == "__main__":
                 writer.add_scalar("eval/battle_won", np.mean(won), global_step)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
                 checkpoint = {"q_network": q_network.state_dict(), "mixer": mixer.state_dict(), "args": vars(args)}
-                torch.save(checkpoint, model_path)
+                torch.save(checkpoint, model_path + ".tmp")
+                os.replace(model_path + ".tmp", model_path)  # atomic: a run killed mid-save keeps the last one whole
 
     # SAVE (the checkpoint of the last evaluation, which follows the last update)
     pbar.close()

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,22 @@ def test_use_wnb_without_wandb_gives_one_error_line(tmp_path):
     proc = run(tmp_path, *LBF, "--use-wnb", "--total-timesteps", "10", check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and "pip install wandb" in lines[0], proc.stderr
+
+
+def test_save_model_checkpoints_at_every_evaluation(tmp_path):
+    """A run stopped before its end (killed, out of time) keeps the policy of its latest evaluation."""
+    cmd = [sys.executable, str(SCRIPT), "--no-progress-bar", *LBF, "--save-model", "--eval-steps", "2"]
+    proc = subprocess.Popen(cmd + ["--total-timesteps", "1000000"], cwd=tmp_path, stderr=subprocess.PIPE)
+    deadline, models = time.monotonic() + 120, []
+    while not models and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        models = list((tmp_path / "runs").glob("*/*.cleanmarl_model"))
+    time.sleep(2)  # let it overwrite the checkpoint a few times
+    proc.kill()
+    proc.wait()
+    assert proc.returncode != 0 and len(models) == 1, proc.stderr.read()[-3000:]
+    result = run(tmp_path, *LBF, "--eval-only", "--load-model", str(models[0]), "--num-eval-ep", "2")
+    assert "eval over 2 episodes" in result.stdout
 
 
 def test_two_step_game_learns_optimum_and_reloads(tmp_path):
