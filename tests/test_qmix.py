@@ -193,37 +193,33 @@ def test_td_target_never_bootstraps_an_unavailable_action():
         torch.testing.assert_close(td_target, batch["reward"] + GAMMA * nonterminal * q0)
 
 
-def test_masked_loss_ignores_padding_and_stays_finite():
-    """Garbage in padded steps (huge values) changes neither the loss nor the gradients, and no NaN appears."""
+def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
+    """sample() drops padded steps: the loss on its flat batch equals the masked mean over the padded
+    [B, T] episodes, garbage in the padding changes nothing, and no NaN/inf appears."""
     torch.manual_seed(0)
+    rb = qmix.EpisodeBuffer(4, episode_limit=6, n_agents=2, obs_size=4, state_size=3, n_actions=3, seed=0)
+    lengths = [6, 2, 4, 1]
+    for value, length in enumerate(lengths, 1):
+        rb.add(fake_episode(rb, value, length), length)
+    for key in ("obs", "state", "reward"):  # garbage in the padding: it must never reach the loss
+        rb.fields[key][~rb.fields["mask"]] = 1e30
+    rb.fields["obs"] += np.random.default_rng(0).normal(size=rb.fields["obs"].shape).astype(np.float32)
     q_network = qmix.QNetwork(obs_size=4, n_actions=3, hidden_dim=8, num_layers=1)
     mixer = qmix.QMixer(2, 3, embed_dim=4, hyper_dim=8, hypernet_layers=2)
-    obs = torch.randn(2, 5, 2, 4)
-    state = torch.randn(2, 5, 3)
-    actions = torch.randint(0, 3, (2, 5, 2))
-    td_target = torch.randn(2, 5)
-    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
 
-    def loss_and_grads(obs, state, td_target):
-        q_taken = q_network(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-        loss = qmix.masked_td_loss(mixer(q_taken, state), td_target, mask)
-        grads = torch.autograd.grad(loss, list(q_network.parameters()) + list(mixer.parameters()))
-        return loss, grads
+    def q_tot(batch):
+        q_taken = q_network(batch["obs"]).gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+        return mixer(q_taken, batch["state"])
 
-    loss, grads = loss_and_grads(obs, state, td_target)
-    obs2, state2, target2 = obs.clone(), state.clone(), td_target.clone()
-    obs2[1, 2:] = 1e4
-    state2[1, 2:] = -1e4
-    target2[1, 2:] = 1e6
-    loss2, grads2 = loss_and_grads(obs2, state2, target2)
+    batch = rb.sample(4, "cpu")  # all four episodes
+    assert batch["obs"].shape == (sum(lengths), 2, 4) and "mask" not in batch
+    loss = torch.nn.functional.mse_loss(q_tot(batch), batch["reward"])
+    grads = torch.autograd.grad(loss, list(q_network.parameters()) + list(mixer.parameters()))
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
-    torch.testing.assert_close(loss, loss2)
-    for g, g2 in zip(grads, grads2, strict=True):
-        torch.testing.assert_close(g, g2)
-    # and the loss is the mean over the 7 real steps
-    q_taken = q_network(obs).gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    err = (mixer(q_taken, state) - td_target)[mask]
-    torch.testing.assert_close(loss, (err**2).mean())
+    padded = {k: torch.from_numpy(v) for k, v in rb.fields.items()}
+    mask = padded["mask"]
+    err = torch.where(mask, q_tot(padded) - padded["reward"], 0.0)
+    torch.testing.assert_close(loss, (err**2).sum() / mask.sum())
 
 
 def fake_episode(rb, value, length):
@@ -247,7 +243,6 @@ def test_buffer_wraps_around_and_pads():
     # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten)
     for slot, value in zip(range(3), (4, 5, 3), strict=True):
         length = lengths[value]
-        assert rb.lengths[slot] == length
         assert rb.fields["mask"][slot].tolist() == [True] * length + [False] * (6 - length)
         assert (rb.fields["obs"][slot, :length] == value).all()
         # the padding left by a longer, older episode is cleared
@@ -263,20 +258,21 @@ def test_buffer_samples_only_filled_episodes():
     seen = set()
     for _ in range(200):
         batch = rb.sample(4, "cpu")
-        values = batch["obs"][:, 0, 0, 0].tolist()
+        values = batch["obs"][::5, 0, 0].tolist()  # [M = 4 episodes x 5 steps, N, obs]
         assert len(set(values)) == 4, "episodes in one batch must be distinct"
         seen.update(values)
     assert seen == set(range(1, 8)), "every filled episode is sampled, no empty slot ever"
 
 
-def test_buffer_sample_is_cut_to_longest_episode_in_batch():
+def test_buffer_sample_holds_the_real_steps_only():
     rb = qmix.EpisodeBuffer(2, episode_limit=10, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0)
     rb.add(fake_episode(rb, 1, 3), 3)
     rb.add(fake_episode(rb, 2, 4), 4)
     batch = rb.sample(2, "cpu")
-    assert batch["obs"].shape == (2, 4, 1, 1) and batch["mask"].sum() == 7
+    assert batch["obs"].shape == (7, 1, 1) and sorted(batch["obs"].flatten().tolist()) == [1] * 3 + [2] * 4
+    assert batch["terminated"].sum() == 2  # each episode's last step, in order within its episode
     assert batch["obs"].dtype == torch.float32 and batch["actions"].dtype == torch.int64
-    assert batch["next_avail_actions"].dtype == torch.bool and batch["mask"].dtype == torch.bool
+    assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields) - {"mask"}
 
 
 def test_linear_schedule():
