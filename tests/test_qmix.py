@@ -270,7 +270,9 @@ def test_buffer_sample_holds_the_real_steps_only():
     rb.add(fake_episode(rb, 2, 4), 4)
     batch = rb.sample(2, "cpu")
     assert batch["obs"].shape == (7, 1, 1) and sorted(batch["obs"].flatten().tolist()) == [1] * 3 + [2] * 4
-    assert batch["terminated"].sum() == 2  # each episode's last step, in order within its episode
+    # steps stay in order within each episode: the terminated step is the last of its episode's block
+    values, terminated = batch["obs"].flatten(), batch["terminated"].bool()
+    assert terminated.tolist() == torch.cat([values[1:] != values[:-1], torch.tensor([True])]).tolist()
     assert batch["obs"].dtype == torch.float32 and batch["actions"].dtype == torch.int64
     assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields) - {"mask"}
 
