@@ -11,6 +11,9 @@ For the greedy stalls it also prints how far apart the learned Q_tot puts the jo
 stalled state. A joint action that leaves the state unchanged and earns nothing is worth exactly
 gamma * V(s), so under the optimal Q it trails the best joint action by (1 - gamma) of the state's
 value (1% at gamma 0.99): a greedy policy only escapes when its Q_tot resolves gaps that small.
+And it prints Q_tot of the greedy joint action at the episodes' first states (times the checkpoint's
+reward_scale, so in reward units) beside the discounted return the greedy policy then earns: a
+Q_tot far above that return is a value no reward backs (e.g. a policy that waits for the time limit).
 """
 
 import argparse
@@ -23,16 +26,24 @@ from cleanmarl import qmix
 from cleanmarl.env import make_env
 
 
-def play(env, weights, epsilon, rng, still):
+def play(env, weights, epsilon, rng, still, gamma):
     obs, state, avail, _ = env.reset()
-    ep_return, history, terminated, truncated = 0.0, [(obs, state, avail)], False, False
+    ep_return, discounted, history, terminated, truncated = 0.0, 0.0, [(obs, state, avail)], False, False
     while not (terminated or truncated):
         actions = qmix.select_actions(qmix.q_values_numpy(weights, obs), avail, epsilon, rng)
         obs, state, avail, reward, terminated, truncated, _ = env.step(actions)
+        discounted += gamma ** (len(history) - 1) * reward
         ep_return += reward
         history.append((obs, state, avail))
     stalled = truncated and all(np.array_equal(h[0], history[-1][0]) for h in history[-still:])
-    return (ep_return, len(history) - 1, truncated, stalled), history[-1]
+    return (ep_return, len(history) - 1, truncated, stalled, discounted), history[-1], history[0]
+
+
+@torch.no_grad()
+def greedy_q_tot(q_network, mixer, obs, state, avail):
+    """Q_tot of the greedy joint action over the available actions (in the mixer's units)."""
+    q_values = q_network(torch.as_tensor(obs)).masked_fill(~torch.as_tensor(avail), -torch.inf)
+    return float(mixer(q_values.max(-1).values[None], torch.as_tensor(state)[None]))
 
 
 @torch.no_grad()
@@ -64,16 +75,27 @@ if __name__ == "__main__":
         env.n_agents, env.state_size, flags["mixer_embed_dim"], flags["hyper_dim"], flags["hypernet_layers"]
     )
     mixer.load_state_dict(checkpoint["mixer"])
+    # The mixer learned rewards / reward_scale (--normalize-reward); checkpoints before it was saved lack it.
+    scale, units = (
+        checkpoint.get("reward_scale", 1.0),
+        "reward units" if "reward_scale" in checkpoint else "mixer units",
+    )
     weights = qmix.numpy_weights(q_network)
     print(f"{flags['env_name']}, {args.episodes} episodes per mode, stall = last {args.still} steps unchanged")
     for epsilon in (0.0, args.epsilon):
         rng = np.random.default_rng(args.seed)
-        played = [play(env, weights, epsilon, rng, args.still) for _ in range(args.episodes)]
-        ret, length, cut, stalled = np.array([p[0] for p in played], dtype=float).mean(0)
+        played = [play(env, weights, epsilon, rng, args.still, flags["gamma"]) for _ in range(args.episodes)]
+        ret, length, cut, stalled, discounted = np.array([p[0] for p in played], dtype=float).mean(0)
         print(
             f"epsilon {epsilon:<6} return {ret:.3f}  length {length:5.1f}  time-limit cut {cut:.1%}  stalled {stalled:.1%}"
         )
-        stalls = [last for (_, _, _, is_stalled), last in played if is_stalled]
+        if epsilon == 0.0:  # what Q_tot promises at the first state against what the greedy policy then earns
+            start_q = np.mean([greedy_q_tot(q_network, mixer, *first) for _, _, first in played]) * scale
+            print(
+                f"  Q_tot at the first states (greedy joint action, {units}): {start_q:.3f}; "
+                f"the greedy policy's discounted return from them: {discounted:.3f}"
+            )
+        stalls = [last for (_, _, _, is_stalled, _), last, _ in played if is_stalled]
         if epsilon == 0.0 and stalls and env.n_actions**env.n_agents <= 4096:
             gaps = [joint_gap(q_network, mixer, *last) for last in stalls]
             print(

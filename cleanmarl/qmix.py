@@ -357,6 +357,7 @@ if __name__ == "__main__":
             checkpoint = torch.load(args.load_model, map_location=device, weights_only=True)
             q_network.load_state_dict(checkpoint["q_network"])
             mixer.load_state_dict(checkpoint["mixer"])
+            rescale_q_tot((mixer,), checkpoint.get("reward_scale", 1.0), 1.0)  # its Q_tot back in reward units
         except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
             message = str(e).strip().splitlines()[0]
             sys.exit(f"qmix.py: error: --load-model {args.load_model!r} does not fit this env and flags: {message}")
@@ -389,7 +390,8 @@ if __name__ == "__main__":
         args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, args.seed
     )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
-    reward_stats, scale = RunningStats(), None  # rewards are divided by scale (None: no reward seen yet, 1)
+    # Rewards are divided by scale (None: no reward seen yet, 1). A loaded Q_tot is in reward units: scale 1.
+    reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)
     exploration_steps = args.exploration_fraction * args.total_timesteps
 
     global_step, num_episodes, num_updates = 0, 0, 0
@@ -477,6 +479,7 @@ if __name__ == "__main__":
                 writer.add_scalar("eval/battle_won", np.mean(won), global_step)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
                 checkpoint = {"q_network": q_network.state_dict(), "mixer": mixer.state_dict(), "args": vars(args)}
+                checkpoint["reward_scale"] = scale or 1.0  # Q_tot * reward_scale is in reward units
                 torch.save(checkpoint, model_path + ".tmp")
                 os.replace(model_path + ".tmp", model_path)  # atomic: a run killed mid-save keeps the last one whole
 

@@ -163,17 +163,8 @@ def test_save_model_checkpoints_at_every_evaluation(tmp_path):
     assert "eval over 2 episodes" in result.stdout
 
 
-def test_two_step_game_learns_optimum_and_reloads(tmp_path):
-    """QMIX paper Sec. 6.1: with uniform exploration QMIX finds the optimal 8 (VDN can only reach 7).
-
-    Checks the learned Q_tot, not only the greedy return (a random init can be greedy-optimal by
-    chance), then that --eval-only --load-model reloads the checkpoint.
-    """
-    # Unnormalised rewards, so the learned Q_tot can be checked in reward units.
-    args = ["--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--no-normalize-reward"]
-    run(tmp_path, *TWO_STEP, *args, "--save-model")
-    assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
-    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+def two_step_values(model):
+    """A two-step checkpoint's per-agent Q [state, agent, action] and Q_tot [state, joint action], in reward units."""
     checkpoint = torch.load(model, weights_only=True)
     q_network = qmix.QNetwork(3 + 2, 2, 64, 1)
     mixer = qmix.QMixer(2, 3, 32, 64, 1)
@@ -185,6 +176,41 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
         q_values = q_network(obs)  # [state, agent, action]
         joint = torch.tensor([[a0, a1] for a0 in range(2) for a1 in range(2)])
         q_tot = torch.stack([mixer(q_values[s, [0, 1], joint], eye[s].expand(4, 3)) for s in range(3)])
+    return q_values, q_tot * checkpoint["reward_scale"]
+
+
+def test_checkpoint_reward_scale_puts_q_tot_in_reward_units_and_survives_a_warm_start(tmp_path):
+    """With --normalize-reward the mixer learns rewards / std: the checkpoint's reward_scale turns its Q_tot back into
+    reward units, and --load-model starts from those units, so training on (lr 0: the nets cannot move) keeps them."""
+    args = ["--start-e", "1", "--end-e", "1", "--save-model"]
+    (tmp_path / "first").mkdir(), (tmp_path / "warm").mkdir()
+    run(tmp_path / "first", *TWO_STEP, "--total-timesteps", "4000", *args)
+    (model,) = (tmp_path / "first" / "runs").glob("*/*.cleanmarl_model")
+    scale = torch.load(model, weights_only=True)["reward_scale"]
+    _, q_tot = two_step_values(model)
+    assert scale > 1.5 and q_tot[2, 3] == pytest.approx(8.0, abs=1.0)  # rewards 0, 1, 7, 8: std ~3.3; Q_tot ~7.4
+    # A warm start sees other rewards first, so its own scale starts elsewhere; Q_tot must follow it exactly.
+    warm_args = ["--total-timesteps", "200", "--learning-rate", "0", "--load-model", str(model), "--save-model"]
+    run(tmp_path / "warm", *TWO_STEP, *warm_args)
+    (warm_model,) = (tmp_path / "warm" / "runs").glob("*/*.cleanmarl_model")
+    warm_scale = torch.load(warm_model, weights_only=True)["reward_scale"]
+    _, warm_q_tot = two_step_values(warm_model)
+    assert warm_scale != pytest.approx(scale, rel=1e-3)
+    assert warm_q_tot == pytest.approx(q_tot, rel=1e-4, abs=1e-4)
+
+
+def test_two_step_game_learns_optimum_and_reloads(tmp_path):
+    """QMIX paper Sec. 6.1: with uniform exploration QMIX finds the optimal 8 (VDN can only reach 7).
+
+    Checks the learned Q_tot, not only the greedy return (a random init can be greedy-optimal by
+    chance), then that --eval-only --load-model reloads the checkpoint.
+    """
+    # Unnormalised rewards, so the learned Q_tot can be checked in reward units.
+    args = ["--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--no-normalize-reward"]
+    run(tmp_path, *TWO_STEP, *args, "--save-model")
+    assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    q_values, q_tot = two_step_values(model)
     # state 2B: the joint action (1, 1) pays 8 and is each agent's greedy choice
     assert q_tot[2, 3] == pytest.approx(8.0, abs=0.5) and q_tot[2].argmax() == 3
     assert q_values[2].argmax(-1).tolist() == [1, 1]
@@ -202,3 +228,6 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     greedy = proc.stdout.splitlines()[1].split()
     assert greedy[:4] == ["epsilon", "0.0", "return", "8.000"] and greedy[-2:] == ["stalled", "0.0%"]
+    start = proc.stdout.splitlines()[2]  # Q_tot at s0 in reward units, against the discounted greedy return 0.99 * 8
+    start_q, discounted = (float(part.split()[-1].rstrip(";")) for part in start.split(";"))
+    assert "reward units" in start and discounted == pytest.approx(7.92) and start_q == pytest.approx(7.92, abs=0.5)
