@@ -76,10 +76,8 @@ if __name__ == "__main__":
     )
     mixer.load_state_dict(checkpoint["mixer"])
     # The mixer learned rewards / reward_scale (--normalize-reward); checkpoints before it was saved lack it.
-    scale, units = (
-        checkpoint.get("reward_scale", 1.0),
-        "reward units" if "reward_scale" in checkpoint else "mixer units",
-    )
+    scale = checkpoint.get("reward_scale", 1.0)
+    units = "reward units" if "reward_scale" in checkpoint else "mixer units"
     weights = qmix.numpy_weights(q_network)
     print(f"{flags['env_name']}, {args.episodes} episodes per mode, stall = last {args.still} steps unchanged")
     for epsilon in (0.0, args.epsilon):
