@@ -258,6 +258,12 @@ def q_values_numpy(weights, obs):
     return x @ w + b
 
 
+def independent_rngs(seed, n):
+    """n numpy streams from one seed that share no bits: np.random.default_rng(seed) is the very stream gymnasium
+    seeds the envs with, so reusing it for exploration or replay sampling would replay the env's random numbers."""
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
 def linear_schedule(start_e, end_e, duration, t):
     """Epsilon at step t: linear from start_e to end_e over `duration` steps, then constant."""
     return max(end_e, start_e + (end_e - start_e) * t / duration)
@@ -341,7 +347,7 @@ if __name__ == "__main__":
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)  # exploration
+    rng, buffer_rng = independent_rngs(args.seed, 2)  # exploration, replay sampling
 
     try:
         env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
@@ -387,10 +393,10 @@ if __name__ == "__main__":
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
 
     rb = EpisodeBuffer(
-        args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, args.seed
+        args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, buffer_rng
     )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
-    # Rewards are divided by scale (None: no reward seen yet, 1). A loaded Q_tot is in reward units: scale 1.
+    # Rewards are divided by scale (None: reward std still 0, so 1). A loaded Q_tot is in reward units: scale 1.
     reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)
     exploration_steps = args.exploration_fraction * args.total_timesteps
 
@@ -418,8 +424,8 @@ if __name__ == "__main__":
             # A scale only (a shift would change the optimal policy when episodes can end early). Q_tot moves with it,
             # as in Pop-Art (van Hasselt et al., 2016); else bootstrap-only values outgrow reward-grounded ones (docs).
             if args.normalize_reward and reward_stats.std > 0:
-                if scale is not None:
-                    rescale_q_tot((mixer, target_mixer), scale, reward_stats.std)
+                if scale is not None or num_updates > 0:  # updates while the std was 0 learned rewards / 1
+                    rescale_q_tot((mixer, target_mixer), scale or 1.0, reward_stats.std)
                 scale = reward_stats.std
             batch["reward"] = batch["reward"] / (scale or 1.0)
             # --bound-targets: no return leaves [low, high] / (1 - gamma), so a bootstrap outside it is pure

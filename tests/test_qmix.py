@@ -277,6 +277,20 @@ def test_buffer_sample_holds_the_real_steps_only():
     assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields) - {"mask"}
 
 
+def test_independent_rngs_share_no_bits_with_each_other_or_the_envs():
+    """Exploration and replay sampling draw from streams of their own, not the one gymnasium seeds envs with."""
+    from gymnasium.utils import seeding
+
+    def draws(rng):
+        return rng.integers(0, 2**32, size=8).tolist()
+
+    streams = [draws(rng) for rng in qmix.independent_rngs(7, 2)]
+    env_stream = draws(seeding.np_random(7)[0])
+    assert streams[0] != streams[1] and env_stream not in streams
+    assert draws(np.random.default_rng(7)) == env_stream  # the reason: one seed, one stream
+    assert [draws(rng) for rng in qmix.independent_rngs(7, 2)] == streams  # still reproducible
+
+
 def test_linear_schedule():
     assert qmix.linear_schedule(1.0, 0.05, 100, 0) == 1.0
     assert qmix.linear_schedule(1.0, 0.05, 100, 50) == pytest.approx(0.525)

@@ -199,6 +199,23 @@ def test_checkpoint_reward_scale_puts_q_tot_in_reward_units_and_survives_a_warm_
     assert warm_q_tot == pytest.approx(q_tot, rel=1e-4, abs=1e-4)
 
 
+def test_updates_before_any_reward_variance_keep_q_tot_in_reward_units(tmp_path):
+    """Updates that ran while the reward std was 0 learned rewards / 1: the first real scale must rescale Q_tot from 1.
+    lr 0 freezes the nets, so Q_tot * reward_scale must stay the initial Q_tot (that of a run without normalisation)."""
+    late = ["--env-type", "gym", "--env-name", "tests.two_step:TwoStepLate-v0", "--batch-size", "2", "--save-model"]
+    models = []
+    for name, flags in (("raw", ["--no-normalize-reward"]), ("normalized", [])):
+        (tmp_path / name).mkdir()
+        run(tmp_path / name, *late, "--total-timesteps", "200", "--learning-rate", "0", *flags)
+        updates = dict(scalars(tmp_path / name, "train/num_updates"))
+        assert updates[min(updates)] > 0  # updates ran in the first episodes, whose rewards were all 0
+        (model,) = (tmp_path / name / "runs").glob("*/*.cleanmarl_model")
+        models.append(model)
+    scale = torch.load(models[1], weights_only=True)["reward_scale"]
+    assert scale > 1.5  # rewards 0, 7 and 8 from the 6th episode on
+    assert two_step_values(models[1])[1] == pytest.approx(two_step_values(models[0])[1], rel=1e-4, abs=1e-4)
+
+
 def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     """QMIX paper Sec. 6.1: with uniform exploration QMIX finds the optimal 8 (VDN can only reach 7).
 

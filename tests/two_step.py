@@ -3,6 +3,7 @@
 Step 1: agent 0's action picks the second matrix (0 -> 2A, 1 -> 2B); all rewards are 0.
 Step 2: 2A pays 7 for every joint action; 2B pays [[0, 1], [1, 8]]. The optimum is 8, which needs
 non-linear mixing: VDN's additive decomposition settles for 7. Both agents see the state.
+TwoStepLate-v0 is the same game paying 0 for its first episodes (tests reward normalisation).
 """
 
 import gymnasium as gym
@@ -37,4 +38,19 @@ class TwoStepGame(gym.Env):
         return self._obs(), reward, True, False, {}
 
 
+class LateRewardTwoStepGame(TwoStepGame):
+    """Pays 0 until its 6th reset: the first updates run while the reward std is still 0."""
+
+    resets = 0
+
+    def reset(self, seed=None, options=None):
+        self.resets += 1
+        return super().reset(seed=seed, options=options)
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        return obs, reward if self.resets > 5 else 0.0, terminated, truncated, info
+
+
 gym.register("TwoStep-v0", entry_point=TwoStepGame, max_episode_steps=2)
+gym.register("TwoStepLate-v0", entry_point=LateRewardTwoStepGame, max_episode_steps=2)
