@@ -430,12 +430,24 @@ def test_unknown_env_type():
         ("lbf", "Foraging-9x9-nope-v3", {}, "lbforaging", ["'Foraging-9x9-nope-v3'", LBF_NAME]),
         ("lbf", "CartPole-v1", {}, "lbforaging", ["'CartPole-v1'", LBF_NAME]),
         ("pz", "simple_nope_v3", {}, "mpe2", ["'simple_nope_v3'", *MPE_ENVS]),
+        ("pz", "simple_tag_v3", {}, "mpe2", ["simple_tag_v3", "adversaries", "team reward", *MPE_ENVS]),
+        ("pz", "simple_adversary_v3", {}, "mpe2", ["simple_adversary_v3", "cooperative", *MPE_ENVS]),
         ("pz", "pistonball_v6", {"env_family": "bogus"}, "pettingzoo", ["'bogus'", *PZ_FAMILIES]),
         ("pz", "nope_v1", {"env_family": "classic"}, "pettingzoo", ["'nope_v1'", "classic"]),
         ("gym", "NoSuchEnv-v0", {}, "gymnasium", ["'NoSuchEnv-v0'"]),
         ("gym", "CartPole-v1", {}, "gymnasium", ["CartPole-v1", "Tuple"]),
     ],
-    ids=["lbf-name", "lbf-other-env", "mpe-name", "pz-family", "pz-name", "gym-id", "gym-not-tuple"],
+    ids=[
+        "lbf-name",
+        "lbf-other-env",
+        "mpe-name",
+        "mpe-competitive",
+        "mpe-adversary",
+        "pz-family",
+        "pz-name",
+        "gym-id",
+        "gym-not-tuple",
+    ],
 )
 def test_unknown_name(env_type, env_name, kwargs, package, parts):
     pytest.importorskip(package, reason=f"needs {package}: pip install {package}")

@@ -7,17 +7,9 @@ import numpy as np
 from cleanmarl.env.base import EnvError, MultiAgentEnv, action_space_mask, require
 
 PZ_FAMILIES = ("mpe", "butterfly", "sisl", "atari", "classic")
-MPE_ENVS = (
-    "simple_v3",
-    "simple_adversary_v3",
-    "simple_crypto_v3",
-    "simple_push_v3",
-    "simple_reference_v3",
-    "simple_speaker_listener_v4",
-    "simple_spread_v3",
-    "simple_tag_v3",
-    "simple_world_comm_v3",
-)
+MPE_ENVS = ("simple_v3", "simple_reference_v3", "simple_speaker_listener_v4", "simple_spread_v3")  # cooperative
+# Adversaries against good agents: the sum of everyone's rewards, our team reward, is no objective for either side.
+MPE_COMPETITIVE = ("simple_adversary_v3", "simple_crypto_v3", "simple_push_v3", "simple_tag_v3", "simple_world_comm_v3")
 
 
 def _load_module(env_family, env_name):
@@ -26,6 +18,11 @@ def _load_module(env_family, env_name):
     if env_family == "mpe":
         # PettingZoo >= 1.26 moved MPE out to the mpe2 package.
         package = require("mpe2", "pip install mpe2")
+        if env_name in MPE_COMPETITIVE:
+            raise EnvError(
+                f"{env_name} pits adversaries against the other agents, so the sum of their rewards is no team "
+                f"reward: choose a cooperative MPE env ({', '.join(MPE_ENVS)})"
+            )
         if env_name not in MPE_ENVS:
             raise EnvError(f"unknown MPE env {env_name!r}: choose one of {', '.join(MPE_ENVS)}")
         return importlib.import_module(f"{package.__name__}.{env_name}")
