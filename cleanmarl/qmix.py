@@ -145,10 +145,9 @@ class QNetwork(nn.Module):
 
 
 class QMixer(nn.Module):
-    """Q_tot = w2 . elu(w1 q + b1) + b2, with w1, w2 >= 0 produced by hypernetworks from the state.
-
-    abs() on the hypernetwork outputs keeps dQ_tot/dQ_i >= 0, so each agent's argmax is the
-    joint argmax (QMIX, Sec. 4). Biases are unconstrained; b2 is a 2-layer ReLU net (V(s))."""
+    """Q_tot = w2 . elu(w1 q + b1) + b2, with w1, w2 >= 0 produced by hypernetworks from the state. abs() on the
+    hypernetwork outputs keeps dQ_tot/dQ_i >= 0, so each agent's argmax is the joint argmax (QMIX, Sec. 4). Biases are
+    unconstrained; b2 is a 2-layer ReLU net (V(s))."""
 
     def __init__(self, n_agents, state_size, embed_dim, hyper_dim, hypernet_layers):
         super().__init__()
@@ -200,9 +199,8 @@ class RunningStats:
 
 
 class EpisodeBuffer:
-    """Whole episodes in preallocated arrays [buffer_size, episode_limit, ...], padded, with a fill mask.
-
-    Padding is zeros with every next action available (finite everywhere), and never leaves sample()."""
+    """Whole episodes in preallocated arrays [buffer_size, episode_limit, ...], padded, with a fill mask. Padding is
+    zeros with every next action available (finite everywhere), and never leaves sample()."""
 
     def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed):
         e, t, n = buffer_size, episode_limit, n_agents
@@ -232,10 +230,8 @@ class EpisodeBuffer:
         self.size = min(self.size + 1, self.buffer_size)
 
     def sample(self, batch_size, device):
-        """Uniform distinct whole episodes -> their real steps only, flattened: dict of [M, ...] tensors.
-
-        Each step stores its own next_obs/next_state, so feed-forward QMIX needs no time axis in the update;
-        dropping the padding here keeps it out of the loss and saves its compute (most of a batch late in LBF)."""
+        """Uniform distinct whole episodes -> their real steps, flattened: dict of [M, ...] tensors. Steps hold their
+        own next_obs/next_state, so the update needs no time axis; padding never reaches the loss or costs compute."""
         idx = self.rng.choice(self.size, size=batch_size, replace=False)
         episodes, steps = np.nonzero(self.fields["mask"][idx])
         return {k: torch.from_numpy(v[idx[episodes], steps]).to(device) for k, v in self.fields.items() if k != "mask"}
@@ -251,11 +247,9 @@ def numpy_weights(q_network):
 def q_values_numpy(weights, obs):
     """QNetwork.forward in numpy: [N, obs_size] -> [N, A]. Acting is one tiny forward per env step, where
     torch's per-op dispatch costs ~5x numpy's (docs/qmix.md); batched training stays in torch."""
-    x = obs
     for w, b in weights[:-1]:
-        x = np.maximum(x @ w + b, 0.0)
-    w, b = weights[-1]
-    return x @ w + b
+        obs = np.maximum(obs @ w + b, 0.0)  # hidden layers, ReLU
+    return obs @ weights[-1][0] + weights[-1][1]
 
 
 def independent_rngs(seed, n):
@@ -280,7 +274,6 @@ def select_actions(q_values, avail_actions, epsilon, rng):
 
 def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None, value_range=None):
     """r + gamma * (1 - terminated) * Q_tot^-(s', u'), u' = per-agent argmax over available next actions.
-
     target_next_q / online_next_q: [..., N, A] from the target / online network on next_obs.
     With online_next_q (double Q) the online network picks u' and the target network evaluates it.
     Truncated steps have terminated = 0, so they bootstrap (pymarl#11 / Pardo et al., 2018).
@@ -295,6 +288,15 @@ def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=N
         clamped = (target_q_tot < value_range[0]) | (target_q_tot > value_range[1])
         target_q_tot = target_q_tot.clamp(*value_range)
     return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot, clamped
+
+
+@torch.no_grad()
+def online_next_q_values(q_network, q_values, batch):
+    """q_network(next_obs), from q_values = q_network(obs) wherever a step's next_obs is the next row's obs (docs)."""
+    fresh = F.pad((batch["next_obs"][:-1] != batch["obs"][1:]).flatten(1).any(1), (0, 1), value=True)  # last row too
+    next_q = q_values.roll(-1, 0)
+    next_q[fresh] = q_network(batch["next_obs"][fresh])
+    return next_q
 
 
 @torch.no_grad()
@@ -314,9 +316,8 @@ def run_episode(env, q_network, epsilon, rng, episode=None):
         next_obs, next_state, avail_actions, reward, terminated, truncated, info = env.step(actions)
         if episode is not None:
             episode["obs"][t], episode["state"][t], episode["actions"][t] = obs, state, actions
-            episode["next_obs"][t], episode["next_state"][t] = next_obs, next_state
-            episode["reward"][t], episode["terminated"][t] = reward, terminated
-            episode["next_avail_actions"][t] = avail_actions
+            episode["next_obs"][t], episode["next_state"][t], episode["reward"][t] = next_obs, next_state, reward
+            episode["terminated"][t], episode["next_avail_actions"][t] = terminated, avail_actions
         obs, state, ep_return, t = next_obs, next_state, ep_return + reward, t + 1
     return ep_return, t, info
 
@@ -392,9 +393,8 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
 
-    rb = EpisodeBuffer(
-        args.buffer_size, env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, buffer_rng
-    )
+    sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
+    rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
     # Rewards are divided by scale (None: reward std still 0, so 1). A loaded Q_tot is in reward units: scale 1.
     reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)
@@ -437,7 +437,7 @@ if __name__ == "__main__":
             q_tot = mixer(q_taken, batch["state"])  # [M]
             with torch.no_grad():
                 target_next_q = target_q_network(batch["next_obs"])
-                online_next_q = q_network(batch["next_obs"]) if args.double_q else None
+                online_next_q = online_next_q_values(q_network, q_values, batch) if args.double_q else None
                 td_target, clamped = compute_td_target(
                     batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range
                 )

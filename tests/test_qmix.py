@@ -277,6 +277,31 @@ def test_buffer_sample_holds_the_real_steps_only():
     assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields) - {"mask"}
 
 
+def test_online_next_q_reuses_the_obs_forward_exactly():
+    """Double Q's online Q at next_obs is the obs forward shifted one row, except where a row's next_obs is not the
+    next row's obs (episode ends): on real episodes of mixed lengths it equals a forward of next_obs."""
+    from cleanmarl.env import make_env
+
+    envs = [make_env("lbf", "Foraging-8x8-2p-2f-coop-v3", seed=s, time_limit=limit) for s, limit in ((0, 12), (1, 5))]
+    env = envs[0]
+    torch.manual_seed(0)
+    q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=16, num_layers=1)
+    rb = qmix.EpisodeBuffer(6, 12, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0)
+    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        rb.add(episode, qmix.run_episode(envs[i % 2], q_network, 1.0, rng, episode)[1])
+    assert sorted(set(rb.fields["mask"].sum(1))) == [5, 12]
+    batch = rb.sample(6, "cpu")
+    q_values, forwarded = q_network(batch["obs"]), []
+    q_network.register_forward_hook(lambda module, inputs, output: forwarded.append(len(inputs[0])))
+    online_next_q = qmix.online_next_q_values(q_network, q_values, batch)
+    assert forwarded == [6]  # one row per episode, its last: the rest reuse the obs forward
+    with torch.no_grad():
+        torch.testing.assert_close(online_next_q, q_network(batch["next_obs"]), rtol=1e-6, atol=1e-6)
+    assert not online_next_q.requires_grad  # a target: no gradient may flow through the reused forward
+
+
 def test_independent_rngs_share_no_bits_with_each_other_or_the_envs():
     """Exploration and replay sampling draw from streams of their own, not the one gymnasium seeds envs with."""
     from gymnasium.utils import seeding
