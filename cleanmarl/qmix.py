@@ -2,7 +2,6 @@
 # QMIX (Rashid et al., ICML 2018; JMLR 2020) with feed-forward agents and a full-episode buffer.
 import copy
 import os
-import pickle
 import random
 import sys
 import time
@@ -113,8 +112,8 @@ class Args:
 
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
-    positive = ["total_timesteps", "buffer_size", "batch_size", "train_freq", "log_every", "eval_steps", "num_eval_ep"]
-    positive += ["hidden_dim", "hyper_dim", "mixer_embed_dim", "torch_threads", "target_network_update_freq"]
+    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep hidden_dim".split()
+    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq learning_rate".split()
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
     rules += [
         (args.batch_size > args.buffer_size, f"--batch-size {args.batch_size} > --buffer-size {args.buffer_size}"),
@@ -362,11 +361,13 @@ if __name__ == "__main__":
     if args.load_model:
         try:
             checkpoint = torch.load(args.load_model, map_location=device, weights_only=True)
+            if not isinstance(checkpoint, dict):
+                raise TypeError(f"it holds a {type(checkpoint).__name__}, not a checkpoint")
             q_network.load_state_dict(checkpoint["q_network"])
             mixer.load_state_dict(checkpoint["mixer"])
             rescale_q_tot((mixer,), checkpoint.get("reward_scale", 1.0), 1.0)  # its Q_tot back in reward units
-        except (RuntimeError, KeyError, TypeError, pickle.UnpicklingError) as e:
-            message = str(e).strip().splitlines()[0]
+        except Exception as e:  # not a checkpoint of these networks (wrong sizes, another file, empty, truncated)
+            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
             sys.exit(f"qmix.py: error: --load-model {args.load_model!r} does not fit this env and flags: {message}")
 
     if args.eval_only:
@@ -410,8 +411,7 @@ if __name__ == "__main__":
         ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
         rb.add(episode, ep_length)
         reward_stats.update(episode["reward"][:ep_length])  # real steps only
-        global_step += ep_length
-        num_episodes += 1
+        global_step, num_episodes = global_step + ep_length, num_episodes + 1
         pbar.update(ep_length)
         ep_returns.append(ep_return)
         ep_lengths.append(ep_length)

@@ -394,6 +394,43 @@ def test_tuple_env_pads_actions_and_obs():
     assert not all_obs[:, :2, 3].any() and all_obs[:, 2, 3].any()
 
 
+class DiscreteObsEnv:
+    """Two agents observing a Discrete(4) cell index and a Box(2): the wrapper must one-hot the Discrete part."""
+
+    def __init__(self):
+        import gymnasium as gym
+
+        self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2)] * 2)
+        obs = gym.spaces.Tuple([gym.spaces.Discrete(4), gym.spaces.Box(0.0, 1.0, (2,), np.float32)])
+        self.observation_space = gym.spaces.Tuple([obs] * 2)
+        self.cells, self.unwrapped, self.spec = [1, 3], self, None
+
+    def _obs(self):
+        return tuple((c, np.array([0.5, 0.25], dtype=np.float32)) for c in self.cells)
+
+    def reset(self, seed=None, options=None):
+        self.cells = [1, 3]
+        return self._obs(), {}
+
+    def step(self, actions):
+        self.cells = [2, 0]
+        return self._obs(), [0.0, 0.0], True, False, {}
+
+
+def test_gym_flattens_non_box_observations(monkeypatch):
+    """Discrete observations become one-hot (gymnasium's flatten), not the index copied into every slot."""
+    import gymnasium as gym
+
+    monkeypatch.setattr(gym, "make", lambda *args, **kwargs: DiscreteObsEnv())
+    env = make_env("gym", "DiscreteObs-v0", seed=0, time_limit=5, agent_ids=False)
+    assert env.obs_size == 6
+    obs, state, _, _ = env.reset()
+    np.testing.assert_array_equal(obs, [[0, 1, 0, 0, 0.5, 0.25], [0, 0, 0, 1, 0.5, 0.25]])
+    np.testing.assert_array_equal(state, obs.reshape(-1))
+    obs, *_ = env.step(np.zeros(2, dtype=np.int64))
+    np.testing.assert_array_equal(obs, [[0, 0, 1, 0, 0.5, 0.25], [1, 0, 0, 0, 0.5, 0.25]])
+
+
 def test_smaclite_3m_sizes_and_battle_won():
     pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
     env = make_env("smaclite", "3m", seed=0, agent_ids=False)
@@ -418,6 +455,13 @@ def assert_one_line(error, *parts):
         assert part in message, f"{part!r} not in {message!r}"
 
 
+@pytest.mark.parametrize("time_limit", [0, -3])
+def test_time_limit_must_be_positive(time_limit):
+    with pytest.raises(EnvError) as e:
+        make_env("lbf", LBF_NAME, time_limit=time_limit)
+    assert_one_line(e, "time_limit", str(time_limit))
+
+
 def test_unknown_env_type():
     with pytest.raises(EnvError) as e:
         make_env("starcraft", "3m")
@@ -433,7 +477,7 @@ def test_unknown_env_type():
         ("pz", "simple_tag_v3", {}, "mpe2", ["simple_tag_v3", "adversaries", "team reward", *MPE_ENVS]),
         ("pz", "simple_adversary_v3", {}, "mpe2", ["simple_adversary_v3", "cooperative", *MPE_ENVS]),
         ("pz", "pistonball_v6", {"env_family": "bogus"}, "pettingzoo", ["'bogus'", *PZ_FAMILIES]),
-        ("pz", "nope_v1", {"env_family": "classic"}, "pettingzoo", ["'nope_v1'", "classic"]),
+        ("pz", "nope_v1", {"env_family": "sisl"}, "pettingzoo", ["'nope_v1'", "sisl"]),
         ("gym", "NoSuchEnv-v0", {}, "gymnasium", ["'NoSuchEnv-v0'"]),
         ("gym", "CartPole-v1", {}, "gymnasium", ["CartPole-v1", "Tuple"]),
     ],

@@ -382,6 +382,7 @@ def test_check_args_rejects_bad_combinations():
     assert "load-model" in qmix.check_args(qmix.Args(eval_only=True))
     assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
     assert "bound-targets" in qmix.check_args(qmix.Args(bound_targets=True, gamma=1.0))
+    assert "learning-rate" in qmix.check_args(qmix.Args(learning_rate=-1e-3))
 
 
 @settings(max_examples=30, deadline=None)

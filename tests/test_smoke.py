@@ -122,11 +122,17 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
         ([*LBF, "--hypernet-layers", "3"], "--hypernet-layers"),
         ([*LBF, "--load-model", "missing.pt"], "no file"),
         ([*LBF, "--load-model", "not_a_model.pt"], "does not fit"),
+        ([*LBF, "--load-model", "empty.pt"], "does not fit"),
+        ([*LBF, "--load-model", "tensor.pt"], "does not fit"),
+        ([*LBF, "--time-limit", "0"], "time_limit must be > 0"),
+        ([*LBF, "--learning-rate", "-1"], "--learning-rate"),
         (["--env_type", "nope", "--env_name", "x"], "unknown env_type"),  # underscore spellings parse too
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, args, message):
     (tmp_path / "not_a_model.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     proc = run(tmp_path, *args, "--total-timesteps", "10", check=False)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0

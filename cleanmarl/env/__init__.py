@@ -32,6 +32,8 @@ def make_env(env_type, env_name, *, env_family="mpe", agent_ids=True, seed=None,
     """
     if env_type not in ENV_TYPES:
         raise EnvError(f"unknown env_type {env_type!r}: choose one of {', '.join(ENV_TYPES)}")
+    if time_limit is not None and time_limit <= 0:
+        raise EnvError(f"time_limit must be > 0 env steps, got {time_limit}")
     module, cls = ENV_TYPES[env_type]
     env_cls = getattr(importlib.import_module(module), cls)
     if env_type == "pz":

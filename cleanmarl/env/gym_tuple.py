@@ -33,7 +33,8 @@ class GymTupleEnv(MultiAgentEnv):
         if not isinstance(obs, gym.spaces.Tuple) or len(obs) != len(act):
             raise EnvError(f"{env_name} needs a Tuple observation space with one entry per agent, got {obs}")
         n_agents = len(act)
-        self._obs_sizes = [gym.spaces.flatdim(s) for s in obs]
+        self._obs_spaces, self._obs_sizes = list(obs), [gym.spaces.flatdim(s) for s in obs]
+        self._flatten = gym.spaces.flatten  # Discrete -> one-hot, Dict/Tuple -> concatenated, Box -> raveled
         self._full_avail = action_space_mask([int(s.n) for s in act])
         self._get_avail = getattr(core, "get_avail_actions", None)
         self._get_state = getattr(core, "get_state", None) or getattr(core, "state", None)
@@ -51,7 +52,7 @@ class GymTupleEnv(MultiAgentEnv):
 
     def _observe(self, obs):
         for i, o in enumerate(obs):
-            self._raw_obs[i, : self._obs_sizes[i]] = np.ravel(o)
+            self._raw_obs[i, : self._obs_sizes[i]] = self._flatten(self._obs_spaces[i], o)
         raw_obs = self._raw_obs.copy()
         # copies: an env may reuse the arrays it hands out
         state = np.array(self._get_state(), dtype=np.float32).ravel() if self._get_state else raw_obs.reshape(-1)

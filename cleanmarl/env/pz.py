@@ -6,7 +6,9 @@ import numpy as np
 
 from cleanmarl.env.base import EnvError, MultiAgentEnv, action_space_mask, require
 
-PZ_FAMILIES = ("mpe", "butterfly", "sisl", "atari", "classic")
+# Cooperative families with parallel envs; atari and classic are mostly zero-sum games (and classic has no parallel
+# API), where the sum of the players' rewards is no team objective.
+PZ_FAMILIES = ("mpe", "butterfly", "sisl")
 MPE_ENVS = ("simple_v3", "simple_reference_v3", "simple_speaker_listener_v4", "simple_spread_v3")  # cooperative
 # Adversaries against good agents: the sum of everyone's rewards, our team reward, is no objective for either side.
 MPE_COMPETITIVE = ("simple_adversary_v3", "simple_crypto_v3", "simple_push_v3", "simple_tag_v3", "simple_world_comm_v3")
