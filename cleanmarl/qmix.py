@@ -113,7 +113,7 @@ class Args:
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
     positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep hidden_dim".split()
-    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq learning_rate".split()
+    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq".split()
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
     rules += [
         (args.batch_size > args.buffer_size, f"--batch-size {args.batch_size} > --buffer-size {args.buffer_size}"),
@@ -122,6 +122,7 @@ def check_args(args: Args) -> str | None:
         (not 0 < args.polyak <= 1, f"--polyak must be in (0, 1], got {args.polyak}"),
         (not 0 < args.exploration_fraction <= 1, f"--exploration-fraction {args.exploration_fraction} not in (0, 1]"),
         (not 0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}"),
+        (args.learning_rate < 0, f"--learning-rate must be >= 0 (0 freezes the networks), got {args.learning_rate}"),
         (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
         (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
         (args.load_model and not os.path.isfile(args.load_model), f"--load-model: no file {args.load_model!r}"),
@@ -193,8 +194,9 @@ class RunningStats:
         self.mean, self.count = self.mean + delta * n / total, total
 
     @property
-    def std(self):
-        return (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
+    def std(self):  # 0 while every value is the same up to float rounding (a constant -0.01 gave 9e-10)
+        std = (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
+        return std if std > 1e-6 * max(-self.low, self.high) else 0.0
 
 
 class EpisodeBuffer:
@@ -273,10 +275,9 @@ def select_actions(q_values, avail_actions, epsilon, rng):
 
 def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None, value_range=None):
     """r + gamma * (1 - terminated) * Q_tot^-(s', u'), u' = per-agent argmax over available next actions.
-    target_next_q / online_next_q: [..., N, A] from the target / online network on next_obs.
-    With online_next_q (double Q) the online network picks u' and the target network evaluates it.
-    Truncated steps have terminated = 0, so they bootstrap (pymarl#11 / Pardo et al., 2018).
-    value_range (low, high) clamps Q_tot^-(s', u'). -> td_target [...], clamped [...] (bool)."""
+    target_next_q / online_next_q [..., N, A]: the target / online network on next_obs; with online_next_q (double Q)
+    the online network picks u', the target network evaluates it. Truncated steps have terminated = 0, so they
+    bootstrap (pymarl#11 / Pardo et al., 2018). value_range (low, high) clamps Q_tot^-(s', u'). -> td_target, clamped"""
     next_avail = batch["next_avail_actions"]
     chooser = target_next_q if online_next_q is None else online_next_q
     next_actions = chooser.masked_fill(~next_avail, -torch.inf).argmax(-1, keepdim=True)
@@ -324,8 +325,7 @@ def run_episode(env, q_network, epsilon, rng, episode=None):
 def evaluate(env, q_network, num_episodes):
     """Greedy episodes -> (returns, lengths, battle_won or None)."""
     returns, lengths, infos = zip(*[run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)], strict=True)
-    won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
-    return returns, lengths, won
+    return returns, lengths, ([info["battle_won"] for info in infos] if "battle_won" in infos[0] else None)
 
 
 if __name__ == "__main__":
@@ -397,8 +397,7 @@ if __name__ == "__main__":
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
-    # Rewards are divided by scale (None: reward std still 0, so 1). A loaded Q_tot is in reward units: scale 1.
-    reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)
+    reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)  # a loaded Q_tot is in reward units
     exploration_steps = args.exploration_fraction * args.total_timesteps
 
     global_step, num_episodes, num_updates = 0, 0, 0
@@ -423,10 +422,11 @@ if __name__ == "__main__":
             batch = rb.sample(args.batch_size, device)  # the real steps of B episodes: [M, ...]
             # A scale only (a shift would change the optimal policy when episodes can end early). Q_tot moves with it,
             # as in Pop-Art (van Hasselt et al., 2016); else bootstrap-only values outgrow reward-grounded ones (docs).
-            if args.normalize_reward and reward_stats.std > 0:
-                if scale is not None or num_updates > 0:  # updates while the std was 0 learned rewards / 1
-                    rescale_q_tot((mixer, target_mixer), scale or 1.0, reward_stats.std)
-                scale = reward_stats.std
+            # While every reward is 0 the scale stays None (rewards / 1): Q_tot's true values are 0 in any unit then.
+            if args.normalize_reward and (reward_stats.std > 0 or reward_stats.mean != 0):
+                if scale is not None:  # not from None: that would only blow Q_tot's error around 0 up by 1 / std
+                    rescale_q_tot((mixer, target_mixer), scale, reward_stats.std or 1.0)
+                scale = reward_stats.std or 1.0  # std 0: one constant reward so far, learned / 1
             batch["reward"] = batch["reward"] / (scale or 1.0)
             # --bound-targets: no return leaves [low, high] / (1 - gamma), so a bootstrap outside it is pure
             # extrapolation (MPE's time-limit cut states run away first: docs, Results). Truncation still bootstraps.

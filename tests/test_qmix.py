@@ -385,6 +385,17 @@ def test_check_args_rejects_bad_combinations():
     assert "learning-rate" in qmix.check_args(qmix.Args(learning_rate=-1e-3))
 
 
+@pytest.mark.parametrize("value", [0.0, -0.01, 0.1, 1 / 3, 1e4])
+def test_running_std_of_a_constant_is_zero(value):
+    """float32 rounding left m2 > 0 for some constants (std 9e-10 for -0.01): rewards / std would explode."""
+    running = qmix.RunningStats()
+    for _ in range(20):
+        running.update(np.full(50, value, dtype=np.float32))
+    assert running.std == 0.0
+    running.update(np.array([value + 1.0], dtype=np.float32))  # one real difference among 1001 values
+    assert running.std == pytest.approx(np.sqrt(1000) / 1001, rel=1e-3)
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n_batches=st.integers(1, 6))
 def test_running_std_matches_numpy(seed, n_batches):

@@ -3,7 +3,8 @@
 Step 1: agent 0's action picks the second matrix (0 -> 2A, 1 -> 2B); all rewards are 0.
 Step 2: 2A pays 7 for every joint action; 2B pays [[0, 1], [1, 8]]. The optimum is 8, which needs
 non-linear mixing: VDN's additive decomposition settles for 7. Both agents see the state.
-TwoStepLate-v0 is the same game paying 0 for its first episodes (tests reward normalisation).
+TwoStepLate-v0 is the same game paying 0 for its first episodes, TwoStepLateConstant-v0 paying 1 at every step of
+them (both test reward normalisation).
 """
 
 import gymnasium as gym
@@ -52,5 +53,14 @@ class LateRewardTwoStepGame(TwoStepGame):
         return obs, reward if self.resets > 5 else 0.0, terminated, truncated, info
 
 
+class LateConstantTwoStepGame(LateRewardTwoStepGame):
+    """Pays 1 at every step until its 6th reset: the first updates learn a constant nonzero reward (std 0)."""
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        return obs, reward if self.resets > 5 else 1.0, terminated, truncated, info
+
+
 gym.register("TwoStep-v0", entry_point=TwoStepGame, max_episode_steps=2)
 gym.register("TwoStepLate-v0", entry_point=LateRewardTwoStepGame, max_episode_steps=2)
+gym.register("TwoStepLateConstant-v0", entry_point=LateConstantTwoStepGame, max_episode_steps=2)
