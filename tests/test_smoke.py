@@ -79,6 +79,8 @@ def test_smoke(tmp_path, name):
     assert clamped and all(v == 0 for _, v in clamped), "without --bound-targets nothing is clamped"
     reward_scale = [v for _, v in scalars(tmp_path, "train/reward_scale")]
     assert reward_scale and all(v > 0 for v in reward_scale)
+    if name in ("mpe", "mpe_heterogeneous", "gym_tuple", "smaclite_3m"):  # rewards that vary within the first episodes
+        assert reward_scale[-1] != 1.0, "--normalize-reward (the default) never set a scale"
     steps_logged = [s for s, _ in scalars(tmp_path, "rollout/ep_reward")]
     assert steps_logged == sorted(steps_logged) and steps_logged[-1] <= steps + 400  # x-axis: env steps
     if name == "smaclite_3m":
