@@ -361,6 +361,21 @@ def test_mpe_speaker_listener_masks_and_padding():
         assert max(s[0][speaker] for s in steps) <= 2
 
 
+def test_mpe_success_on_the_last_step_terminates():
+    """mpe2 checks max_cycles before terminate_on_success, so it reports a success on the last step as
+    truncation; the wrapper must report it as a real end (no bootstrap), and a failure there as truncation."""
+    pytest.importorskip("mpe2", reason="needs mpe2: pip install mpe2")
+    for covered in (True, False):
+        env = make_env("pz", "simple_spread_v3", seed=0, time_limit=1, terminate_on_success=True)
+        env.reset(seed=0)
+        world = env._env.unwrapped.world
+        if covered:  # every agent on its own landmark, at rest; action 0 is the no-op
+            for agent, landmark in zip(world.agents, world.landmarks, strict=True):
+                agent.state.p_pos, agent.state.p_vel = landmark.state.p_pos.copy(), np.zeros(2)
+        *_, terminated, truncated, _ = env.step(np.zeros(env.n_agents, dtype=np.int64))
+        assert (terminated, truncated) == (covered, not covered)
+
+
 @pytest.mark.parametrize("env_name", [tuple_env.ENV_ID, tuple_env.MASKED_ENV_ID])
 def test_tuple_env_real_termination(env_name):
     env = make_env("gym", env_name, seed=0)

@@ -68,6 +68,8 @@ class PettingZooEnv(MultiAgentEnv):
         except (NotImplementedError, AttributeError):
             state_size, self._has_state = n_agents * raw_obs_size, False
         limit = time_limit or getattr(self._env.unwrapped, "max_cycles", None)
+        self._scenario = getattr(self._env.unwrapped, "scenario", None) if env_family == "mpe" else None
+        self._world = getattr(self._env.unwrapped, "world", None)
         super().__init__(n_agents, n_actions, raw_obs_size, state_size, limit, agent_ids, seed)
 
     def _observe(self, obs):
@@ -104,6 +106,10 @@ class PettingZooEnv(MultiAgentEnv):
         # The episode really ends when every agent that was still in it terminated.
         terminated = bool(terminations) and all(terminations.values())
         truncated = any(truncations.values())
+        if truncated and self._scenario is not None and self._scenario.is_terminal(self._world):
+            # mpe2 checks its step limit before is_terminal (terminate_on_success), so a success on the
+            # last step arrives as truncation: it is a real end, and its target must not bootstrap.
+            terminated, truncated = True, False
         return raw_obs, state, avail, reward, terminated, truncated, {"agents": infos}
 
     def close(self):
