@@ -68,8 +68,8 @@ class PettingZooEnv(MultiAgentEnv):
         except (NotImplementedError, AttributeError):
             state_size, self._has_state = n_agents * raw_obs_size, False
         limit = time_limit or getattr(self._env.unwrapped, "max_cycles", None)
-        self._scenario = getattr(self._env.unwrapped, "scenario", None) if env_family == "mpe" else None
-        self._world = getattr(self._env.unwrapped, "world", None)
+        core = self._env.unwrapped
+        self._scenario, self._world = (core.scenario, core.world) if env_family == "mpe" else (None, None)
         super().__init__(n_agents, n_actions, raw_obs_size, state_size, limit, agent_ids, seed)
 
     def _observe(self, obs):
