@@ -12,9 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cleanmarl.env import ENV_TYPES, EnvError, make_env
+from cleanmarl.env import ENV_TYPES, EnvError, make_env, resolve_env_type
+from cleanmarl.env import smaclite as smaclite_module
 from cleanmarl.env.base import require
-from cleanmarl.env.pz import MPE_ENVS, PZ_FAMILIES
+from cleanmarl.env.lbf import LBFEnv
+from cleanmarl.env.pz import MPE_COMPETITIVE, MPE_ENVS, PZ_FAMILIES
 from tests import tuple_env
 
 LBF_NAME = "Foraging-8x8-2p-2f-coop-v3"
@@ -318,6 +320,15 @@ def test_agent_ids(case):
             break
 
 
+def test_close_closes_the_env(case, monkeypatch):
+    """close() must reach the family's own env (its viewer, processes, files), not stop at the base class."""
+    env = make(case)
+    closed = []
+    monkeypatch.setattr(env._env, "close", lambda: closed.append(True))
+    env.close()
+    assert closed == [True]
+
+
 # ---------------------------------------------------------------- family specifics
 
 
@@ -344,6 +355,23 @@ def test_lbf_longer_time_limit_reaches_the_env():
     env = make(case, time_limit=80)
     _, steps = run_episode(env, idle_policy(case), seed=9)
     assert len(steps) == 80 and steps[-1][6] and not steps[-1][5]
+
+
+class Viewer:
+    closed = False
+
+    def close(self):
+        self.closed = True
+
+
+def test_lbf_close_reaches_lbforagings_close():
+    """LBF's own close() closes its render window: the wrapper's close() must get that far."""
+    pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
+    env = make_env("lbf", LBF_NAME, seed=0)
+    assert isinstance(env, LBFEnv)
+    env._env.viewer = viewer = Viewer()  # what render() leaves behind
+    env.close()
+    assert viewer.closed
 
 
 def test_mpe_speaker_listener_masks_and_padding():
@@ -460,6 +488,97 @@ def test_smaclite_3m_sizes_and_battle_won():
     assert all(s[7]["battle_won"] is False for s in steps[:-1])
 
 
+class FakeSMAClite:
+    """SMAClite's env interface (smaclite/env/smaclite.py: sizes, reset, step, masks, state, last_actions, close)
+    without its simulation, so the wrapper's own SMAClite logic is tested where smaclite is not installed.
+
+    Sizes are 3m's. Like SMAClite it has no time limit (it never terminates here), asserts Python int actions,
+    ends its state with the last joint action one-hot, sets last_actions in step() and keeps them across resets.
+    """
+
+    def __init__(self, n_agents=3, n_actions=9, obs_size=30, state_size=48):
+        self.n_agents, self.n_actions, self.obs_size, self.state_size = n_agents, n_actions, obs_size, state_size
+        self.unwrapped = self
+        self.last_actions = np.zeros(n_agents * n_actions)
+        self.rng = np.random.default_rng(0)
+        self.closed = False
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        return self.get_obs(), {"battle_won": False}
+
+    def step(self, actions):
+        assert len(actions) == self.n_agents and all(type(a) is int for a in actions)
+        avail = self.get_avail_actions()
+        assert all(avail[i][a] for i, a in enumerate(actions)), f"unavailable actions {actions}"
+        self.last_actions = np.eye(self.n_actions)[np.array(actions)].flatten()
+        return self.get_obs(), 0.0, False, False, {"battle_won": False}
+
+    def get_obs(self):
+        return tuple(self.rng.uniform(-1, 1, self.obs_size).astype(np.float32) for _ in range(self.n_agents))
+
+    def get_avail_actions(self):
+        avail = np.zeros(self.n_actions)
+        avail[1:6] = 1  # stop and the four moves; no enemy in range
+        return [avail.copy() for _ in range(self.n_agents)]
+
+    def get_state(self):
+        state = np.zeros(self.state_size, dtype=np.float32)
+        units = self.state_size - self.last_actions.size
+        state[:units] = self.rng.uniform(-1, 1, units)
+        state[units:] = self.last_actions
+        return state
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_smaclite(monkeypatch):
+    """The real SMACliteEnv over FakeSMAClite: -> the list of FakeSMAClite instances it made."""
+    made = []
+
+    class FakeGym:
+        registry = {}  # SMAClite's own maps are not registered: only CLASSIC_MAPS are known
+
+        @staticmethod
+        def make(env_id, map_info, seed, use_cpp_rvo2, **kwargs):
+            assert env_id == "smaclite/custom-v0" and map_info == "map_info 3m"
+            made.append(FakeSMAClite())
+            return made[-1]
+
+    libraries = {"gymnasium": FakeGym, "smaclite": None}
+    monkeypatch.setattr(smaclite_module, "require", lambda module, install: libraries[module])
+    monkeypatch.setattr(smaclite_module, "classic_map_info", lambda name: f"map_info {name}")
+    return made
+
+
+def test_smaclite_map_limit_truncates(fake_smaclite):
+    """SMAClite has no limit of its own: SMAC's 60 steps on 3m (or time_limit) end the episode as truncation."""
+    for time_limit, limit in ((None, smaclite_module.EPISODE_LIMITS["3m"]), (7, 7)):
+        env = make_env("smaclite", "3m", seed=0, time_limit=time_limit)
+        assert env.episode_limit == limit
+        _, steps = run_episode(env, random_policy, seed=1, max_steps=limit + 5)
+        assert len(steps) == limit
+        assert [s[6] for s in steps] == [False] * (limit - 1) + [True]
+        assert not any(s[5] for s in steps) and steps[-1][7]["battle_won"] is False
+        env.close()
+        assert fake_smaclite[-1].closed
+    assert smaclite_module.EPISODE_LIMITS["3m"] == 60
+
+
+def test_smaclite_reset_clears_last_actions(fake_smaclite):
+    """SMAClite keeps its last joint action (the end of its state) across resets: reset() must zero it."""
+    env = make_env("smaclite", "3m", seed=0, agent_ids=False)
+    n_last = env.n_agents * env.n_actions
+    _, steps = run_episode(env, random_policy, seed=1)
+    assert steps[-1][2][-n_last:].any() and fake_smaclite[0].last_actions.any()
+    _, state, _, _ = env.reset(seed=2)
+    np.testing.assert_array_equal(state[-n_last:], np.zeros(n_last))
+    assert state[:-n_last].any()
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -525,14 +644,19 @@ def test_unknown_smaclite_map():
 
 
 @pytest.mark.parametrize(
-    "package, env_type, env_name",
-    [("smaclite", "smaclite", "3m"), ("mpe2", "pz", "simple_spread_v3"), ("lbforaging", "lbf", LBF_NAME)],
+    "package, env_type, env_name, parts",
+    [
+        # SMAClite is not on PyPI: its message also names the families that work without it, with an env each.
+        ("smaclite", "smaclite", "3m", ["lbf", LBF_NAME, "pz", "simple_spread_v3", "gym", "rware:rware-tiny-2ag-v2"]),
+        ("mpe2", "pz", "simple_spread_v3", []),
+        ("lbforaging", "lbf", LBF_NAME, []),
+    ],
 )
-def test_missing_package(monkeypatch, package, env_type, env_name):
+def test_missing_package(monkeypatch, package, env_type, env_name, parts):
     monkeypatch.setitem(sys.modules, package, None)  # import now raises ModuleNotFoundError(name=package)
     with pytest.raises(EnvError) as e:
         make_env(env_type, env_name)
-    assert_one_line(e, package, "pip install")
+    assert_one_line(e, package, "pip install", *parts)
 
 
 def test_require_shows_a_broken_install(monkeypatch, tmp_path):
@@ -553,3 +677,116 @@ def test_gym_missing_module_names_it():
 def test_gym_copies_arrays_the_env_reuses():
     env = make_env("gym", tuple_env.MASKED_ENV_ID, seed=0, reuse_buffers=True)
     run_episode(env, random_policy, seed=0)
+
+
+@pytest.mark.parametrize(
+    "env_name, own_limit, package",
+    [("rware:rware-tiny-2ag-v2", 500, "rware"), (tuple_env.ENV_ID, 20, "gymnasium")],
+    ids=["rware", "tuple"],
+)
+def test_gym_time_limit_beyond_the_envs_own_is_refused(env_name, own_limit, package):
+    """The env's own step limit ends its episodes first: a longer time_limit is refused, not silently cut."""
+    pytest.importorskip(package, reason=f"needs {package}: pip install {package}")
+    with pytest.raises(EnvError) as e:
+        make_env("gym", env_name, time_limit=own_limit + 1)
+    assert_one_line(e, f"time_limit {own_limit + 1}", env_name, f"step limit of {own_limit}", f"<= {own_limit}")
+    for time_limit in (own_limit, own_limit - 1):
+        assert make_env("gym", env_name, time_limit=time_limit).episode_limit == time_limit
+
+
+# ---------------------------------------------------------------- env_type from the env name
+
+
+@pytest.mark.parametrize(
+    "env_name, env_type",
+    [
+        ("3m", "smaclite"),
+        ("MMM2", "smaclite"),
+        ("so_many_baneling", "smaclite"),
+        (LBF_NAME, "lbf"),
+        ("Foraging-2s-8x8-2p-2f-coop-v3", "lbf"),
+        ("Foraging-10x10-3p-3f-v3", "lbf"),
+        ("simple_spread_v3", "pz"),
+        ("simple_speaker_listener_v4", "pz"),
+        ("simple_tag_v3", "pz"),  # competitive: pz refuses it with its own message
+        ("rware:rware-tiny-2ag-v2", "gym"),
+        ("tests.two_step:TwoStep-v0", "gym"),
+        (tuple_env.ENV_ID, "gym"),  # registered when tests.tuple_env was imported
+        ("CartPole-v1", "gym"),
+    ],
+)
+def test_resolve_env_type(env_name, env_type):
+    assert resolve_env_type(env_name) == env_type
+
+
+def test_resolve_env_type_from_the_name_alone(monkeypatch):
+    """No family library needs to be importable, and gymnasium's registry need not hold the LBF ids."""
+    import gymnasium as gym
+
+    monkeypatch.setattr(gym, "registry", {})
+    for package in ("smaclite", "lbforaging", "mpe2", "rware"):
+        monkeypatch.setitem(sys.modules, package, None)
+    assert resolve_env_type("3m") == "smaclite"
+    assert resolve_env_type("Foraging-2s-8x8-2p-2f-coop-v3") == "lbf"
+    assert resolve_env_type("simple_spread_v3") == "pz"
+    assert resolve_env_type("rware:rware-tiny-2ag-v2") == "gym"
+
+
+def test_resolve_env_type_lbf_ids_registered_by_lbforaging():
+    """Importing lbforaging registers its ids in gymnasium: they stay lbf, not lbf and gym at once."""
+    pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
+    import gymnasium as gym
+
+    assert LBF_NAME in gym.registry
+    assert resolve_env_type(LBF_NAME) == "lbf"
+
+
+@pytest.mark.parametrize("env_name", ["xyz", "NoSuchEnv-v0", "3m_vs_nothing", "Foraging-8x8"])
+def test_resolve_env_type_unknown(env_name):
+    with pytest.raises(EnvError) as e:
+        resolve_env_type(env_name)
+    assert_one_line(e, repr(env_name), "--env-type", *ENV_TYPES, "3m", "Foraging-", "simple_spread_v3", "module:EnvId")
+
+
+def test_resolve_env_type_ambiguous(monkeypatch):
+    """A name two families claim is refused: another library registering an MPE name, or a map named like an id."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import EnvSpec
+
+    monkeypatch.setitem(gym.registry, "simple_spread_v3", EnvSpec("simple_spread_v3", "tests.tuple_env:TupleChaseEnv"))
+    with pytest.raises(EnvError) as e:
+        resolve_env_type("simple_spread_v3")
+    assert_one_line(e, "'simple_spread_v3'", "(pz, gym)", "--env-type")
+    monkeypatch.setitem(smaclite_module.EPISODE_LIMITS, LBF_NAME, 50)
+    with pytest.raises(EnvError) as e:
+        resolve_env_type(LBF_NAME)
+    assert_one_line(e, repr(LBF_NAME), "(smaclite, lbf)", "--env-type")
+
+
+def test_make_env_resolves_a_missing_env_type():
+    pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
+    env = make_env(None, LBF_NAME, seed=0)
+    assert isinstance(env, LBFEnv) and env.n_agents == 2
+    with pytest.raises(EnvError) as e:
+        make_env(None, "xyz")
+    assert_one_line(e, "'xyz'", "--env-type")
+
+
+def test_make_env_competitive_mpe_name_gets_pzs_error():
+    pytest.importorskip("mpe2", reason="needs mpe2: pip install mpe2")
+    for env_name in MPE_COMPETITIVE:
+        with pytest.raises(EnvError) as e:
+            make_env(None, env_name)
+        assert_one_line(e, env_name, "team reward", *MPE_ENVS)
+
+
+def test_make_env_explicit_env_type_is_not_resolved(monkeypatch):
+    """An explicit env_type wins: a name the resolver would refuse (or send elsewhere) is built as asked."""
+    import cleanmarl.env
+
+    def refuse(env_name):
+        raise AssertionError("make_env resolved an explicit env_type")
+
+    monkeypatch.setattr(cleanmarl.env, "resolve_env_type", refuse)
+    env = make_env("gym", "tests.tuple_env:TupleChase-v0", seed=0)
+    assert env.n_agents == 3

@@ -41,9 +41,16 @@ class GymTupleEnv(MultiAgentEnv):
         if not callable(self._get_state):
             self._get_state = None
         self._env_limit = getattr(core, "max_steps", None) or getattr(core, "_max_episode_steps", None)
-        # An env's own limit shorter than time_limit still ends its episodes first.
-        limits = [time_limit or (self._env.spec and self._env.spec.max_episode_steps), self._env_limit]
-        limit = min((n for n in limits if n), default=None)
+        # The env's own limit ends its episodes whatever time_limit says (gym.make only replaces the outer
+        # TimeLimit): a longer time_limit would be a silent lie, so it is refused.
+        if time_limit and self._env_limit and time_limit > self._env_limit:
+            self._env.close()
+            raise EnvError(
+                f"time_limit {time_limit} exceeds {env_name}'s own step limit of {self._env_limit}: "
+                f"pass a time_limit <= {self._env_limit}"
+            )
+        limits = [self._env.spec and self._env.spec.max_episode_steps, self._env_limit]  # the shorter ends first
+        limit = time_limit or min((n for n in limits if n), default=None)
         raw_obs_size = max(self._obs_sizes)
         self._raw_obs = np.zeros((n_agents, raw_obs_size), dtype=np.float32)
         self._env.reset(seed=seed)

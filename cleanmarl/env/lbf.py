@@ -67,3 +67,6 @@ class LBFEnv(MultiAgentEnv):
         truncated = self._env.current_step >= self._env._max_episode_steps
         rewards = np.asarray(rewards, dtype=np.float32)
         return obs, obs.reshape(-1), self._avail_actions(), rewards, terminated, truncated, info
+
+    def close(self):
+        self._env.close()

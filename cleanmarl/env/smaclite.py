@@ -15,7 +15,8 @@ from cleanmarl.env.base import EnvError, MultiAgentEnv, require
 
 INSTALL = (
     "pip install --no-deps git+https://github.com/uoe-agents/smaclite.git "
-    "(then pip install -e '.[smaclite]' for its dependencies)"
+    "(then pip install -e '.[smaclite]' for its dependencies); without it these families work: "
+    "lbf (Foraging-8x8-2p-2f-coop-v3), pz (simple_spread_v3) and gym tuple envs (rware:rware-tiny-2ag-v2)"
 )
 
 # SMAC's episode limits (smac/env/starcraft2/maps/smac_maps.py), in env steps.
