@@ -65,7 +65,10 @@ if __name__ == "__main__":
     parser.add_argument("--still", type=int, default=10, help="steps without any change that count as a stall")
     parser.add_argument("--seed", type=int, default=12345, help="env and exploration seed (not a training seed)")
     args = parser.parse_args()
-    checkpoint = torch.load(args.model, weights_only=True)
+    try:
+        checkpoint = qmix.load_checkpoint(args.model)  # on the CPU, also when trained on a GPU
+    except ValueError as e:
+        raise SystemExit(f"greedy_stalls.py: error: {e}") from None
     flags = checkpoint["args"]
     env_kwargs = dict(env_family=flags["env_family"], agent_ids=flags["agent_ids"], time_limit=flags["time_limit"])
     env = make_env(flags["env_type"], flags["env_name"], seed=args.seed, **env_kwargs)

@@ -1,11 +1,15 @@
 # Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmixpy
 # QMIX (Rashid et al., ICML 2018; JMLR 2020) with feed-forward agents and a full-episode buffer.
+import contextlib
 import copy
+import itertools
 import os
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -15,31 +19,36 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from cleanmarl.env import EnvError, make_env
+from cleanmarl.env import EnvError, make_env, resolve_env_type
 
 
 @dataclass
 class Args:
+    """QMIX (Rashid et al., ICML 2018) with feed-forward agents and a full-episode buffer (docs/qmix.md).
+
+    Example: python cleanmarl/qmix.py --env-name Foraging-8x8-2p-2f-coop-v3 --seed 1 --save-model
+    """
+
     # Experiment
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """name of this experiment, part of the run name"""
+    """name of this experiment, part of the run name (no '/')"""
     seed: int = 1
-    """seed of envs, exploration, buffer sampling and network weights"""
+    """seed of envs, exploration, buffer sampling and network weights (0 <= seed < 2**31)"""
     total_timesteps: int = 1_000_000
-    """total env steps of training (env steps)"""
+    """length of training (env steps)"""
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
     save_model: bool = False
-    """save the agent network and mixer to runs/{run_name}/qmix.cleanmarl_model at every evaluation"""
+    """save networks, targets and flags to runs/{run_name}/{exp_name}.cleanmarl_model at every evaluation"""
     load_model: str = ""
-    """path of a saved model to start from (or to evaluate with --eval-only)"""
+    """checkpoint to start from, or to evaluate with --eval-only; its env and network flags are used"""
     eval_only: bool = False
     """only evaluate the model given by --load-model greedily, then exit"""
     # Logging
     log_every: int = 10
-    """log rollout and train metrics every log_every episodes (episodes)"""
+    """log rollout and train metrics every log_every training episodes (episodes)"""
     use_wnb: bool = False
     """also log to Weights & Biases (sync_tensorboard)"""
     wnb_project: str = ""
@@ -47,13 +56,13 @@ class Args:
     wnb_entity: str = ""
     """Weights & Biases entity"""
     progress_bar: bool = True
-    """show a tqdm progress bar with step, recent return, eval return and SPS"""
+    """show progress: a tqdm bar when stderr is a terminal, else one status line a minute"""
     # Environment
-    env_type: str = "smaclite"
-    """env family: smaclite, pz (PettingZoo), lbf (Level-Based Foraging) or gym (any tuple-space gymnasium id)"""
-    env_name: str = "3m"
-    """map (smaclite), env name (pz), gymnasium id (lbf, gym; "module:EnvId" imports module first)"""
-    env_family: str = "mpe"
+    env_type: Literal["smaclite", "pz", "lbf", "gym"] | None = None
+    """env family: smaclite, pz (PettingZoo), lbf, gym (tuple-space gymnasium id); default: told from --env-name"""
+    env_name: str = "Foraging-8x8-2p-2f-coop-v3"
+    """SMAClite map (3m), LBF id, PettingZoo env (simple_spread_v3), gymnasium id ("module:EnvId" imports module)"""
+    env_family: Literal["mpe", "butterfly", "sisl"] = "mpe"
     """PettingZoo family, only with --env-type pz"""
     agent_ids: bool = True
     """append a one-hot agent id to each observation (agents share one network)"""
@@ -67,9 +76,9 @@ class Args:
     gamma: float = 0.99
     """discount factor"""
     train_freq: int = 1
-    """one gradient step every train_freq episodes (episodes)"""
-    optimizer: str = "Adam"
-    """Adam or RMSprop (PyMARL's: alpha=0.99, eps=1e-5)"""
+    """one gradient step every train_freq training episodes (episodes)"""
+    optimizer: Literal["Adam", "RMSprop"] = "Adam"
+    """optimizer of the agent network and mixer (RMSprop: PyMARL's alpha=0.99, eps=1e-5)"""
     learning_rate: float = 1e-3
     """learning rate of the agent network and mixer (PyMARL/CleanMARL: 5e-4; 1e-3 learned LBF faster, docs)"""
     normalize_reward: bool = True
@@ -82,32 +91,38 @@ class Args:
     """clamp Q_tot^-(s', u') to the returns possible with the rewards seen so far, [min(r, 0), max(r, 0)] / (1 - gamma)"""
     # Exploration
     start_e: float = 1.0
-    """epsilon at the start"""
+    """epsilon at the start, in [0, 1]"""
     end_e: float = 0.025
-    """epsilon at the end of the schedule"""
+    """epsilon at the end of the schedule, in [0, 1]"""
     exploration_fraction: float = 0.05
     """fraction of total_timesteps over which epsilon decays linearly"""
     # Networks
     hidden_dim: int = 64
     """width of the agent network's hidden layers"""
     num_layers: int = 1
-    """hidden layers of the agent network after its input layer"""
+    """hidden layers of the agent network after its input layer (>= 0)"""
     hyper_dim: int = 64
     """width of the hypernetworks' hidden layer (when hypernet_layers=2)"""
-    hypernet_layers: int = 1
+    hypernet_layers: Literal[1, 2] = 1
     """layers of the weight hypernetworks: 1 as in the paper, 2 as in PyMARL/EPyMARL"""
     mixer_embed_dim: int = 32
     """width of the mixing network's hidden layer (paper: 32)"""
     # Target network
     target_network_update_freq: int = 200
-    """update the target networks every target_network_update_freq episodes (episodes; paper: 200)"""
+    """update the target networks every target_network_update_freq training episodes (episodes; paper: 200)"""
     polyak: float = 1.0
     """target <- polyak * online + (1 - polyak) * target; 1.0 is the paper's hard copy"""
     # Evaluation
     eval_steps: int = 50
-    """evaluate greedily every eval_steps episodes (episodes)"""
+    """evaluate greedily every eval_steps training episodes (episodes, not env steps)"""
     num_eval_ep: int = 5
     """episodes per evaluation"""
+
+
+# The flags that define a checkpoint: --load-model takes them from it (--time-limit may be overridden, the rest must match)
+CHECKPOINT_FLAGS = "env_type env_name env_family agent_ids time_limit hidden_dim num_layers hyper_dim".split()
+CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim"]
+CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 
 def check_args(args: Args) -> str | None:
@@ -116,18 +131,44 @@ def check_args(args: Args) -> str | None:
     positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq".split()
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
     rules += [
+        (not 0 <= args.seed < 2**31, f"--seed must be in [0, 2**31), got {args.seed}"),
+        (not args.exp_name or "/" in args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."),
+         f"--exp-name must be a plain name (no '/'), got {args.exp_name!r}"),
+        (args.num_layers < 0, f"--num-layers must be >= 0, got {args.num_layers}"),
+        (not 0 <= args.start_e <= 1, f"--start-e must be in [0, 1], got {args.start_e}"),
+        (not 0 <= args.end_e <= 1, f"--end-e must be in [0, 1], got {args.end_e}"),
         (args.batch_size > args.buffer_size, f"--batch-size {args.batch_size} > --buffer-size {args.buffer_size}"),
-        (args.hypernet_layers not in (1, 2), f"--hypernet-layers must be 1 or 2, got {args.hypernet_layers}"),
-        (args.optimizer not in ("Adam", "RMSprop"), f"--optimizer must be Adam or RMSprop, got {args.optimizer!r}"),
         (not 0 < args.polyak <= 1, f"--polyak must be in (0, 1], got {args.polyak}"),
         (not 0 < args.exploration_fraction <= 1, f"--exploration-fraction {args.exploration_fraction} not in (0, 1]"),
         (not 0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}"),
         (args.learning_rate < 0, f"--learning-rate must be >= 0 (0 freezes the networks), got {args.learning_rate}"),
         (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
         (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
-        (args.load_model and not os.path.isfile(args.load_model), f"--load-model: no file {args.load_model!r}"),
-    ]
+    ]  # fmt: skip
     return next((message for bad, message in rules if bad), None)
+
+
+def load_checkpoint(path):
+    """A checkpoint written by --save-model, on the CPU (it may come from a GPU run). Raises ValueError (one line)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--load-model: no file {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # text, empty, truncated, a pickle of something else
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged): {reason}") from None
+    if not isinstance(checkpoint, dict) or not {*CHECKPOINT_NETS[:2], "args"} <= checkpoint.keys():
+        raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
+    return checkpoint
+
+
+def checkpoint_mismatch(args, trained):
+    """One line naming the first flag given with another value than the checkpoint's `trained` flags, or None."""
+    for name in CHECKPOINT_FLAGS:
+        if name != "time_limit" and name in trained and getattr(args, name) != trained[name]:
+            flag = f"--{name.replace('_', '-')}"
+            return f"--load-model was trained with {flag} {trained[name]}, asked for {getattr(args, name)}"
+    return None
 
 
 class QNetwork(nn.Module):
@@ -194,9 +235,16 @@ class RunningStats:
         self.mean, self.count = self.mean + delta * n / total, total
 
     @property
-    def std(self):  # 0 while every value is the same up to float rounding (a constant -0.01 gave 9e-10)
-        std = (self.m2 / self.count) ** 0.5 if self.count > 1 else 1.0
+    def std(self):  # 0 while every value is the same up to float rounding (a constant -0.01 gave 9e-10), or none yet
+        std = (self.m2 / max(self.count, 1)) ** 0.5
         return std if std > 1e-6 * max(-self.low, self.high) else 0.0
+
+
+def bootstrap_range(reward_stats, scale, gamma):
+    """--bound-targets: no return of the rewards seen so far leaves [min(r, 0), max(r, 0)] / (1 - gamma) (0: episodes
+    can end), in the units the mixer learns (rewards / scale). -> (low, high) for Q_tot^-(s', u')"""
+    bound = 1 / (scale or 1.0) / (1 - gamma)
+    return reward_stats.low * bound, reward_stats.high * bound
 
 
 class EpisodeBuffer:
@@ -257,6 +305,32 @@ def independent_rngs(seed, n):
     """n numpy streams from one seed that share no bits: np.random.default_rng(seed) is the very stream gymnasium
     seeds the envs with, so reusing it for exploration or replay sampling would replay the env's random numbers."""
     return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
+def make_run_dir(run_name, root="runs"):
+    """Create root/run_name, or root/run_name-2, -3, ... when taken: os.mkdir is atomic, so two runs started in the
+    same second never share a directory (TensorBoard would merge their events, one would overwrite the other's model)."""
+    os.makedirs(root, exist_ok=True)
+    for i in itertools.count(1):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(run_dir := os.path.join(root, run_name + (f"-{i}" if i > 1 else "")))
+            return run_dir
+
+
+def catch_stop_signals():
+    """SIGINT (Ctrl-C) and SIGTERM end the run cleanly: they are recorded in the returned list, which the training
+    loop checks after every episode and update; a second one exits at once (status 128 + signal number)."""
+    received = []
+
+    def handler(signum, frame):
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        print(f"\n{signal.Signals(signum).name}: stopping after this episode", file=sys.stderr, flush=True)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+    return received
 
 
 def linear_schedule(start_e, end_e, duration, t):
@@ -331,10 +405,17 @@ def evaluate(env, q_network, num_episodes):
 if __name__ == "__main__":
     # SETUP
     args = tyro.cli(Args)
-    if error := check_args(args):
+    checkpoint = None
+    if args.load_model:  # the checkpoint's env and network flags become the defaults; others must match them
+        try:
+            checkpoint = load_checkpoint(args.load_model)
+        except ValueError as e:
+            sys.exit(f"qmix.py: error: {e}")
+        trained = Args(**{k: v for k, v in checkpoint["args"].items() if k in CHECKPOINT_FLAGS})
+        args = tyro.cli(Args, default=trained)
+    if error := check_args(args) or (checkpoint and checkpoint_mismatch(args, checkpoint["args"])):
         sys.exit(f"qmix.py: error: {error}")
-    run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    model_path = f"runs/{run_name}/{args.exp_name}.cleanmarl_model"
+    stop_signals = catch_stop_signals()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -350,6 +431,7 @@ if __name__ == "__main__":
     rng, buffer_rng = independent_rngs(args.seed, 2)  # exploration, replay sampling
 
     try:
+        args.env_type = args.env_type or resolve_env_type(args.env_name)
         env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
@@ -358,24 +440,28 @@ if __name__ == "__main__":
 
     q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
     mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
-    if args.load_model:
-        try:
-            checkpoint = torch.load(args.load_model, map_location=device, weights_only=True)
-            if not isinstance(checkpoint, dict):
-                raise TypeError(f"it holds a {type(checkpoint).__name__}, not a checkpoint")
+    target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
+    if checkpoint:
+        try:  # older checkpoints hold no target networks: their targets start as copies
             q_network.load_state_dict(checkpoint["q_network"])
             mixer.load_state_dict(checkpoint["mixer"])
-            rescale_q_tot((mixer,), checkpoint.get("reward_scale", 1.0), 1.0)  # its Q_tot back in reward units
-        except Exception as e:  # not a checkpoint of these networks (wrong sizes, another file, empty, truncated)
+            target_q_network.load_state_dict(checkpoint.get("target_q_network", checkpoint["q_network"]))
+            target_mixer.load_state_dict(checkpoint.get("target_mixer", checkpoint["mixer"]))
+            rescale_q_tot((mixer, target_mixer), checkpoint.get("reward_scale", 1.0), 1.0)  # Q_tot in reward units
+        except RuntimeError as e:  # its flags and weights disagree: a damaged or hand-edited file
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            sys.exit(f"qmix.py: error: --load-model {args.load_model!r} does not fit this env and flags: {message}")
+            sys.exit(f"qmix.py: error: --load-model {args.load_model!r} is damaged: {message}")
 
     if args.eval_only:
         returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
         summary = f"eval over {args.num_eval_ep} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
         print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
-        sys.exit(0)
+        sys.exit(128 + stop_signals[0] if stop_signals else 0)
 
+    run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = make_run_dir(run_name)
+    run_name, model_path = os.path.basename(run_dir), f"{run_dir}/{args.exp_name}.cleanmarl_model"
+    print(f"run directory: {run_dir} (tensorboard --logdir {os.path.dirname(run_dir)})", flush=True)
     if args.use_wnb:
         try:
             import wandb
@@ -383,10 +469,9 @@ if __name__ == "__main__":
             sys.exit("qmix.py: error: --use-wnb needs wandb: pip install wandb")
         wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)  # fmt: skip
-    writer = SummaryWriter(f"runs/{run_name}")
+    writer = SummaryWriter(run_dir)
     writer.add_text("hyperparameters", "|param|value|\n|-|-|" + "".join(f"\n|{k}|{v}|" for k, v in vars(args).items()))
 
-    target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
     params = list(q_network.parameters()) + list(mixer.parameters())
     target_params = list(target_q_network.parameters()) + list(target_mixer.parameters())
     if args.optimizer == "Adam":
@@ -402,9 +487,11 @@ if __name__ == "__main__":
 
     global_step, num_episodes, num_updates = 0, 0, 0
     ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
-    eval_return, start_time = float("nan"), time.time()
-    pbar = tqdm(total=args.total_timesteps, disable=not args.progress_bar, unit="step", smoothing=0.05)
-    while global_step < args.total_timesteps:
+    eval_return, start_time, saved_step = float("nan"), time.time(), None
+    show_bar = args.progress_bar and sys.stderr.isatty()  # a bar's carriage returns would flood a redirected log
+    status_time = start_time  # without the bar: one status line a minute
+    pbar = tqdm(total=args.total_timesteps, disable=not show_bar, unit="step", smoothing=0.05)
+    while global_step < args.total_timesteps and not stop_signals:
         # ROLLOUT: epsilon is held for the episode, at its value at the episode's first step.
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
@@ -430,8 +517,7 @@ if __name__ == "__main__":
             batch["reward"] = batch["reward"] / (scale or 1.0)
             # --bound-targets: no return leaves [low, high] / (1 - gamma), so a bootstrap outside it is pure
             # extrapolation (MPE's time-limit cut states run away first: docs, Results). Truncation still bootstraps.
-            bound = 1 / (scale or 1.0) / (1 - args.gamma) if args.bound_targets else None
-            value_range = (reward_stats.low * bound, reward_stats.high * bound) if bound else None
+            value_range = bootstrap_range(reward_stats, scale, args.gamma) if args.bound_targets else None
             q_values = q_network(batch["obs"])  # [M, N, A]
             q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [M, N]
             q_tot = mixer(q_taken, batch["state"])  # [M]
@@ -472,6 +558,10 @@ if __name__ == "__main__":
             writer.add_scalar("train/reward_scale", scale or 1.0, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
             pbar.set_postfix(ret=f"{np.mean(ep_returns):.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False)
+            if args.progress_bar and not show_bar and time.time() - status_time >= 60:
+                status_time = time.time()
+                print(f"step {global_step}/{args.total_timesteps}: return {np.mean(ep_returns):.3g}, "
+                      f"eval {eval_return:.3g}, {sps} steps/s", flush=True)  # fmt: skip
             ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
 
         # EVAL
@@ -484,17 +574,23 @@ if __name__ == "__main__":
             if won is not None:
                 writer.add_scalar("eval/battle_won", np.mean(won), global_step)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
-                checkpoint = {"q_network": q_network.state_dict(), "mixer": mixer.state_dict(), "args": vars(args)}
-                checkpoint["reward_scale"] = scale or 1.0  # Q_tot * reward_scale is in reward units
+                nets = (q_network, mixer, target_q_network, target_mixer)
+                checkpoint = {k: net.state_dict() for k, net in zip(CHECKPOINT_NETS, nets, strict=True)}
+                checkpoint["args"], checkpoint["reward_scale"] = vars(args), scale or 1.0  # Q_tot * scale: reward units
                 torch.save(checkpoint, model_path + ".tmp")
                 os.replace(model_path + ".tmp", model_path)  # atomic: a run killed mid-save keeps the last one whole
+                saved_step = global_step
 
-    # SAVE (the checkpoint of the last evaluation, which follows the last update)
+    # SAVE (the checkpoint of the last evaluation, which follows the last update unless a signal stopped the run)
     pbar.close()
-    if args.save_model:
-        print(f"model saved to {model_path}")
     writer.close()
     if args.use_wnb:
         wandb.finish()
     env.close()
     eval_env.close()
+    if stop_signals:
+        saved = f"last checkpoint {model_path} (step {saved_step})" if saved_step is not None else "no checkpoint"
+        print(f"stopped by {signal.Signals(stop_signals[0]).name} at step {global_step}: {saved}", flush=True)
+        sys.exit(128 + stop_signals[0])
+    if args.save_model:
+        print(f"model saved to {model_path}")

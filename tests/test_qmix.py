@@ -1,6 +1,7 @@
 """Pins the math of cleanmarl/qmix.py: mixer monotonicity and IGM, the TD target, the buffer, acting."""
 
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -378,8 +379,13 @@ def test_soft_update():
 def test_check_args_rejects_bad_combinations():
     assert qmix.check_args(qmix.Args()) is None
     assert "batch-size" in qmix.check_args(qmix.Args(batch_size=20, buffer_size=10))
-    assert "hypernet-layers" in qmix.check_args(qmix.Args(hypernet_layers=3))
-    assert "optimizer" in qmix.check_args(qmix.Args(optimizer="SGD"))
+    assert "--seed" in qmix.check_args(qmix.Args(seed=-1)) and "--seed" in qmix.check_args(qmix.Args(seed=2**31))
+    assert qmix.check_args(qmix.Args(seed=0)) is None and qmix.check_args(qmix.Args(seed=2**31 - 1)) is None
+    assert "--exp-name" in qmix.check_args(qmix.Args(exp_name="a/b"))
+    assert (
+        "--num-layers" in qmix.check_args(qmix.Args(num_layers=-1)) and qmix.check_args(qmix.Args(num_layers=0)) is None
+    )
+    assert "--start-e" in qmix.check_args(qmix.Args(start_e=2)) and "--end-e" in qmix.check_args(qmix.Args(end_e=-1))
     assert "load-model" in qmix.check_args(qmix.Args(eval_only=True))
     assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
     assert "bound-targets" in qmix.check_args(qmix.Args(bound_targets=True, gamma=1.0))
@@ -406,5 +412,146 @@ def test_running_std_matches_numpy(seed, n_batches):
     for batch in batches:
         running.update(batch)
     everything = np.concatenate(batches)
-    expected = everything.std() if len(everything) > 1 else 1.0
+    expected = everything.std()
     assert running.std == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_select_actions_explores_with_a_coin_per_agent():
+    """Each agent flips its own exploration coin: at epsilon 0.5 most joint actions mix explored and greedy agents.
+    With one coin for the team, agents would explore all together (mixed only when a random action hits the greedy
+    one, ~1 in 50 here)."""
+    rng = np.random.default_rng(0)
+    n_agents, n_actions = 4, 50
+    q_values = np.zeros((n_agents, n_actions))
+    q_values[:, 0] = 1.0  # greedy: action 0 for every agent
+    avail = np.ones((n_agents, n_actions), dtype=bool)
+    explored = np.array([qmix.select_actions(q_values, avail, 0.5, rng) != 0 for _ in range(400)])  # [draws, N]
+    mixed = explored.any(1) & ~explored.all(1)
+    assert mixed.mean() > 0.6  # per-agent coins: 1 - 2 * 0.5**4 = 0.875 (less the random draws of action 0)
+    assert 0.4 < explored.mean() < 0.6
+
+
+def test_bootstrap_range_is_in_the_mixer_units():
+    """--bound-targets clamps Q_tot^-, which the mixer learns in units of rewards / scale: the range must be too."""
+    stats = qmix.RunningStats()
+    stats.update(np.array([-3.0, 5.0, 1.0]))
+    assert qmix.bootstrap_range(stats, 2.0, 0.9) == pytest.approx((-15.0, 25.0))  # [-3, 5] / 2 / (1 - 0.9)
+    assert qmix.bootstrap_range(stats, None, 0.9) == pytest.approx((-30.0, 50.0))  # no scale yet: rewards / 1
+    stats = qmix.RunningStats()
+    stats.update(np.array([2.0, 4.0]))  # all positive: 0 is still a possible return (episodes can end)
+    assert qmix.bootstrap_range(stats, 4.0, 0.5) == pytest.approx((0.0, 2.0))
+
+
+def test_running_std_of_one_value_is_zero():
+    """One reward has no spread: a std of 1 would set a scale, and the first real std would rescale Q_tot from 1 (the
+    bug the reward-scale rule avoids when every reward so far is 0)."""
+    stats = qmix.RunningStats()
+    stats.update(np.array([0.0], dtype=np.float32))
+    assert stats.std == 0.0 and stats.mean == 0.0
+    assert qmix.RunningStats().std == 0.0
+
+
+class ScriptedEnv:
+    """A stand-in env with the cleanmarl API whose avail masks change every step (mask at step t: action t % 3 and 3
+    available), ending after `length` steps, terminated or truncated."""
+
+    n_agents, n_actions, obs_size, state_size = 2, 4, 3, 5
+
+    def __init__(self, length, terminated):
+        self.length, self.ends_terminated = length, terminated
+
+    def avail(self, t):
+        avail = np.zeros((self.n_agents, self.n_actions), dtype=bool)
+        avail[:, [t % 3, 3]] = True
+        avail[1, 3] = t % 2 == 0  # agent 1's second action comes and goes
+        return avail
+
+    def reset(self):
+        self.t = 0
+        return np.zeros((2, 3), np.float32), np.zeros(5, np.float32), self.avail(0), {}
+
+    def step(self, actions):
+        assert self.avail(self.t)[[0, 1], actions].all(), "an unavailable action was taken"
+        self.t += 1
+        end = self.t == self.length
+        obs, state = np.full((2, 3), self.t, np.float32), np.full(5, self.t, np.float32)
+        terminated, truncated = end and self.ends_terminated, end and not self.ends_terminated
+        return obs, state, self.avail(self.t), float(self.t), terminated, truncated, {}
+
+
+def recorded_episode(env, episode_limit=8):
+    torch.manual_seed(0)
+    q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
+    rb = qmix.EpisodeBuffer(1, episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0)
+    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
+    ep_return, length, _ = qmix.run_episode(env, q_network, 0.5, np.random.default_rng(0), episode)
+    return episode, ep_return, length
+
+
+@pytest.mark.parametrize("terminated", [True, False])
+def test_run_episode_stores_termination_never_truncation(terminated):
+    """The stored flag stops the bootstrap: a truncated last step must store 0 (pymarl#11), a real end 1."""
+    episode, ep_return, length = recorded_episode(ScriptedEnv(5, terminated))
+    assert length == 5 and ep_return == 1 + 2 + 3 + 4 + 5
+    assert episode["terminated"][:5].tolist() == [0, 0, 0, 0, float(terminated)]
+    assert episode["reward"][:5].tolist() == [1, 2, 3, 4, 5]
+
+
+def test_run_episode_stores_on_real_envs_termination_never_truncation():
+    """The same on LBF: a 5-step time limit truncates (flag 0); a real termination (all food eaten) stores 1."""
+    from cleanmarl.env import make_env
+
+    env = make_env("lbf", "Foraging-8x8-2p-2f-coop-v3", seed=0, time_limit=5)
+    episode, _, length = recorded_episode(env, episode_limit=5)
+    assert length == 5 and not episode["terminated"].any()
+    env = make_env("gym", "tests.two_step:TwoStep-v0", seed=0)  # terminates at its second step
+    episode, _, length = recorded_episode(env, episode_limit=2)
+    assert length == 2 and episode["terminated"].tolist() == [0.0, 1.0]
+
+
+def test_run_episode_stores_the_mask_each_step_returned():
+    """next_avail_actions[t] is the mask env.step returned at step t (the next state's), not the mask acted on."""
+    env = ScriptedEnv(6, terminated=False)
+    episode, _, length = recorded_episode(env)
+    assert length == 6
+    for t in range(6):
+        np.testing.assert_array_equal(episode["next_avail_actions"][t], env.avail(t + 1))
+    np.testing.assert_array_equal(episode["obs"][1], np.full((2, 3), 1.0))  # obs[t + 1] is next_obs[t]
+    np.testing.assert_array_equal(episode["next_obs"][0], episode["obs"][1])
+
+
+def test_make_run_dir_never_shares_a_directory(tmp_path):
+    """Two runs with one name (same env, exp name, seed and second) get two directories."""
+    first = qmix.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    second = qmix.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    third = qmix.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    assert first.endswith("1700000000") and second.endswith("1700000000-2") and third.endswith("-3")
+    assert len({first, second, third}) == 3 and all(os.path.isdir(d) for d in (first, second, third))
+
+
+def test_load_checkpoint_names_what_is_wrong(tmp_path):
+    torch.save({"q_network": {}, "mixer": {}, "args": {}}, tmp_path / "ok.pt")
+    assert set(qmix.load_checkpoint(str(tmp_path / "ok.pt"))) == {"q_network", "mixer", "args"}
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "dict.pt")
+    for name in ("truncated", "text", "empty", "tensor", "dict"):
+        with pytest.raises(ValueError, match="is not a cleanmarl checkpoint") as error:
+            qmix.load_checkpoint(str(tmp_path / f"{name}.pt"))
+        assert "\n" not in str(error.value)
+    with pytest.raises(ValueError, match="no file"):
+        qmix.load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_checkpoint_mismatch_names_the_flag():
+    trained = vars(qmix.Args(env_type="lbf", hidden_dim=128))
+    assert qmix.checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, seed=5, num_eval_ep=20), trained) is None
+    assert qmix.checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, time_limit=10), trained) is None
+    message = qmix.checkpoint_mismatch(qmix.Args(env_type="lbf", env_name="Foraging-15x15-2p-2f-coop-v3"), trained)
+    assert message == (
+        "--load-model was trained with --env-name Foraging-8x8-2p-2f-coop-v3, asked for Foraging-15x15-2p-2f-coop-v3"
+    )
+    assert "--hidden-dim 128, asked for 64" in qmix.checkpoint_mismatch(qmix.Args(env_type="lbf"), trained)

@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,30 +116,60 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--env-type", "nope"], "unknown env_type"),
+        (["--env-name", "nope_v9"], "pass --env-type"),
+        (["--seed", "-1"], "--seed"),
+        (["--exp-name", "a/b", "--save-model"], "--exp-name"),
+        (["--num-layers", "-1"], "--num-layers must be >= 0"),
+        (["--start-e", "2", "--end-e", "-1"], "--start-e"),
+        (["--end-e", "-1"], "--end-e"),
+        (["--env-name", "rware:rware-tiny-2ag-v2", "--time-limit", "1000"], "1000"),
         (["--env-type", "lbf", "--env-name", "Foraging-99x1-v0"], "unknown LBF env"),
         (["--env-type", "pz", "--env-family", "mpe", "--env-name", "simple_nope_v1"], "unknown MPE env"),
-        (["--env-type", "pz", "--env-family", "nope", "--env-name", "x"], "unknown env_family"),
         ([*LBF, "--batch-size", "20", "--buffer-size", "10"], "--batch-size"),
         ([*LBF, "--eval-only"], "--eval-only needs --load-model"),
-        ([*LBF, "--hypernet-layers", "3"], "--hypernet-layers"),
         ([*LBF, "--load-model", "missing.pt"], "no file"),
-        ([*LBF, "--load-model", "not_a_model.pt"], "does not fit"),
-        ([*LBF, "--load-model", "empty.pt"], "does not fit"),
-        ([*LBF, "--load-model", "tensor.pt"], "does not fit"),
+        ([*LBF, "--load-model", "not_a_model.pt"], "not a cleanmarl checkpoint"),
+        ([*LBF, "--load-model", "empty.pt"], "not a cleanmarl checkpoint"),
+        ([*LBF, "--load-model", "tensor.pt"], "not a cleanmarl checkpoint"),
+        ([*LBF, "--load-model", "truncated.pt"], "not a cleanmarl checkpoint"),
         ([*LBF, "--time-limit", "0"], "time_limit must be > 0"),
         ([*LBF, "--learning-rate", "-1"], "--learning-rate"),
-        (["--env_type", "nope", "--env_name", "x"], "unknown env_type"),  # underscore spellings parse too
+        (["--env_name", "nope_v9"], "pass --env-type"),  # underscore spellings parse too
     ],
 )
 def test_bad_input_gives_one_error_line(tmp_path, args, message):
     (tmp_path / "not_a_model.pt").write_text("not a checkpoint")
     (tmp_path / "empty.pt").write_bytes(b"")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    torch.save({"q_network": {"w": torch.zeros(1000)}, "mixer": {}, "args": {}}, tmp_path / "whole.pt")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:2000])
     proc = run(tmp_path, *args, "--total-timesteps", "10", check=False)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0
+    assert proc.returncode == 1 and not (tmp_path / "runs").exists()
     assert len(lines) == 1 and lines[0].startswith("qmix.py: error:") and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["--env-type", "nope"], ["--optimizer", "SGD"], ["--hypernet-layers", "3"], ["--env-family", "nope"]]
+)
+def test_fixed_choices_are_checked_by_the_parser(tmp_path, args):
+    """Fields with fixed choices are Literal types: tyro rejects other values (its own message, exit 2, no trace)."""
+    proc = run(tmp_path, *args, "--total-timesteps", "10", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and args[1] in proc.stderr
+
+
+def test_no_flags_trains_on_lbf_and_says_where(tmp_path):
+    """The bare command (only shortened here) trains on LBF, prints its run directory first, and a redirected log
+    gets no progress-bar carriage returns."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(SCRIPT), "--total-timesteps", "300", "--batch-size", "2", "--log-every", "2"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, timeout=600)  # bytes: text=True hides \r
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("Foraging-8x8-2p-2f-coop-v3__qmix__1__")
+    assert proc.stdout.decode().splitlines()[0] == f"run directory: runs/{run_dir.name} (tensorboard --logdir runs)"
+    assert b"\r" not in proc.stdout + proc.stderr
+    assert scalars(tmp_path, "train/loss")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
@@ -167,8 +198,84 @@ def test_save_model_checkpoints_at_every_evaluation(tmp_path):
     proc.kill()
     proc.wait()
     assert proc.returncode != 0 and len(models) == 1, proc.stderr.read()[-3000:]
-    result = run(tmp_path, *LBF, "--eval-only", "--load-model", str(models[0]), "--num-eval-ep", "2")
+    result = run(tmp_path, "--eval-only", "--load-model", str(models[0]), "--num-eval-ep", "2")
     assert "eval over 2 episodes" in result.stdout
+
+
+def test_a_checkpoint_carries_its_flags(tmp_path):
+    """--eval-only --load-model PATH alone evaluates on the env and network sizes the checkpoint was trained with;
+    safe flags may be given; another env or network size stops with one line naming the mismatch."""
+    train = ["--env-name", "Foraging-8x8-2p-1f-coop-v3", "--hidden-dim", "16", "--num-layers", "0", "--save-model"]
+    run(tmp_path, *train, "--total-timesteps", "200", "--eval-steps", "2")
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    proc = run(tmp_path, "--eval-only", "--load-model", str(model), "--num-eval-ep", "3", "--seed", "7")
+    assert proc.stdout.startswith("eval over 3 episodes") and not proc.stderr
+    proc = run(tmp_path, "--eval-only", "--load-model", str(model), "--hidden-dim", "16", "--time-limit", "7")
+    assert float(proc.stdout.split("length ")[1].split()[0].rstrip(",")) <= 7.0  # --time-limit may be overridden
+    for flags, message in [
+        (
+            ["--env-name", "simple_spread_v3"],
+            "trained with --env-name Foraging-8x8-2p-1f-coop-v3, asked for simple_spread_v3",
+        ),
+        (["--env-name", "Foraging-15x15-2p-2f-coop-v3"], "asked for Foraging-15x15-2p-2f-coop-v3"),
+        (["--hidden-dim", "64"], "trained with --hidden-dim 16, asked for 64"),
+        (["--num-layers", "1"], "trained with --num-layers 0, asked for 1"),
+        (["--env-type", "gym"], "trained with --env-type lbf, asked for gym"),
+    ]:
+        proc = run(tmp_path, "--eval-only", "--load-model", str(model), *flags, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_run_cleanly(tmp_path, signum):
+    """Ctrl-C (SIGINT) or SIGTERM: no traceback, the logs flushed, one line naming the last checkpoint, 128 + signal."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(SCRIPT), "--save-model", "--eval-steps", "2", "--total-timesteps", "1000000"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_line = proc.stdout.readline()
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs").glob("*/*.cleanmarl_model")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert first_line.startswith("run directory: runs/"), first_line + err
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"stopped by {signal.Signals(signum).name} at step ") and "last checkpoint runs/" in last
+    assert last.split("last checkpoint ")[1].split()[0] == str(model.relative_to(tmp_path))
+    assert scalars(tmp_path, "rollout/ep_reward") and scalars(tmp_path, "eval/ep_reward")  # flushed
+
+
+def test_eval_env_is_seeded_apart_from_the_training_env(tmp_path):
+    """Each SeedEcho episode returns the next number of its env's seeded generator: evaluation episodes must not
+    replay the training episodes (an eval env seeded like the training env would return the same numbers)."""
+    args = ["--env-name", "tests.seed_echo:SeedEcho-v0", "--total-timesteps", "12", "--batch-size", "2"]
+    run(tmp_path, *args, "--log-every", "1", "--eval-steps", "1", "--num-eval-ep", "1")
+    training = [v for _, v in scalars(tmp_path, "rollout/ep_reward")]
+    evaluation = [v for _, v in scalars(tmp_path, "eval/ep_reward")]
+    assert len(training) == len(evaluation) == 12 and len(set(training)) == 12
+    assert not set(training) & set(evaluation)
+    (tmp_path / "again").mkdir()
+    run(tmp_path / "again", *args, "--log-every", "1", "--eval-steps", "1", "--num-eval-ep", "1")
+    assert [v for _, v in scalars(tmp_path / "again", "eval/ep_reward")] == evaluation  # and derived from --seed
+
+
+def test_reward_scale_rescales_the_target_mixer_too(tmp_path):
+    """A new reward scale rescales the online and the target mixer alike. With the learning rate at 0 and no target
+    copy in the run, the two start equal and must stay equal through every rescale (the checkpoint holds both)."""
+    args = ["--total-timesteps", "400", "--batch-size", "2", "--learning-rate", "0", "--log-every", "1"]
+    run(tmp_path, *TWO_STEP, *args, "--target-network-update-freq", "100000", "--save-model")
+    scales = [v for _, v in scalars(tmp_path, "train/reward_scale")]
+    assert len(set(scales[2:])) > 10  # the scale moved many times (rewards 0, 1, 7, 8 drawn at random)
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    checkpoint = torch.load(model, weights_only=True)
+    for name, tensor in checkpoint["mixer"].items():
+        torch.testing.assert_close(checkpoint["target_mixer"][name], tensor, rtol=1e-6, atol=0, msg=name)
+    for name, tensor in checkpoint["q_network"].items():
+        assert torch.equal(checkpoint["target_q_network"][name], tensor)
 
 
 def two_step_values(model):
@@ -265,3 +372,21 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     start = proc.stdout.splitlines()[2]  # Q_tot at s0 in reward units, against the discounted greedy return 0.99 * 8
     start_q, discounted = (float(part.split()[-1].rstrip(";")) for part in start.split(";"))
     assert "reward units" in start and discounted == pytest.approx(7.92) and start_q == pytest.approx(7.92, abs=0.5)
+
+
+def test_warm_start_loads_the_target_networks(tmp_path):
+    """--load-model restores the target networks saved with the online ones (not copies of the online ones): with no
+    target copy in either run, the online network moves while the target stays, and the warm start (lr 0) keeps both."""
+    args = ["--batch-size", "2", "--target-network-update-freq", "100000", "--save-model"]
+    (tmp_path / "first").mkdir(), (tmp_path / "warm").mkdir()
+    run(tmp_path / "first", *TWO_STEP, *args, "--total-timesteps", "300")
+    (model,) = (tmp_path / "first" / "runs").glob("*/*.cleanmarl_model")
+    run(tmp_path / "warm", "--load-model", str(model), *args, "--total-timesteps", "100", "--learning-rate", "0")
+    (warm_model,) = (tmp_path / "warm" / "runs").glob("*/*.cleanmarl_model")
+    first, warm = (torch.load(m, weights_only=True) for m in (model, warm_model))
+    assert warm["args"]["env_name"] == "tests.two_step:TwoStep-v0"  # the env came from the checkpoint
+    for name, tensor in first["q_network"].items():
+        assert not torch.equal(first["target_q_network"][name], tensor)  # the online network moved, the target not
+        assert torch.equal(warm["q_network"][name], tensor) and torch.equal(
+            warm["target_q_network"][name], first["target_q_network"][name]
+        )
