@@ -154,9 +154,10 @@ def load_checkpoint(path):
         raise ValueError(f"--load-model: no file {path!r}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # text, empty, truncated, a pickle of something else
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged): {reason}") from None
+    except Exception as e:  # text, empty, truncated, a pickle of something else (torch's own message misleads here)
+        raise ValueError(
+            f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged: {type(e).__name__})"
+        ) from None
     if not isinstance(checkpoint, dict) or not {*CHECKPOINT_NETS[:2], "args"} <= checkpoint.keys():
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
     return checkpoint
