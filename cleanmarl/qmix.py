@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import itertools
+import mmap
 import os
 import random
 import signal
@@ -248,33 +249,46 @@ def bootstrap_range(reward_stats, scale, gamma):
     return reward_stats.low * bound, reward_stats.high * bound
 
 
+def lazy_zeros(shape, dtype):
+    """Zeros whose memory is committed page by page (4 KB) as they are written. np.zeros is lazy too, but numpy asks
+    the kernel for 2 MB huge pages on large arrays, so one step written into a 2 MB region commits all of it."""
+    memory = mmap.mmap(-1, max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))  # anonymous: zero-filled, lazy
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
+
+
 class EpisodeBuffer:
-    """Whole episodes in preallocated arrays [buffer_size, episode_limit, ...], padded, with a fill mask. Padding is
-    zeros with every next action available (finite everywhere), and never leaves sample()."""
+    """Whole episodes in preallocated arrays [buffer_size, episode_limit, ...] with a fill mask. Padding is never
+    written (and lazy_zeros commits no memory for it) and never leaves sample()."""
 
     def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed):
-        e, t, n = buffer_size, episode_limit, n_agents
-        self.fields = {
-            "obs": np.zeros((e, t, n, obs_size), dtype=np.float32),
-            "next_obs": np.zeros((e, t, n, obs_size), dtype=np.float32),
-            "state": np.zeros((e, t, state_size), dtype=np.float32),
-            "next_state": np.zeros((e, t, state_size), dtype=np.float32),
-            "actions": np.zeros((e, t, n), dtype=np.int64),
-            "reward": np.zeros((e, t), dtype=np.float32),
-            "terminated": np.zeros((e, t), dtype=np.float32),
-            "next_avail_actions": np.ones((e, t, n, n_actions), dtype=bool),
-            "mask": np.zeros((e, t), dtype=bool),
-        }
+        sizes = (episode_limit, n_agents, obs_size, state_size, n_actions)
+        self.fields = {k: lazy_zeros((buffer_size, *shape), dtype) for k, (shape, dtype) in self.slot(*sizes).items()}
         self.buffer_size, self.pos, self.size = buffer_size, 0, 0
         self.rng = np.random.default_rng(seed)
+
+    @staticmethod
+    def slot(t, n, obs_size, state_size, n_actions):
+        """One episode's slot, padded to the limit t: name -> (shape, dtype)."""
+        shapes = dict(
+            obs=(t, n, obs_size), next_obs=(t, n, obs_size), state=(t, state_size), next_state=(t, state_size)
+        )
+        shapes.update(actions=(t, n), reward=(t,), terminated=(t,), next_avail_actions=(t, n, n_actions), mask=(t,))
+        dtypes = dict(actions=np.int64, next_avail_actions=bool, mask=bool)
+        return {k: (shape, dtypes.get(k, np.float32)) for k, shape in shapes.items()}
+
+    @classmethod
+    def bytes_per_episode(cls, *sizes):
+        """Memory of one slot (episode_limit, n_agents, obs_size, state_size, n_actions): what a full buffer commits."""
+        return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in cls.slot(*sizes).values())
 
     def add(self, episode, length):
         """Copy the first `length` steps of `episode` (arrays [episode_limit, ...]) into the next slot."""
         i = self.pos
         for key, array in self.fields.items():
             if key != "mask":
-                array[i, :length] = episode[key][:length]
-                array[i, length:] = key == "next_avail_actions"  # padding: zeros, all actions available
+                array[i, :length] = episode[key][:length]  # the rest of the slot is padding: not written
         self.fields["mask"][i] = np.arange(array.shape[1]) < length
         self.pos = (self.pos + 1) % self.buffer_size
         self.size = min(self.size + 1, self.buffer_size)
@@ -306,6 +320,19 @@ def independent_rngs(seed, n):
     """n numpy streams from one seed that share no bits: np.random.default_rng(seed) is the very stream gymnasium
     seeds the envs with, so reusing it for exploration or replay sampling would replay the env's random numbers."""
     return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
+def available_memory():
+    """Bytes this process can still take: Linux's MemAvailable, within its cgroup's (container's) limit; else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    with contextlib.suppress(OSError, ValueError), open("/sys/fs/cgroup/memory.max") as limit:  # "max": no limit
+        with open("/sys/fs/cgroup/memory.current") as used:
+            available = min(available, int(limit.read()) - int(used.read()))
+    return available
 
 
 def make_run_dir(run_name, root="runs"):
@@ -459,6 +486,14 @@ if __name__ == "__main__":
         print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
         sys.exit(128 + stop_signals[0] if stop_signals else 0)
 
+    # The padded buffer commits buffer_size * (one episode at the limit): refuse it before it runs out hours in.
+    sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
+    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes), available_memory()
+    if available is not None and args.buffer_size * slot_bytes > available:
+        sys.exit(f"qmix.py: error: the replay buffer needs {args.buffer_size * slot_bytes / 2**30:.1f} GiB (episodes "
+                 f"padded to {env.episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
+                 f"{available // slot_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)")  # fmt: skip
+
     run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = make_run_dir(run_name)
     run_name, model_path = os.path.basename(run_dir), f"{run_dir}/{args.exp_name}.cleanmarl_model"
@@ -480,7 +515,6 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
 
-    sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
     reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)  # a loaded Q_tot is in reward units

@@ -236,21 +236,42 @@ def fake_episode(rb, value, length):
     return episode
 
 
-def test_buffer_wraps_around_and_pads():
+def test_buffer_wraps_around_and_samples_only_each_episodes_own_steps():
     rb = qmix.EpisodeBuffer(3, episode_limit=6, n_agents=2, obs_size=4, state_size=5, n_actions=3, seed=0)
     lengths = {1: 6, 2: 2, 3: 4, 4: 3, 5: 1}
     for value, length in lengths.items():
         rb.add(fake_episode(rb, value, length), length)
     assert rb.size == 3 and rb.pos == 2
-    # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten)
+    # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten; their longer tails are not cleared, only masked)
     for slot, value in zip(range(3), (4, 5, 3), strict=True):
         length = lengths[value]
         assert rb.fields["mask"][slot].tolist() == [True] * length + [False] * (6 - length)
         assert (rb.fields["obs"][slot, :length] == value).all()
-        # the padding left by a longer, older episode is cleared
-        assert (rb.fields["obs"][slot, length:] == 0).all() and (rb.fields["reward"][slot, length:] == 0).all()
-        assert rb.fields["next_avail_actions"][slot, length:].all()
-        assert rb.fields["terminated"][slot, length - 1] == 1.0 and rb.fields["terminated"][slot, length:].sum() == 0
+        assert (
+            rb.fields["terminated"][slot, length - 1] == 1.0 and rb.fields["terminated"][slot, : length - 1].sum() == 0
+        )
+    batch = rb.sample(3, "cpu")
+    assert sorted(batch["obs"][:, 0, 0].tolist()) == [3] * 4 + [4] * 3 + [5] and batch["terminated"].sum() == 3
+
+
+def resident_bytes():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc (Linux)")
+def test_buffer_commits_memory_for_real_steps_only():
+    """Padding is never written, so a buffer of short episodes in long slots costs the memory of their real steps,
+    not of buffer_size episodes at the limit (which add() used to commit, padding included)."""
+    sizes = dict(episode_limit=1000, n_agents=4, obs_size=256, state_size=512, n_actions=8)
+    rb = qmix.EpisodeBuffer(100, **sizes, seed=0)
+    slot_bytes = qmix.EpisodeBuffer.bytes_per_episode(*sizes.values())
+    assert sum(a.nbytes for a in rb.fields.values()) == 100 * slot_bytes  # ~1.2 GB, virtual only
+    episode = {k: np.ones_like(v[0]) for k, v in rb.fields.items()}
+    before = resident_bytes()
+    for _ in range(100):
+        rb.add(episode, 10)
+    grown = resident_bytes() - before
+    assert grown < 100 * slot_bytes / 50  # real steps: 1% of the slots, plus page rounding
 
 
 def test_buffer_samples_only_filled_episodes():

@@ -133,6 +133,7 @@ def test_same_seed_same_run_different_seed_different_run(tmp_path):
         ([*LBF, "--load-model", "tensor.pt"], "not a cleanmarl checkpoint"),
         ([*LBF, "--load-model", "truncated.pt"], "not a cleanmarl checkpoint"),
         ([*LBF, "--time-limit", "0"], "time_limit must be > 0"),
+        ([*LBF, "--buffer-size", "100000000"], "or less, or cleanmarl/qmix_memefficient.py"),
         ([*LBF, "--learning-rate", "-1"], "--learning-rate"),
         (["--env_name", "nope_v9"], "pass --env-type"),  # underscore spellings parse too
     ],
