@@ -1,12 +1,16 @@
 """Training steps/s of cleanmarl/qmix.py against the raw env's random-policy steps/s, side by side.
 
     python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py] [--qmix-args "..."]
+    python benchmarks/throughput.py --variant qmix_memefficient.py [--rounds 3]
 
 Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
 hyperparameters, only --total-timesteps set) in the same process tree, so machine noise hits both.
 The ratio is qmix.py's charts/SPS (env steps per second of training, evaluation included) over the
 mean raw random-policy steps/s. --profile also runs qmix.py under cProfile and splits the time into
 env stepping, acting, evaluation and the update.
+
+--variant times one of our variant scripts (cleanmarl/NAME) the same way, alternating with qmix.py for --rounds
+rounds, and prints each round's steps/s and the variant / qmix.py ratio of the means.
 
 --peer runs another QMIX script with the same flags (`--env-type lbf --env-name ... --total-timesteps
 N`), e.g. a checkout of CleanMARL's cleanmarl/qmix.py (not part of this repository), between the two
@@ -46,8 +50,8 @@ def raw_steps_per_second(seconds):
     return n / (time.perf_counter() - start)
 
 
-def qmix_steps_per_second(steps, workdir, extra=()):
-    cmd = [sys.executable, str(SCRIPT), "--env-type", "lbf", "--env-name", ENV_ID]
+def qmix_steps_per_second(steps, workdir, extra=(), script=SCRIPT):
+    cmd = [sys.executable, str(script), "--env-type", "lbf", "--env-name", ENV_ID]
     cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1", *extra]
     subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -124,7 +128,21 @@ if __name__ == "__main__":
     parser.add_argument("--peer", type=Path, help="another QMIX script to time with the same env flags")
     parser.add_argument("--peer-steps", type=int, default=20_000, help="env steps of the peer's long run")
     parser.add_argument("--qmix-args", default="", help="extra qmix.py flags, e.g. '--batch-size 10' (a peer's value)")
+    parser.add_argument("--variant", help="a variant script in cleanmarl/ to time against qmix.py, same flags")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating qmix.py / variant runs (with --variant)")
     args = parser.parse_args()
+    if args.variant:
+        speeds = {"qmix.py": [], args.variant: []}
+        for _ in range(args.rounds):
+            for name in speeds:
+                with tempfile.TemporaryDirectory() as workdir:
+                    script = ROOT / "cleanmarl" / name
+                    speeds[name].append(qmix_steps_per_second(args.steps, workdir, args.qmix_args.split(), script))
+        for name, values in speeds.items():
+            print(f"{name} training ({args.steps} steps): {' / '.join(f'{v:.0f}' for v in values)} steps/s")
+        ratio = sum(speeds[args.variant]) / sum(speeds["qmix.py"])
+        print(f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}")
+        sys.exit(0)
     raw_before = raw_steps_per_second(args.raw_seconds)
     with tempfile.TemporaryDirectory() as workdir:
         qmix_sps = qmix_steps_per_second(args.steps, workdir, args.qmix_args.split())

@@ -22,6 +22,8 @@ from tqdm import tqdm
 
 from cleanmarl.env import EnvError, make_env, resolve_env_type
 
+PROG = os.path.basename(__file__)  # names the script in its error lines
+
 
 @dataclass
 class Args:
@@ -249,6 +251,15 @@ def bootstrap_range(reward_stats, scale, gamma):
     return reward_stats.low * bound, reward_stats.high * bound
 
 
+def episode_fields(t, n, obs_size, state_size, n_actions):
+    """What run_episode records of an episode of at most t steps: name -> (shape, dtype)."""
+    shapes = dict(obs=(t, n, obs_size), next_obs=(t, n, obs_size), state=(t, state_size))
+    shapes.update(next_state=(t, state_size), actions=(t, n), reward=(t,), terminated=(t,))
+    shapes.update(next_avail_actions=(t, n, n_actions))
+    dtypes = dict(actions=np.int64, next_avail_actions=bool)
+    return {k: (shape, dtypes.get(k, np.float32)) for k, shape in shapes.items()}
+
+
 def lazy_zeros(shape, dtype):
     """Zeros whose memory is committed page by page (4 KB) as they are written. np.zeros is lazy too, but numpy asks
     the kernel for 2 MB huge pages on large arrays, so one step written into a 2 MB region commits all of it."""
@@ -271,12 +282,7 @@ class EpisodeBuffer:
     @staticmethod
     def slot(t, n, obs_size, state_size, n_actions):
         """One episode's slot, padded to the limit t: name -> (shape, dtype)."""
-        shapes = dict(
-            obs=(t, n, obs_size), next_obs=(t, n, obs_size), state=(t, state_size), next_state=(t, state_size)
-        )
-        shapes.update(actions=(t, n), reward=(t,), terminated=(t,), next_avail_actions=(t, n, n_actions), mask=(t,))
-        dtypes = dict(actions=np.int64, next_avail_actions=bool, mask=bool)
-        return {k: (shape, dtypes.get(k, np.float32)) for k, shape in shapes.items()}
+        return {**episode_fields(t, n, obs_size, state_size, n_actions), "mask": ((t,), bool)}
 
     @classmethod
     def bytes_per_episode(cls, *sizes):
@@ -438,11 +444,11 @@ if __name__ == "__main__":
         try:
             checkpoint = load_checkpoint(args.load_model)
         except ValueError as e:
-            sys.exit(f"qmix.py: error: {e}")
+            sys.exit(f"{PROG}: error: {e}")
         trained = Args(**{k: v for k, v in checkpoint["args"].items() if k in CHECKPOINT_FLAGS})
         args = tyro.cli(Args, default=trained)
     if error := check_args(args) or (checkpoint and checkpoint_mismatch(args, checkpoint["args"])):
-        sys.exit(f"qmix.py: error: {error}")
+        sys.exit(f"{PROG}: error: {error}")
     stop_signals = catch_stop_signals()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -450,7 +456,7 @@ if __name__ == "__main__":
         device = torch.device(args.device)
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as e:
-        sys.exit(f"qmix.py: error: --device {args.device!r} is not usable here: {str(e).splitlines()[0]}")
+        sys.exit(f"{PROG}: error: --device {args.device!r} is not usable here: {str(e).splitlines()[0]}")
     torch.set_num_threads(args.torch_threads)
 
     random.seed(args.seed)
@@ -464,7 +470,7 @@ if __name__ == "__main__":
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
     except EnvError as e:
-        sys.exit(f"qmix.py: error: {e}")
+        sys.exit(f"{PROG}: error: {e}")
 
     q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
     mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
@@ -478,7 +484,7 @@ if __name__ == "__main__":
             rescale_q_tot((mixer, target_mixer), checkpoint.get("reward_scale", 1.0), 1.0)  # Q_tot in reward units
         except RuntimeError as e:  # its flags and weights disagree: a damaged or hand-edited file
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            sys.exit(f"qmix.py: error: --load-model {args.load_model!r} is damaged: {message}")
+            sys.exit(f"{PROG}: error: --load-model {args.load_model!r} is damaged: {message}")
 
     if args.eval_only:
         returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
@@ -490,7 +496,7 @@ if __name__ == "__main__":
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes), available_memory()
     if available is not None and args.buffer_size * slot_bytes > available:
-        sys.exit(f"qmix.py: error: the replay buffer needs {args.buffer_size * slot_bytes / 2**30:.1f} GiB (episodes "
+        sys.exit(f"{PROG}: error: the replay buffer needs {args.buffer_size * slot_bytes / 2**30:.1f} GiB (episodes "
                  f"padded to {env.episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
                  f"{available // slot_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)")  # fmt: skip
 
@@ -502,7 +508,7 @@ if __name__ == "__main__":
         try:
             import wandb
         except ImportError:
-            sys.exit("qmix.py: error: --use-wnb needs wandb: pip install wandb")
+            sys.exit(f"{PROG}: error: --use-wnb needs wandb: pip install wandb")
         wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)  # fmt: skip
     writer = SummaryWriter(run_dir)
@@ -516,7 +522,7 @@ if __name__ == "__main__":
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
 
     rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
-    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}  # one episode, reused
+    episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in episode_fields(*sizes).items()}  # one, reused
     reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)  # a loaded Q_tot is in reward units
     exploration_steps = args.exploration_fraction * args.total_timesteps
 

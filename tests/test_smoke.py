@@ -19,11 +19,11 @@ LBF = ["--env-type", "lbf", "--env-name", "Foraging-8x8-2p-2f-coop-v3"]
 TWO_STEP = ["--env-type", "gym", "--env-name", "tests.two_step:TwoStep-v0"]
 
 
-def run(tmp_path, *args, check=True):
-    """Run the script from tmp_path (its runs/ folder lands there); tests/ importable for test envs."""
+def run(tmp_path, *args, check=True, script=SCRIPT):
+    """Run a script (qmix.py unless told) from tmp_path (its runs/ folder lands there); tests/ importable for test envs."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--no-progress-bar", *args],
+        [sys.executable, str(script), "--no-progress-bar", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -55,8 +55,12 @@ SMOKE = {
 NEEDS = {"rware": "rware", "smaclite_3m": "smaclite"}
 
 
+SCRIPTS = sorted((ROOT / "cleanmarl").glob("qmix*.py"))  # qmix.py and every variant present
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
 @pytest.mark.parametrize("name", SMOKE)
-def test_smoke(tmp_path, name):
+def test_smoke(tmp_path, name, script):
     package = NEEDS.get(name)
     if package and importlib.util.find_spec(package) is None:
         pytest.skip(f"{package} is not installed (see README: optional envs)")
@@ -72,6 +76,7 @@ def test_smoke(tmp_path, name):
         "4",
         "--log-every",
         "2",
+        script=script,
     )
     for tag in ("rollout/ep_reward", "train/loss", "train/grads", "eval/ep_reward", "charts/SPS"):
         values = scalars(tmp_path, tag)

@@ -1,0 +1,161 @@
+"""The variants are qmix.py changed only where each one needs: the parts they share are the same source (a fix to one
+script alone fails here), and qmix_memefficient.py, which keeps qmix.py's arithmetic, logs the same losses and builds
+the same TD targets."""
+
+import ast
+import difflib
+import importlib
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from cleanmarl import qmix
+from tests.test_smoke import LBF, ROOT, run, scalars
+
+# Per variant: the top-level definitions it replaces, and what the lines it changes in the main block may be about.
+CHANGES = {
+    "qmix_memefficient.py": ({"EpisodeBuffer"}, r"\brb\b|EpisodeBuffer|slot_bytes|available|buffer|memory"),
+}
+VARIANTS = sorted(p.name for p in (ROOT / "cleanmarl").glob("qmix_*.py"))
+
+
+def definitions(path):
+    """Top-level definitions -> normalised source (Args without its docstring, which is --help's description), and
+    the main block's source lines."""
+    tree = ast.parse(path.read_text())
+    parts, main = {}, None
+    for node in tree.body:
+        if isinstance(node, ast.If):
+            main = ast.get_source_segment(path.read_text(), node).splitlines()
+        elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+            if node.name == "Args":
+                node.body = node.body[1:]  # the docstring
+            parts[node.name] = ast.unparse(node)
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            name = ast.unparse(target)
+            parts[name] = parts.get(name, "") + ast.unparse(node)
+    return parts, main
+
+
+def test_every_variant_is_known():
+    assert set(VARIANTS) <= set(CHANGES), "a new variant needs its entry in CHANGES"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shared_parts_are_the_same_source(variant):
+    """Every definition qmix.py has is in the variant, word for word, unless the variant replaces it."""
+    replaced, _ = CHANGES[variant]
+    reference, _ = definitions(ROOT / "cleanmarl" / "qmix.py")
+    parts, _ = definitions(ROOT / "cleanmarl" / variant)
+    assert set(parts) == set(reference), "the variant adds or drops top-level definitions"
+    differ = sorted(name for name in reference if parts[name] != reference[name])
+    assert differ == sorted(replaced), f"{variant} differs from qmix.py in {differ} (allowed: {sorted(replaced)})"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_main_block_changes_only_what_the_variant_is_about(variant):
+    _, allowed = CHANGES[variant]
+    _, reference = definitions(ROOT / "cleanmarl" / "qmix.py")
+    _, main = definitions(ROOT / "cleanmarl" / variant)
+    changed = [line for line in difflib.ndiff(reference, main) if line[:2] in ("- ", "+ ")]
+    stray = [line for line in changed if line[2:].strip() and not re.search(allowed, line)]
+    assert changed and not stray, "\n".join(stray)
+
+
+# ------------------------------------------------------------------------------------------- qmix_memefficient.py
+
+memefficient = importlib.import_module("cleanmarl.qmix_memefficient")
+MPE = ["--env-name", "simple_spread_v3"]
+
+
+@pytest.mark.parametrize("env_args", [LBF, MPE], ids=["lbf", "mpe"])
+def test_memefficient_logs_the_same_losses(tmp_path, env_args):
+    """Same seed: the same episodes sampled, the same steps in the same order, the same arithmetic."""
+    args = [*env_args, "--total-timesteps", "2500", "--batch-size", "8", "--log-every", "1", "--seed", "3"]
+    losses = []
+    for script in ("qmix.py", "qmix_memefficient.py"):
+        (tmp_path / script).mkdir()
+        run(tmp_path / script, *args, script=ROOT / "cleanmarl" / script)
+        losses.append(scalars(tmp_path / script, "train/loss"))
+    assert len(losses[0]) > 20 and losses[0] == losses[1]
+
+
+class EndingEnv:
+    """Episodes of a given length ending terminated or truncated; obs, state and masks change every step, and the obs
+    end with one-hot agent ids as the env layer appends them."""
+
+    n_agents, n_actions, raw_obs_size, state_size = 2, 11, 3, 4
+    obs_size = raw_obs_size + n_agents
+
+    def __init__(self, endings):
+        self.endings = iter(endings)
+
+    def observe(self):
+        rng = np.random.default_rng(100 * self.episode + self.t)
+        obs = np.concatenate([rng.normal(size=(2, 3)), np.eye(2)], 1).astype(np.float32)
+        avail = rng.random((2, 11)) < 0.5
+        avail[:, 0] = True
+        return obs, rng.normal(size=4).astype(np.float32), avail
+
+    def reset(self):
+        self.length, self.ends_terminated = next(self.endings)
+        self.episode, self.t = getattr(self, "episode", -1) + 1, 0
+        return *self.observe(), {}
+
+    def step(self, actions):
+        self.t += 1
+        end = self.t == self.length
+        reward = float(self.t + 10 * self.episode)
+        return *self.observe(), reward, end and self.ends_terminated, end and not self.ends_terminated, {}
+
+
+ENDINGS = [(1, True), (1, False), (3, False), (4, True), (6, False)]  # (length, terminated)
+
+
+def filled_buffers(endings=ENDINGS, limit=6):
+    env = EndingEnv(endings)
+    sizes = (limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
+    buffers = (
+        qmix.EpisodeBuffer(len(endings), *sizes, seed=0),
+        memefficient.EpisodeBuffer(len(endings), *sizes, seed=0, id_size=env.n_agents),
+    )
+    torch.manual_seed(0)
+    q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
+    rng = np.random.default_rng(0)
+    for _ in endings:
+        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        _, length, _ = qmix.run_episode(env, q_network, 0.5, rng, episode)
+        for rb in buffers:
+            rb.add(episode, length)
+    return buffers, q_network
+
+
+def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1_episodes():
+    """The same batch, key by key, and so the same TD targets: a truncated last step bootstraps from the stored final
+    obs and state (CleanMARL's variant bootstraps from zero padding there), a terminated one does not bootstrap."""
+    (padded, compact), q_network = filled_buffers()
+    batches = [rb.sample(len(ENDINGS), "cpu") for rb in (padded, compact)]
+    assert set(batches[0]) == set(batches[1])
+    for key in batches[0]:
+        assert batches[0][key].dtype == batches[1][key].dtype and torch.equal(batches[0][key], batches[1][key]), key
+    torch.manual_seed(1)
+    mixer = qmix.QMixer(2, 4, embed_dim=8, hyper_dim=8, hypernet_layers=1)
+    targets = []
+    for batch in batches:
+        with torch.no_grad():
+            target_next_q = q_network(batch["next_obs"])
+            online_next_q = qmix.online_next_q_values(q_network, q_network(batch["obs"]), batch)
+            targets.append(qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q)[0])
+    assert torch.equal(targets[0], targets[1])
+    batch, target = batches[1], targets[1]
+    last = batch["reward"] % 10 == torch.tensor([length for length, _ in ENDINGS])[batch["reward"].long() // 10]
+    assert last.sum() == len(ENDINGS)
+    terminated = batch["terminated"].bool()
+    assert terminated.sum() == 2 and (terminated <= last).all()
+    torch.testing.assert_close(target[terminated], batch["reward"][terminated])  # no bootstrap
+    truncated_last = last & ~terminated
+    assert (target[truncated_last] != batch["reward"][truncated_last]).all()  # bootstraps from the final obs
+    assert (batch["next_obs"][truncated_last][..., :3] != 0).all()  # the stored final obs, not zeros
