@@ -72,4 +72,4 @@ def test_memory_grows_with_the_real_steps_only():
     for _ in range(200):
         rb.add(episode, 10)
     stored = 200 * 11 * entry  # 11 entries an episode: its 10 steps and the final next obs
-    assert stored <= resident() - before < 1.2 * stored + 2**20
+    assert 0.9 * stored <= resident() - before < 1.2 * stored + 2**20
