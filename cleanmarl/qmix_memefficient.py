@@ -144,7 +144,8 @@ def check_args(args: Args) -> str | None:
         (not 0 < args.polyak <= 1, f"--polyak must be in (0, 1], got {args.polyak}"),
         (not 0 < args.exploration_fraction <= 1, f"--exploration-fraction {args.exploration_fraction} not in (0, 1]"),
         (not 0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}"),
-        (args.learning_rate < 0, f"--learning-rate must be >= 0 (0 freezes the networks), got {args.learning_rate}"),
+        (not args.learning_rate >= 0, f"--learning-rate must be >= 0 (0 freezes the networks), got {args.learning_rate}"),
+        (args.end_e > args.start_e, f"--end-e {args.end_e} > --start-e {args.start_e}: epsilon decays"),
         (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
         (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
     ]  # fmt: skip
@@ -161,16 +162,21 @@ def load_checkpoint(path):
         raise ValueError(
             f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged: {type(e).__name__})"
         ) from None
-    if not isinstance(checkpoint, dict) or not {*CHECKPOINT_NETS[:2], "args"} <= checkpoint.keys():
+    keys = (*CHECKPOINT_NETS[:2], "args")
+    if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in keys):
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
+    if missing := [k for k in CHECKPOINT_FLAGS if k not in checkpoint["args"]]:
+        raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})")
     return checkpoint
 
 
 def checkpoint_mismatch(args, trained):
     """One line naming the first flag given with another value than the checkpoint's `trained` flags, or None."""
     for name in CHECKPOINT_FLAGS:
-        if name != "time_limit" and name in trained and getattr(args, name) != trained[name]:
+        if name != "time_limit" and getattr(args, name) != trained[name]:
             flag = f"--{name.replace('_', '-')}"
+            if isinstance(trained[name], bool):  # spelled as the flags are: --agent-ids / --no-agent-ids
+                return f"--load-model was trained with {flag.replace('--', '--no-') * (not trained[name]) or flag}"
             return f"--load-model was trained with {flag} {trained[name]}, asked for {getattr(args, name)}"
     return None
 
@@ -274,7 +280,7 @@ class EpisodeBuffer:
     which sample() appends again) and state of steps 0..T, the last being the final next observation, so next-step
     values are read at t + 1 (a truncated episode bootstraps from its stored final obs); entries 0..T-1 also hold the
     actions (smallest integer dtype), reward, terminated and the next step's avail mask (bit-packed). Entries live in
-    chunks of ~64 MB, made as episodes arrive and freed when their last episode leaves: only real steps cost memory."""
+    chunks of ~64 MB, made as episodes arrive and freed when their last episode leaves: no padding."""
 
     def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed, id_size=0):
         self.fields = self.entry(n_agents, obs_size - id_size, state_size, n_actions)
@@ -337,14 +343,16 @@ class EpisodeBuffer:
         idx = self.rng.choice(self.size, size=batch_size, replace=False)
         parts = [(self.chunks[c], f, t) for c, f, t in self.where[idx]]
 
-        def steps(key, shift=0):
-            return np.concatenate([chunk[key][f + shift : f + shift + t] for chunk, f, t in parts])
+        def steps(key, shift=0, out=None):
+            return np.concatenate([chunk[key][f + shift : f + shift + t] for chunk, f, t in parts], out=out)
 
-        batch = dict(obs=steps("obs"), next_obs=steps("obs", 1), state=steps("state"), next_state=steps("state", 1))
-        if self.ids is not None:  # the one-hot agent ids, as the env appends them
-            for key in ("obs", "next_obs"):
-                ids = np.broadcast_to(self.ids, (len(batch[key]), *self.ids.shape))
-                batch[key] = np.concatenate([batch[key], ids], axis=-1)
+        batch = dict(state=steps("state"), next_state=steps("state", 1))
+        m, (n, raw) = sum(t for _, _, t in parts), self.fields["obs"][0]
+        for key, shift in (("obs", 0), ("next_obs", 1)):  # copied once, into arrays that hold the agent ids already
+            batch[key] = np.empty((m, n, raw + (0 if self.ids is None else n)), dtype=np.float32)
+            if self.ids is not None:  # the one-hot agent ids, as the env appends them
+                batch[key][:, :, raw:] = self.ids
+            steps("obs", shift, out=batch[key][:, :, :raw])
         batch.update(actions=steps("actions").astype(np.int64), reward=steps("reward"))
         batch["terminated"] = steps("terminated").astype(np.float32)
         next_avail = np.unpackbits(steps("next_avail_actions"), axis=-1, count=self.n_actions)
@@ -396,16 +404,19 @@ def make_run_dir(run_name, root="runs"):
             return run_dir
 
 
-def catch_stop_signals():
-    """SIGINT (Ctrl-C) and SIGTERM end the run cleanly: they are recorded in the returned list, which the training
-    loop checks after every episode and update; a second one exits at once (status 128 + signal number)."""
+def catch_stop_signals(defer):
+    """SIGINT (Ctrl-C) and SIGTERM end the run without a traceback, exit status 128 + signal number. defer=False (setup,
+    evaluation only: nothing to save): at once. defer=True: recorded in the returned list, which the training loop
+    checks once per pass (after the episode, its update and an evaluation when one is due), so the logs are flushed
+    and the last checkpoint named; a second signal stops at once."""
     received = []
 
     def handler(signum, frame):
-        if received:
-            os._exit(128 + signum)
+        if received or not defer:
+            raise SystemExit(128 + signum)
         received.append(signum)
-        print(f"\n{signal.Signals(signum).name}: stopping after this episode", file=sys.stderr, flush=True)
+        # os.write, not print: a handler's print can re-enter a stream that tqdm is writing to
+        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this pass of the loop\n".encode())
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, handler)
@@ -494,7 +505,7 @@ if __name__ == "__main__":
         args = tyro.cli(Args, default=trained)
     if error := check_args(args) or (checkpoint and checkpoint_mismatch(args, checkpoint["args"])):
         sys.exit(f"{PROG}: error: {error}")
-    stop_signals = catch_stop_signals()
+    catch_stop_signals(defer=False)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -527,7 +538,7 @@ if __name__ == "__main__":
             target_q_network.load_state_dict(checkpoint.get("target_q_network", checkpoint["q_network"]))
             target_mixer.load_state_dict(checkpoint.get("target_mixer", checkpoint["mixer"]))
             rescale_q_tot((mixer, target_mixer), checkpoint.get("reward_scale", 1.0), 1.0)  # Q_tot in reward units
-        except RuntimeError as e:  # its flags and weights disagree: a damaged or hand-edited file
+        except (RuntimeError, TypeError, KeyError) as e:  # its flags and weights disagree: damaged or hand-edited
             message = (str(e).strip().splitlines() or [type(e).__name__])[0]
             sys.exit(f"{PROG}: error: --load-model {args.load_model!r} is damaged: {message}")
 
@@ -535,7 +546,7 @@ if __name__ == "__main__":
         returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
         summary = f"eval over {args.num_eval_ep} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
         print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
-        sys.exit(128 + stop_signals[0] if stop_signals else 0)
+        sys.exit(0)
 
     # Only real steps cost memory: the worst case (every episode at the limit) is said, and warned about.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
@@ -575,6 +586,7 @@ if __name__ == "__main__":
     global_step, num_episodes, num_updates = 0, 0, 0
     ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
     eval_return, start_time, saved_step = float("nan"), time.time(), None
+    stop_signals = catch_stop_signals(defer=True)
     show_bar = args.progress_bar and sys.stderr.isatty()  # a bar's carriage returns would flood a redirected log
     status_time = start_time  # without the bar: one status line a minute
     pbar = tqdm(total=args.total_timesteps, disable=not show_bar, unit="step", smoothing=0.05)
@@ -675,7 +687,7 @@ if __name__ == "__main__":
         wandb.finish()
     env.close()
     eval_env.close()
-    if stop_signals:
+    if stop_signals and global_step < args.total_timesteps:
         saved = f"last checkpoint {model_path} (step {saved_step})" if saved_step is not None else "no checkpoint"
         print(f"stopped by {signal.Signals(stop_signals[0]).name} at step {global_step}: {saved}", flush=True)
         sys.exit(128 + stop_signals[0])

@@ -551,15 +551,19 @@ def test_make_run_dir_never_shares_a_directory(tmp_path):
 
 
 def test_load_checkpoint_names_what_is_wrong(tmp_path):
-    torch.save({"q_network": {}, "mixer": {}, "args": {}}, tmp_path / "ok.pt")
+    torch.save({"q_network": {}, "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "ok.pt")
     assert set(qmix.load_checkpoint(str(tmp_path / "ok.pt"))) == {"q_network", "mixer", "args"}
+    torch.save({"q_network": {}, "mixer": {}, "args": {"env_name": "3m"}}, tmp_path / "flagless.pt")
+    with pytest.raises(ValueError, match="its flags lack env_type"):
+        qmix.load_checkpoint(str(tmp_path / "flagless.pt"))
+    torch.save({"q_network": torch.zeros(2), "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "tensor_net.pt")
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.pt").write_text("not a checkpoint")
     (tmp_path / "empty.pt").write_bytes(b"")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "dict.pt")
-    for name in ("truncated", "text", "empty", "tensor", "dict"):
+    for name in ("truncated", "text", "empty", "tensor", "dict", "tensor_net"):
         with pytest.raises(ValueError, match="is not a cleanmarl checkpoint") as error:
             qmix.load_checkpoint(str(tmp_path / f"{name}.pt"))
         assert "\n" not in str(error.value)
