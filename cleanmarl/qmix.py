@@ -292,7 +292,7 @@ class EpisodeBuffer:
 
     @classmethod
     def bytes_per_episode(cls, *sizes):
-        """Memory of one slot (episode_limit, n_agents, obs_size, state_size, n_actions): what a full buffer commits."""
+        """Memory of one slot (episode_limit, n_agents, obs_size, state_size, n_actions): the most it can commit."""
         return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in cls.slot(*sizes).values())
 
     def add(self, episode, length):
