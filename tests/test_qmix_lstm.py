@@ -1,0 +1,296 @@
+"""cleanmarl/qmix_lstm.py: the GRU agent and its hidden state, acting and training on the same unroll, online and target
+unrolls aligned, TBPTT, TD(lambda), and a task only memory solves."""
+
+import importlib
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from cleanmarl import qmix
+from tests.test_smoke import LBF, ROOT, run, scalars
+from tests.test_variants import EndingEnv
+
+lstm = importlib.import_module("cleanmarl.qmix_lstm")
+SCRIPT = ROOT / "cleanmarl" / "qmix_lstm.py"
+MEMORY = ["--env-name", "tests.memory_cue:MemoryCue-v0"]
+
+
+def network(obs_size=EndingEnv.obs_size, n_actions=EndingEnv.n_actions, last_action=True, num_layers=1, seed=0):
+    torch.manual_seed(seed)
+    return lstm.QNetwork(obs_size, n_actions, hidden_dim=8, num_layers=num_layers, last_action=last_action)
+
+
+def gru_cell_q_values(q_network, inputs):
+    """The agent network written as a loop over nn.GRUCell with the same weights: [T, N, D] -> [T, N, A]."""
+    cell = nn.GRUCell(q_network.rnn.input_size, q_network.rnn.hidden_size)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(getattr(q_network.rnn, name + "_l0"))
+    hidden, q_values = torch.zeros(inputs.shape[1], cell.hidden_size), []
+    for x in inputs:
+        hidden = cell(F.relu(q_network.fc(x)), hidden)
+        q_values.append(q_network.net(hidden))
+    return torch.stack(q_values)
+
+
+@pytest.mark.parametrize("last_action", [True, False])
+@pytest.mark.parametrize("num_layers", [0, 1])
+def test_numpy_acting_equals_the_torch_unroll(last_action, num_layers):
+    q_network = network(last_action=last_action, num_layers=num_layers)
+    inputs = torch.randn(7, 3, q_network.fc.in_features)  # [T, N, D]
+    expected = q_network(inputs[None])[0][0].detach()
+    torch.testing.assert_close(gru_cell_q_values(q_network, inputs).detach(), expected)  # nn.GRU is the GRUCell
+    weights = lstm.numpy_weights(q_network)
+    hidden, acted = np.zeros((3, 8), np.float32), []
+    for x in inputs.numpy():
+        q_values, hidden = lstm.q_values_numpy(weights, x, hidden)
+        acted.append(q_values)
+    np.testing.assert_allclose(np.stack(acted), expected.numpy(), rtol=1e-5, atol=1e-5)
+    # On CPU the numpy weights are views: an optimizer step is seen without a refresh
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=0.1)
+    q_network(inputs[None])[0].sum().backward()
+    optimizer.step()
+    hidden = np.zeros((3, 8), np.float32)
+    q_values, _ = lstm.q_values_numpy(weights, inputs[0].numpy(), hidden)
+    np.testing.assert_allclose(q_values, q_network(inputs[:1, None])[0][0, 0].detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+ENDINGS = [(3, True), (2, False), (1, True), (4, False), (3, False)]  # (length, terminated)
+
+
+def play(endings, q_network, monkeypatch):
+    """Fill a buffer with EndingEnv episodes acted on by q_network (epsilon 0.5); record every call of q_values_numpy:
+    (inputs, hidden given, q_values, hidden returned), per episode."""
+    env, calls = EndingEnv(endings), []
+    sizes = (max(length for length, _ in endings), env.n_agents, env.obs_size, env.state_size, env.n_actions)
+    rb = lstm.EpisodeBuffer(len(endings), *sizes, seed=0)
+    q_values_numpy = lstm.q_values_numpy
+
+    def recorded(weights, inputs, hidden):
+        q_values, next_hidden = q_values_numpy(weights, inputs, hidden)
+        calls[-1].append((inputs.copy(), hidden.copy(), q_values, next_hidden))
+        return q_values, next_hidden
+
+    monkeypatch.setattr(lstm, "q_values_numpy", recorded)
+    rng = np.random.default_rng(0)
+    for _ in endings:
+        calls.append([])
+        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        _, length, _ = lstm.run_episode(env, q_network, 0.5, rng, episode)
+        rb.add(episode, length)
+    return rb, calls
+
+
+def test_acting_resets_the_hidden_state_at_every_episode_start_and_carries_it_between_steps(monkeypatch):
+    q_network = network()
+    _, calls = play(ENDINGS, q_network, monkeypatch)
+    n_actions = EndingEnv.n_actions
+    for (length, _), episode in zip(ENDINGS, calls, strict=True):
+        assert len(episode) == length
+        assert not episode[0][1].any() and not episode[0][0][:, -n_actions:].any()  # zeros: no memory, no last action
+        for (inputs, hidden, _, _), (_, _, _, previous_hidden) in zip(episode[1:], episode, strict=False):
+            np.testing.assert_array_equal(hidden, previous_hidden)  # carried from the step before
+            assert hidden.any()
+            assert (inputs[:, -n_actions:].sum(1) == 1).all()  # the last action, one-hot
+
+
+@pytest.mark.parametrize("last_action", [True, False])
+def test_training_unroll_reproduces_the_q_values_acted_on(monkeypatch, last_action):
+    """Every sampled episode is unrolled from a zero hidden state over the inputs it was acted on with: the training
+    Q-values of each real step are the acting ones, whatever the other episodes of the batch; at t = T (the input of
+    the last step's target) the unroll continues over the final observation."""
+    q_network = network(last_action=last_action)
+    rb, calls = play(ENDINGS, q_network, monkeypatch)
+    batch = rb.sample(len(ENDINGS), "cpu")
+    inputs = lstm.sequence_inputs(batch, EndingEnv.n_actions, last_action)
+    q_values = lstm.unroll(q_network, inputs).detach().numpy()  # [B, T + 1, N, A]
+    weights = lstm.numpy_weights(q_network)
+    for b in range(len(ENDINGS)):
+        episode = int(batch["reward"][b, 0]) // 10  # EndingEnv pays t + 10 * episode
+        length = int(batch["mask"][b].sum())
+        acted = np.stack([q for _, _, q, _ in calls[episode]])
+        np.testing.assert_allclose(q_values[b, :length], acted, rtol=1e-5, atol=1e-5)
+        final_inputs = inputs[b, length].numpy()
+        np.testing.assert_array_equal(final_inputs[:, : EndingEnv.obs_size], batch["next_obs"][b, length - 1])
+        final_q, _ = lstm.q_values_numpy(weights, final_inputs, calls[episode][-1][3])
+        np.testing.assert_allclose(q_values[b, length], final_q, rtol=1e-5, atol=1e-5)
+
+
+def test_td_targets_read_the_target_unroll_at_t_plus_1_on_truncated_and_terminated_episodes():
+    """Hand-built episodes of 3 steps, one truncated and one terminated, and one of 2 steps padded to 3: the targets of
+    the script's unroll equal a loop over each episode written here (nn.GRUCell, both networks from zeros at o_0,
+    double Q, argmax over available actions), and differ from a target network restarted at o_1 (CleanMARL's)."""
+    n, n_actions, obs_size, state_size, gamma = 2, 4, 3, 5, 0.9
+    torch.manual_seed(3)
+    shapes = dict(obs=(n, obs_size), next_obs=(n, obs_size), state=(state_size,), next_state=(state_size,))
+    batch = {k: torch.randn(3, 3, *shape) for k, shape in shapes.items()}
+    batch["next_obs"][:, :2] = batch["obs"][:, 1:]  # within an episode, next_obs[t] is obs[t + 1]
+    batch["next_state"][:, :2] = batch["state"][:, 1:]
+    batch["actions"] = torch.randint(0, n_actions, (3, 3, n))
+    batch["reward"] = torch.randn(3, 3)
+    batch["terminated"] = torch.tensor([[0.0, 0, 0], [0, 0, 1], [0, 1, 0]])  # truncated, terminated, terminated at 2
+    batch["next_avail_actions"] = torch.rand(3, 3, n, n_actions) < 0.5
+    batch["next_avail_actions"][..., 0] = True
+    batch["mask"] = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
+    online, target = network(obs_size, n_actions, seed=1), network(obs_size, n_actions, seed=2)
+    mixer = qmix.QMixer(n, state_size, embed_dim=8, hyper_dim=8, hypernet_layers=1)
+    with torch.no_grad():
+        inputs = lstm.sequence_inputs(batch, n_actions, True)
+        q_values = lstm.unroll(online, inputs)
+        target_next_q = target(inputs)[0][:, 1:]
+        td_target, _ = lstm.compute_td_target(batch, target_next_q, mixer, gamma, q_values[:, 1:])
+
+        def last_actions(b, t):  # one-hot of actions[t - 1], zeros at t = 0
+            return F.one_hot(batch["actions"][b, t - 1], n_actions).float() * (t > 0)
+
+        for b, length in enumerate((3, 3, 2)):
+            observations = [batch["obs"][b, 0]] + [batch["next_obs"][b, t] for t in range(length)]  # o_0 .. o_L
+            seq = torch.stack([torch.cat([o, last_actions(b, t)], -1) for t, o in enumerate(observations)])
+            online_q, target_q = gru_cell_q_values(online, seq), gru_cell_q_values(target, seq)
+            restarted_q = gru_cell_q_values(target, seq[1:])  # a target GRU unrolled from zeros at o_1
+            for t in range(length):
+                next_avail = batch["next_avail_actions"][b, t]
+                chosen = online_q[t + 1].masked_fill(~next_avail, -math.inf).argmax(-1, keepdim=True)
+                bootstrap = mixer(target_q[t + 1].gather(-1, chosen).squeeze(-1), batch["next_state"][b, t])
+                expected = batch["reward"][b, t] + gamma * (1 - batch["terminated"][b, t]) * bootstrap
+                torch.testing.assert_close(td_target[b, t], expected)
+                misaligned = mixer(restarted_q[t].gather(-1, chosen).squeeze(-1), batch["next_state"][b, t])
+                if not batch["terminated"][b, t]:
+                    assert not torch.isclose(bootstrap, misaligned)
+            if batch["terminated"][b, length - 1]:
+                assert td_target[b, length - 1] == batch["reward"][b, length - 1]  # no bootstrap past the end
+    assert td_target[0, 2] != batch["reward"][0, 2]  # truncated: bootstraps from the final observation
+
+
+def random_targets(lengths, terminated_last, gamma, seed=0):
+    """One-step targets y = r + gamma (1 - terminated) Q^-(t + 1) of episodes of the given lengths, padded with inf."""
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
+    reward, next_q = torch.randn(len(lengths), t, generator=g), torch.randn(len(lengths), t, generator=g)
+    terminated = torch.zeros(len(lengths), t)
+    for b, (length, ends) in enumerate(zip(lengths, terminated_last, strict=True)):
+        terminated[b, length - 1] = float(ends)
+    y = reward + gamma * (1 - terminated) * next_q
+    return y.masked_fill(~mask, math.inf), reward.masked_fill(~mask, math.inf), next_q, terminated, mask
+
+
+def test_td_lambda_is_one_step_at_0_monte_carlo_at_1_and_pymarl2_between():
+    gamma, lengths, ends = 0.9, [5, 3, 5, 1], [True, False, False, True]
+    y, reward, next_q, terminated, mask = random_targets(lengths, ends, gamma)
+    torch.testing.assert_close(lstm.lambda_returns(y, reward, mask, gamma, 0.0)[mask], y[mask])
+    monte_carlo = lstm.lambda_returns(y, reward, mask, gamma, 1.0)
+    for b, (length, ends_terminated) in enumerate(zip(lengths, ends, strict=True)):
+        for t in range(length):
+            expected = sum(gamma**k * reward[b, t + k] for k in range(length - t))
+            if not ends_terminated:  # a truncated end bootstraps from Q^-(s_L)
+                expected += gamma ** (length - t) * next_q[b, length - 1]
+            torch.testing.assert_close(monte_carlo[b, t], expected)
+    # PyMARL2's build_td_lambda_targets, written per episode: G_t = r_t + gamma (1 - d_t) ((1 - l) Q_{t+1} + l G_{t+1})
+    td_lambda, returns = 0.6, lstm.lambda_returns(y, reward, mask, gamma, 0.6)
+    assert torch.isfinite(returns[mask]).all()  # the inf padding never reaches a real step
+    for b, length in enumerate(lengths):
+        following = next_q[b, length - 1]  # G_L = Q^-(s_L)
+        for t in reversed(range(length)):
+            continuation = (1 - td_lambda) * next_q[b, t] + td_lambda * following
+            following = reward[b, t] + gamma * (1 - terminated[b, t]) * continuation
+            torch.testing.assert_close(returns[b, t], following)
+
+
+def loss_and_grads(q_network, batch, tbptt):
+    """The script's online side of the update (targets fixed): masked MSE and the agent network's gradients."""
+    q_network.zero_grad()
+    inputs = lstm.sequence_inputs(batch, EndingEnv.n_actions, True)
+    q_values = lstm.unroll(q_network, inputs, tbptt)
+    q_taken = q_values[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
+    target = torch.linspace(-1, 1, q_taken[..., 0].numel()).view(q_taken.shape[:2])
+    loss = F.mse_loss(q_taken.sum(-1)[batch["mask"]], target[batch["mask"]])
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in q_network.parameters()]
+
+
+def test_tbptt_of_at_least_the_episode_length_is_the_full_unroll(monkeypatch):
+    q_network = network()
+    rb, _ = play(ENDINGS, q_network, monkeypatch)
+    batch = rb.sample(len(ENDINGS), "cpu")
+    t = batch["mask"].shape[1]
+    full_loss, full_grads = loss_and_grads(q_network, batch, 0)
+    for tbptt in (t, t + 1, 100):
+        loss, grads = loss_and_grads(q_network, batch, tbptt)
+        assert loss == pytest.approx(full_loss, rel=1e-6)
+        for g, full in zip(grads, full_grads, strict=True):
+            torch.testing.assert_close(g, full)
+    loss, grads = loss_and_grads(q_network, batch, 2)  # the same values, gradients cut every 2 steps
+    assert loss == pytest.approx(full_loss, rel=1e-6)
+    assert not torch.allclose(grads[2], full_grads[2])  # the GRU's input weights
+
+
+def eval_returns(tmp_path, script, *args):
+    run(tmp_path, *args, script=script)
+    return [v for _, v in scalars(tmp_path, "eval/ep_reward")]
+
+
+def test_memory_task_recurrent_agents_reach_the_optimum_feed_forward_ones_stay_at_chance(tmp_path):
+    """MemoryCue-v0: the cue is seen at t = 0 only and must be repeated 3 steps later (optimum 1.0, chance 0.5)."""
+    args = [*MEMORY, "--total-timesteps", "8000", "--target-network-update-freq", "20", "--eval-steps", "20"]
+    args += ["--num-eval-ep", "20", "--seed", "2"]
+    (tmp_path / "lstm").mkdir(), (tmp_path / "ff").mkdir()
+    recurrent = eval_returns(tmp_path / "lstm", SCRIPT, *args)
+    feed_forward = eval_returns(tmp_path / "ff", ROOT / "cleanmarl" / "qmix.py", *args)
+    assert min(recurrent[-5:]) == 1.0, recurrent
+    assert np.mean(feed_forward[len(feed_forward) // 2 :]) < 0.65, feed_forward
+
+
+def losses(tmp_path, seed, *flags):
+    args = ["--total-timesteps", "1500", "--batch-size", "4", "--log-every", "1", "--eval-steps", "10", *flags]
+    run(tmp_path, *LBF, *args, "--seed", str(seed), script=SCRIPT)
+    return scalars(tmp_path, "train/loss"), scalars(tmp_path, "eval/ep_length")
+
+
+def test_same_seed_same_run_different_seed_different_run(tmp_path):
+    for name in "abc":
+        (tmp_path / name).mkdir()
+    flags = ["--tbptt", "4", "--td-lambda", "0.6"]
+    loss_a, eval_a = losses(tmp_path / "a", 1, *flags)
+    loss_b, eval_b = losses(tmp_path / "b", 1, *flags)
+    loss_c, _ = losses(tmp_path / "c", 2, *flags)
+    assert len(loss_a) > 5 and all(math.isfinite(v) for _, v in loss_a)
+    assert loss_a == loss_b and eval_a == eval_b
+    assert loss_a != loss_c
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--tbptt", "-1"], "--tbptt must be >= 0"), (["--td-lambda", "1.5"], "--td-lambda must be in [0, 1]")],
+)
+def test_bad_flags_give_one_error_line(tmp_path, args, message):
+    proc = run(tmp_path, *LBF, *args, "--total-timesteps", "10", check=False, script=SCRIPT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("qmix_lstm.py: error:"), proc.stderr
+    assert message in lines[0]
+
+
+def test_a_checkpoint_carries_last_action(tmp_path):
+    run(
+        tmp_path,
+        *LBF,
+        "--no-last-action",
+        "--save-model",
+        "--total-timesteps",
+        "200",
+        "--eval-steps",
+        "2",
+        script=SCRIPT,
+    )
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    proc = run(tmp_path, "--eval-only", "--load-model", str(model), "--num-eval-ep", "2", script=SCRIPT)
+    assert proc.stdout.startswith("eval over 2 episodes")
+    proc = run(tmp_path, "--eval-only", "--load-model", str(model), "--last-action", check=False, script=SCRIPT)
+    assert (
+        proc.returncode == 1
+        and proc.stderr.strip() == "qmix_lstm.py: error: --load-model was trained with --no-last-action"
+    )
