@@ -2,8 +2,8 @@
 
     python benchmarks/plot_curves.py --runs runs --out docs/img [--metric eval/ep_reward] [--reach 0.9]
 
-Runs are grouped by env name (the part of the run name before the first "__"); seeds are the
-runs in a group. Prints per group: seeds, steps reached, mean +- std over seeds of the metric's
+Runs are grouped by env name (the part of the run name before the first "__"), one figure per env, and within it
+by script (the run name's exp_name): one curve per script, its seeds the runs in the group. Prints per group: seeds, steps reached, mean +- std over seeds of the metric's
 last value and of its mean over the last 10% of steps; with --reach, per run, when the metric first
 held that level over --window values in a row (e.g. eval/battle_won >= 0.9 over 10 evaluations).
 """
@@ -54,38 +54,43 @@ if __name__ == "__main__":
     )
     parser.add_argument("--window", type=int, default=10, help="consecutive values averaged for --reach")
     args = parser.parse_args()
-    groups = defaultdict(list)
+    groups = defaultdict(lambda: defaultdict(list))  # env name -> script (exp_name) -> runs
     for run_dir in sorted(Path(args.runs).iterdir()):
         curve = load(run_dir, args.metric)
         if curve is not None:
-            groups[run_dir.name.split("__")[0]].append((run_dir.name, curve))
+            env_name, exp_name = run_dir.name.split("__")[:2]
+            groups[env_name][exp_name].append((run_dir.name, curve))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    print(f"{'env':32s} {'seeds':>5s} {'steps':>9s} {'last':>16s} {'last 10% of steps':>18s}")
-    for env_name, runs in groups.items():
-        grid = np.linspace(0, min(c[0][-1] for _, c in runs), 200)
-        values = np.stack([np.interp(grid, steps, vals) for _, (steps, vals) in runs])
-        last = np.array([vals[-1] for _, (_, vals) in runs])
-        tail = np.array([vals[steps >= 0.9 * steps[-1]].mean() for _, (steps, vals) in runs])
-        steps_reached = min(c[0][-1] for _, c in runs)
-        print(
-            f"{env_name:32s} {len(runs):5d} {steps_reached:9d} {last.mean():8.3f} +- {last.std():5.3f}"
-            f" {tail.mean():9.3f} +- {tail.std():5.3f}"
-        )
-        for name, (steps, vals) in runs if args.reach is not None else []:
-            step, best = reached(steps, vals, args.reach, args.window)
-            when = f"first at step {step}" if step is not None else "never"
-            print(f"  {name}: {args.window} values in a row average >= {args.reach}: {when} (best {best:.3f})")
+    print(f"{'env':32s} {'script':18s} {'seeds':>5s} {'steps':>9s} {'last':>16s} {'last 10% of steps':>18s}")
+    for env_name, scripts in groups.items():
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        for _, (steps, vals) in runs:
-            ax.plot(steps, vals, alpha=0.25, linewidth=0.8)
-        ax.plot(grid, values.mean(0), color="black", label=f"mean of {len(runs)} seeds")
-        ax.fill_between(grid, values.min(0), values.max(0), color="gray", alpha=0.2, label="min-max")
+        for color, (exp_name, runs) in zip(
+            ("black", "tab:blue", "tab:red", "tab:green"), scripts.items(), strict=False
+        ):
+            grid = np.linspace(0, min(c[0][-1] for _, c in runs), 200)
+            values = np.stack([np.interp(grid, steps, vals) for _, (steps, vals) in runs])
+            last = np.array([vals[-1] for _, (_, vals) in runs])
+            tail = np.array([vals[steps >= 0.9 * steps[-1]].mean() for _, (steps, vals) in runs])
+            print(
+                f"{env_name:32s} {exp_name:18s} {len(runs):5d} {int(grid[-1]):9d} {last.mean():8.3f} +- {last.std():5.3f}"
+                f" {tail.mean():9.3f} +- {tail.std():5.3f}"
+            )
+            for name, (steps, vals) in runs if args.reach is not None else []:
+                step, best = reached(steps, vals, args.reach, args.window)
+                when = f"first at step {step}" if step is not None else "never"
+                print(f"  {name}: {args.window} values in a row average >= {args.reach}: {when} (best {best:.3f})")
+            for _, (steps, vals) in runs:
+                ax.plot(steps, vals, color=color, alpha=0.25, linewidth=0.8)
+            ax.plot(grid, values.mean(0), color=color, label=f"{exp_name}: mean of {len(runs)} seeds")
+            ax.fill_between(grid, values.min(0), values.max(0), color=color, alpha=0.12)
         ax.set_xlabel("environment steps")
         ax.set_ylabel(args.metric)
         ax.set_yscale(args.yscale)
-        ax.set_title(f"qmix.py on {env_name}" + (f" ({args.label})" if args.label else ""), fontsize=9)
-        ax.legend(loc="lower right")
+        title = f"{next(iter(scripts))}.py on {env_name}" if len(scripts) == 1 else env_name
+        ax.set_title(title + (f" ({args.label})" if args.label else "") + ", min-max shaded", fontsize=9)
+        ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
         label = f"_{args.label.replace(' ', '_')}" if args.label else ""
-        fig.savefig(Path(args.out) / f"qmix_{env_name}{label}_{args.metric.replace('/', '_')}.png", dpi=110)
+        prefix = "_".join(scripts)
+        fig.savefig(Path(args.out) / f"{prefix}_{env_name}{label}_{args.metric.replace('/', '_')}.png", dpi=110)
         plt.close(fig)

@@ -1,7 +1,7 @@
 """Training steps/s of cleanmarl/qmix.py against the raw env's random-policy steps/s, side by side.
 
     python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py] [--qmix-args "..."]
-    python benchmarks/throughput.py --variant qmix_memefficient.py [--rounds 3]
+    python benchmarks/throughput.py --variant qmix_memefficient.py [--rounds 3] [--profile] [--variant-args "..."]
 
 Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
 hyperparameters, only --total-timesteps set) in the same process tree, so machine noise hits both.
@@ -10,7 +10,8 @@ mean raw random-policy steps/s. --profile also runs qmix.py under cProfile and s
 env stepping, acting, evaluation and the update.
 
 --variant times one of our variant scripts (cleanmarl/NAME) the same way, alternating with qmix.py for --rounds
-rounds, and prints each round's steps/s and the variant / qmix.py ratio of the means.
+rounds, and prints each round's steps/s and the variant / qmix.py ratio of the means; --profile then profiles the
+variant.
 
 --peer runs another QMIX script with the same flags (`--env-type lbf --env-name ... --total-timesteps
 N`), e.g. a checkout of CleanMARL's cleanmarl/qmix.py (not part of this repository), between the two
@@ -73,36 +74,38 @@ def peer_steps_per_second(script, steps, workdir):
     return (steps - short) / (wall(steps) - wall(short))
 
 
-def profiled_run(steps):
-    argv = [str(SCRIPT), "--env-type", "lbf", "--env-name", ENV_ID, "--total-timesteps", str(steps)]
+def profiled_run(steps, script=SCRIPT):
+    argv = [str(script), "--env-type", "lbf", "--env-name", ENV_ID, "--total-timesteps", str(steps)]
     with tempfile.TemporaryDirectory() as workdir:
         cwd, sys.argv = os.getcwd(), [*argv, "--no-progress-bar"]
         os.chdir(workdir)
         profiler = cProfile.Profile()
         start = time.perf_counter()
-        profiler.runcall(runpy.run_path, str(SCRIPT), run_name="__main__")
+        profiler.runcall(runpy.run_path, str(script), run_name="__main__")
         total = time.perf_counter() - start
         os.chdir(cwd)
     return total, pstats.Stats(profiler).stats
 
 
-def profile(steps):
-    """Where qmix.py's time goes: cumulative seconds of the functions that make up one iteration."""
-    profiled_run(1)  # warm-up: module imports happen once per process
-    setup, _ = profiled_run(1)  # env and network construction, one episode, one evaluation
-    total, stats = profiled_run(steps)
+def profile(steps, script=SCRIPT):
+    """Where a script's time goes: cumulative seconds of the functions that make up one iteration."""
+    profiled_run(1, script)  # warm-up: module imports happen once per process
+    setup, _ = profiled_run(1, script)  # env and network construction, one episode, one evaluation
+    total, stats = profiled_run(steps, script)
     total -= setup
 
     def cumulative(name, file_part):
         return sum(v[3] for (f, _, fn), v in stats.items() if fn == name and file_part in f)
 
-    rollout = cumulative("run_episode", "qmix.py") - cumulative("evaluate", "qmix.py")
+    name = script.name
+    rollout = cumulative("run_episode", name) - cumulative("evaluate", name)
     env_step = cumulative("step", "cleanmarl/env/base.py") + cumulative("reset", "cleanmarl/env/base.py")
-    acting = cumulative("q_values_numpy", "qmix.py") + cumulative("select_actions", "qmix.py")
-    evaluation = cumulative("evaluate", "qmix.py")
-    buffer = cumulative("add", "qmix.py") + cumulative("sample", "qmix.py")
+    acting = cumulative("q_values_numpy", name) + cumulative("select_actions", name)
+    evaluation = cumulative("evaluate", name)
+    buffer = cumulative("add", name) + cumulative("sample", name)
     backward = cumulative("backward", "torch/_tensor.py")
     optimizer = cumulative("step", "torch/optim/adam.py")
+    gru = cumulative("forward", "torch/nn/modules/rnn.py")  # GRU unrolls (qmix_lstm.py), online and target
     update = total - rollout - evaluation
     rows = [
         ("training loop (setup excluded)", total),
@@ -115,7 +118,8 @@ def profile(steps):
         ("  of which loss.backward()", backward),
         ("  of which optimizer.step()", optimizer),
     ]
-    print(f"\nprofile of qmix.py, {steps} steps on {ENV_ID} (cProfile slows Python code more than torch kernels):")
+    rows += [("  of which GRU forward (online + target unrolls)", gru)] if gru else []
+    print(f"\nprofile of {name}, {steps} steps on {ENV_ID} (cProfile slows Python code more than torch kernels):")
     for label, seconds in rows:
         print(f"  {label:48s} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
 
@@ -130,18 +134,22 @@ if __name__ == "__main__":
     parser.add_argument("--qmix-args", default="", help="extra qmix.py flags, e.g. '--batch-size 10' (a peer's value)")
     parser.add_argument("--variant", help="a variant script in cleanmarl/ to time against qmix.py, same flags")
     parser.add_argument("--rounds", type=int, default=3, help="alternating qmix.py / variant runs (with --variant)")
+    parser.add_argument("--variant-args", default="", help="flags for the variant only, e.g. '--td-lambda 0.6'")
     args = parser.parse_args()
     if args.variant:
         speeds = {"qmix.py": [], args.variant: []}
         for _ in range(args.rounds):
             for name in speeds:
                 with tempfile.TemporaryDirectory() as workdir:
-                    script = ROOT / "cleanmarl" / name
-                    speeds[name].append(qmix_steps_per_second(args.steps, workdir, args.qmix_args.split(), script))
+                    script, extra = ROOT / "cleanmarl" / name, args.qmix_args.split()
+                    extra += args.variant_args.split() if name == args.variant else []
+                    speeds[name].append(qmix_steps_per_second(args.steps, workdir, extra, script))
         for name, values in speeds.items():
             print(f"{name} training ({args.steps} steps): {' / '.join(f'{v:.0f}' for v in values)} steps/s")
         ratio = sum(speeds[args.variant]) / sum(speeds["qmix.py"])
         print(f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}")
+        if args.profile:
+            profile(args.steps // 3, ROOT / "cleanmarl" / args.variant)
         sys.exit(0)
     raw_before = raw_steps_per_second(args.raw_seconds)
     with tempfile.TemporaryDirectory() as workdir:

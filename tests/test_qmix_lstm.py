@@ -236,7 +236,7 @@ def eval_returns(tmp_path, script, *args):
 
 def test_memory_task_recurrent_agents_reach_the_optimum_feed_forward_ones_stay_at_chance(tmp_path):
     """MemoryCue-v0: the cue is seen at t = 0 only and must be repeated 3 steps later (optimum 1.0, chance 0.5)."""
-    args = [*MEMORY, "--total-timesteps", "8000", "--target-network-update-freq", "20", "--eval-steps", "20"]
+    args = [*MEMORY, "--total-timesteps", "4000", "--target-network-update-freq", "20", "--eval-steps", "20"]
     args += ["--num-eval-ep", "20", "--seed", "2"]
     (tmp_path / "lstm").mkdir(), (tmp_path / "ff").mkdir()
     recurrent = eval_returns(tmp_path / "lstm", SCRIPT, *args)
