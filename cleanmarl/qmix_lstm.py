@@ -336,11 +336,9 @@ def numpy_weights(q_network):
     """The agent network as numpy (W^T, b) pairs for acting: fc, the GRU's input and hidden weights, the Linear layers
     after it. On CPU, views of the live parameters (the optimizer updates them in place); elsewhere, copies refreshed
     every episode."""
-    rnn = q_network.rnn
-    pairs = [(q_network.fc.weight, q_network.fc.bias), (rnn.weight_ih_l0, rnn.bias_ih_l0)]
-    pairs += [(rnn.weight_hh_l0, rnn.bias_hh_l0)] + [
-        (m.weight, m.bias) for m in q_network.net if isinstance(m, nn.Linear)
-    ]
+    fc, rnn = q_network.fc, q_network.rnn
+    pairs = [(fc.weight, fc.bias), (rnn.weight_ih_l0, rnn.bias_ih_l0), (rnn.weight_hh_l0, rnn.bias_hh_l0)]
+    pairs += [(m.weight, m.bias) for m in q_network.net if isinstance(m, nn.Linear)]
     return [(w.detach().cpu().numpy().T, b.detach().cpu().numpy()) for w, b in pairs]
 
 
