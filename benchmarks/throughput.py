@@ -51,10 +51,13 @@ def raw_steps_per_second(seconds):
     return n / (time.perf_counter() - start)
 
 
-def qmix_steps_per_second(steps, workdir, extra=(), script=SCRIPT):
-    cmd = [sys.executable, str(script), "--env-type", "lbf", "--env-name", ENV_ID]
+def qmix_steps_per_second(
+    steps, workdir, extra=(), script=SCRIPT, env_args=("--env-type", "lbf", "--env-name", ENV_ID)
+):
+    cmd = [sys.executable, str(script), *env_args]
     cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1", *extra]
-    subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # test envs (tests.counter_env:SlowCounter-v0) import from the root
+    subprocess.run(cmd, cwd=workdir, check=True, capture_output=True, env=env)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     (run_dir,) = Path(workdir, "runs").iterdir()
@@ -135,6 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--variant", help="a variant script in cleanmarl/ to time against qmix.py, same flags")
     parser.add_argument("--rounds", type=int, default=3, help="alternating qmix.py / variant runs (with --variant)")
     parser.add_argument("--variant-args", default="", help="flags for the variant only, e.g. '--td-lambda 0.6'")
+    parser.add_argument("--env-name", default=ENV_ID, help="the env of the --variant runs (any --env-name)")
     args = parser.parse_args()
     if args.variant:
         speeds = {"qmix.py": [], args.variant: []}
@@ -143,9 +147,12 @@ if __name__ == "__main__":
                 with tempfile.TemporaryDirectory() as workdir:
                     script, extra = ROOT / "cleanmarl" / name, args.qmix_args.split()
                     extra += args.variant_args.split() if name == args.variant else []
-                    speeds[name].append(qmix_steps_per_second(args.steps, workdir, extra, script))
+                    env_args = ("--env-name", args.env_name)
+                    speeds[name].append(qmix_steps_per_second(args.steps, workdir, extra, script, env_args))
         for name, values in speeds.items():
-            print(f"{name} training ({args.steps} steps): {' / '.join(f'{v:.0f}' for v in values)} steps/s")
+            print(
+                f"{name} training on {args.env_name} ({args.steps} steps): {' / '.join(f'{v:.0f}' for v in values)} steps/s"
+            )
         ratio = sum(speeds[args.variant]) / sum(speeds["qmix.py"])
         print(f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}")
         if args.profile:

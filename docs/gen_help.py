@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["qmix.py", "qmix_memefficient.py", "qmix_lstm.py"]
+SCRIPTS = ["qmix.py", "qmix_memefficient.py", "qmix_lstm.py", "qmix_multienvs.py"]
 
 
 def help_text(script):

@@ -1,0 +1,44 @@
+"""Training steps/s of cleanmarl/qmix_multienvs.py at several --num-envs against qmix.py, side by side, per env.
+
+    python benchmarks/scaling.py [--envs Foraging-8x8-2p-2f-coop-v3 simple_spread_v3 3m 2s3z] [--num-envs 1 2 4 8 16]
+                                 [--steps 10000] [--smaclite-steps 3000]
+
+For each env, qmix.py runs first and then qmix_multienvs.py at each --num-envs, all at the defaults (only
+--total-timesteps set), each in a fresh process; steps/s is the run's last charts/SPS (evaluation included). Envs that
+cannot be built here (SMAClite not installed) are skipped with a line saying so.
+"""
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import ROOT, qmix_steps_per_second  # noqa: E402
+
+SMACLITE_MAPS = {"3m", "2s3z", "MMM", "8m", "27m_vs_30m"}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--envs", nargs="+", default=["Foraging-8x8-2p-2f-coop-v3", "simple_spread_v3", "3m", "2s3z"])
+    parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--steps", type=int, default=10_000, help="env steps of each run")
+    parser.add_argument("--smaclite-steps", type=int, default=3_000, help="env steps of each SMAClite run")
+    args = parser.parse_args()
+    print(f"{'env':36s} {'script':28s} {'steps/s':>8s} {'/ qmix.py':>9s}", flush=True)
+    for env_name in args.envs:
+        if env_name in SMACLITE_MAPS and importlib.util.find_spec("smaclite") is None:
+            print(f"{env_name:36s} skipped: smaclite is not installed", flush=True)
+            continue
+        steps = args.smaclite_steps if env_name in SMACLITE_MAPS else args.steps
+        runs = [("qmix.py", [])] + [("qmix_multienvs.py", ["--num-envs", str(n)]) for n in args.num_envs]
+        reference = None
+        for script, extra in runs:
+            with tempfile.TemporaryDirectory() as workdir:
+                sps = qmix_steps_per_second(
+                    steps, workdir, extra, ROOT / "cleanmarl" / script, ("--env-name", env_name)
+                )
+            reference = reference or sps
+            label = script + (f" --num-envs {extra[1]}" if extra else "")
+            print(f"{env_name:36s} {label:28s} {sps:8.0f} {sps / reference:9.2f}", flush=True)

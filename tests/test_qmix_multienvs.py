@@ -1,0 +1,234 @@
+"""cleanmarl/qmix_multienvs.py and cleanmarl/env/vector.py: episodes collected in parallel keep every rule of qmix.py
+(time limits, masks, seeding: one env gives qmix.py's very losses), and no worker process outlives a run, however it
+ends (the end, Ctrl-C, SIGTERM, SIGKILL, an exception in the learner or in a worker)."""
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from cleanmarl import qmix
+from cleanmarl.env.vector import VectorEnv, WorkerError
+from tests.test_smoke import LBF, ROOT, run, scalars
+
+multienvs = importlib.import_module("cleanmarl.qmix_multienvs")
+SCRIPT = ROOT / "cleanmarl" / "qmix_multienvs.py"
+COUNTER = "tests.counter_env:Counter-v0"
+MPE = ["--env-name", "simple_spread_v3"]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def descendants(pid):
+    """pids of every living process below pid (from /proc), zombies excluded."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+@pytest.mark.parametrize("env_args", [LBF, MPE], ids=["lbf", "mpe"])
+def test_one_env_gives_qmix_losses(tmp_path, env_args):
+    """--num-envs 1 --no-overlap: the same episodes, epsilons, updates and evaluations as qmix.py, so the same losses."""
+    args = [*env_args, "--total-timesteps", "2500", "--batch-size", "8", "--log-every", "1", "--seed", "3"]
+    logged = []
+    for script, extra in (("qmix.py", []), ("qmix_multienvs.py", ["--num-envs", "1", "--no-overlap"])):
+        (tmp_path / script).mkdir()
+        run(tmp_path / script, *args, *extra, script=ROOT / "cleanmarl" / script)
+        logged.append([scalars(tmp_path / script, tag) for tag in ("train/loss", "eval/ep_reward")])
+    assert len(logged[0][0]) > 20 and logged[0] == logged[1]
+
+
+def losses(tmp_path, seed, num_envs):
+    args = ["--total-timesteps", "1500", "--batch-size", "4", "--log-every", "1", "--eval-steps", "10"]
+    run(tmp_path, *LBF, *args, "--seed", str(seed), "--num-envs", str(num_envs), script=SCRIPT)
+    return scalars(tmp_path, "train/loss")
+
+
+def test_same_seed_and_num_envs_same_run(tmp_path):
+    for name in "abcd":
+        (tmp_path / name).mkdir()
+    loss_a, loss_b = losses(tmp_path / "a", 1, 3), losses(tmp_path / "b", 1, 3)
+    assert len(loss_a) > 5 and loss_a == loss_b
+    assert losses(tmp_path / "c", 2, 3) != loss_a
+    assert losses(tmp_path / "d", 1, 2) != loss_a
+
+
+def test_vector_env_seeds_env_i_with_seed_plus_i_and_keeps_final_observations():
+    """Each env is make_env(seed=seed + i); where an episode ends (terminated or cut at 6 steps) the step returns its
+    final observation, and the observation to act on starts the env's next episode."""
+    envs = VectorEnv("gym", COUNTER, 3, seed=10)
+    try:
+        obs, state, avail = envs.reset()
+        assert (obs[:, 0, 2] == [10, 11, 12]).all() and (obs[:, :, 1] == 0).all()
+        assert state.shape == (3, envs.state_size) and avail.dtype == bool and avail.all()
+        singles = [qmix.make_env("gym", COUNTER, seed=10 + i) for i in range(3)]
+        for single in singles:
+            single.reset()
+        ends = {"terminated": 0, "truncated": 0}
+        for _ in range(60):
+            (next_obs, _, _, reward, terminated, truncated, infos), (obs, _, _) = envs.step(np.zeros((3, 2), int))
+            for i, single in enumerate(singles):
+                expected = single.step(np.zeros(2, int))
+                np.testing.assert_array_equal(next_obs[i], expected[0])
+                assert (reward[i], terminated[i], truncated[i]) == expected[3:6]
+                np.testing.assert_array_equal(infos[i]["rewards"], expected[6]["rewards"])
+                if terminated[i] or truncated[i]:
+                    ends["terminated" if terminated[i] else "truncated"] += 1
+                    np.testing.assert_array_equal(obs[i], single.reset()[0])  # the next episode's first step
+                    assert obs[i, 0, 0] == next_obs[i, 0, 0] + 1 and obs[i, 0, 1] == 0
+                else:
+                    np.testing.assert_array_equal(obs[i], next_obs[i])
+        assert ends["terminated"] > 3 and ends["truncated"] > 3
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
+    """Every finished episode handed out holds one env's steps 0..T-1 in order, next_obs[t] = obs[t + 1], the final
+    observation last (not the next episode's first), terminated only at a real end; all of each env's episodes come
+    out, in the order they ended."""
+    envs = VectorEnv("gym", COUNTER, 4, seed=0)
+    try:
+        sizes = (envs.episode_limit, envs.n_agents, envs.obs_size, envs.state_size, envs.n_actions)
+        q_network = qmix.QNetwork(envs.obs_size, envs.n_actions, hidden_dim=8, num_layers=0)
+        rollout = multienvs.VectorRollout(envs, sizes, np.random.default_rng(0), overlap)
+        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        seen, cut = {}, 0
+        for _ in range(80):
+            ep_return, length, _ = rollout.next_episode(q_network, 0.5, episode)
+            obs, next_obs = episode["obs"][:length, 0], episode["next_obs"][:length, 0]
+            env_seed, number = int(obs[0, 2]), int(obs[0, 0])
+            assert number == seen.get(env_seed, 0) + 1  # this env's next episode, none skipped
+            seen[env_seed] = number
+            np.testing.assert_array_equal(obs[:, 1], np.arange(length))
+            np.testing.assert_array_equal(next_obs[:, 1], np.arange(1, length + 1))  # the final observation last
+            assert (next_obs[:, 0] == number).all() and ep_return == length * (length + 1) / 2
+            assert not episode["terminated"][: length - 1].any()
+            assert episode["terminated"][length - 1] or length == 6  # ended early: terminated
+            cut += length == 6 and not episode["terminated"][length - 1]  # the time limit: bootstrapped
+        assert sorted(seen) == [0, 1, 2, 3] and cut > 3
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--num-envs", "0"], "--num-envs must be > 0"), (["--n-epochs", "0"], "--n-epochs must be > 0")],
+)
+def test_bad_flags_give_one_error_line(tmp_path, args, message):
+    proc = run(tmp_path, *LBF, *args, "--total-timesteps", "10", check=False, script=SCRIPT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("qmix_multienvs.py: error:"), proc.stderr
+    assert message in lines[0]
+
+
+def test_n_epochs_gradient_steps_per_train_step(tmp_path):
+    args = [*LBF, "--total-timesteps", "1000", "--batch-size", "4", "--log-every", "1", "--n-epochs", "3"]
+    run(tmp_path, *args, script=SCRIPT)
+    episodes, updates = scalars(tmp_path, "rollout/num_episodes")[-1][1], scalars(tmp_path, "train/num_updates")[-1][1]
+    assert updates == 3 * (episodes - 3)  # one train step per episode once the buffer holds a batch of 4
+
+
+def start(tmp_path, *args, prefix=()):
+    """Start qmix_multienvs.py; wait until its workers run. -> process, worker pids."""
+    cmd = [sys.executable, *prefix, str(SCRIPT), "--no-progress-bar", "--num-envs", "3", *args]
+    proc = subprocess.Popen(  # its own process group, as a terminal gives a command
+        cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline, workers = time.monotonic() + 60, []
+    while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        workers = descendants(proc.pid)
+    assert len(workers) >= 3, proc.communicate()[1][-3000:]
+    return proc, workers
+
+
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gone_within(pids, seconds):
+    deadline = time.monotonic() + seconds
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(running(p) for p in pids)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_stops_the_run_and_its_workers(tmp_path, signum):
+    """Ctrl-C in a terminal (or a job scheduler's SIGTERM) reaches every process of the group: the workers ignore it,
+    the run stops after the current episode, closes them and exits 128 + signal, no traceback."""
+    proc, workers = start(tmp_path, *LBF, "--total-timesteps", "1000000", "--eval-steps", "5")
+    for pid in workers:  # the workers alone: they ignore it and the run goes on
+        os.kill(pid, signum)
+    time.sleep(2)
+    assert proc.poll() is None and all(running(p) for p in workers)
+    os.killpg(proc.pid, signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
+    assert gone_within(workers, 5)
+
+
+def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
+    proc, workers = start(tmp_path, *LBF, "--total-timesteps", "1000000")
+    proc.kill()
+    proc.wait()
+    assert gone_within(workers, 5)
+
+
+def test_a_worker_exception_is_one_line_naming_the_env(tmp_path):
+    env_name = "tests.counter_env:FailingCounter-v0"
+    proc = run(tmp_path, "--env-name", env_name, "--num-envs", "4", "--seed", "0", check=False, script=SCRIPT)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0] == f"qmix_multienvs.py: error: env 2 ({env_name}) raised RuntimeError: counter broke at step 20"
+
+
+def test_a_learner_exception_leaves_no_worker(tmp_path):
+    """An exception in the main process (here the optimizer's step, patched to fail): the traceback, exit status 1,
+    and the workers closed at interpreter exit."""
+    patch = "import torch, runpy, sys; torch.optim.Adam.step = lambda *a, **k: 1 / 0; sys.argv = sys.argv[1:]; "
+    patch += "runpy.run_path(sys.argv[0], run_name='__main__')"
+    proc, workers = start(tmp_path, *LBF, "--total-timesteps", "1000000", "--batch-size", "64", prefix=("-c", patch))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "ZeroDivisionError" in err, err[-3000:]
+    assert gone_within(workers, 5)
+
+
+def test_the_end_of_training_leaves_no_worker(tmp_path):
+    proc, workers = start(tmp_path, *LBF, "--total-timesteps", "3000")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert gone_within(workers, 5)
+
+
+def test_worker_error_in_the_vector_env_stops_the_others():
+    envs = VectorEnv("gym", "tests.counter_env:FailingCounter-v0", 4, seed=0)
+    workers = [p.pid for p in envs._envs.processes]
+    envs.reset()
+    with pytest.raises(WorkerError, match=r"^env 2 \(tests.counter_env:FailingCounter-v0\) raised RuntimeError"):
+        for _ in range(30):
+            envs.step(np.zeros((4, 2), int))
+    assert gone_within(workers, 5)
