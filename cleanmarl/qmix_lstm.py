@@ -199,7 +199,7 @@ class QNetwork(nn.Module):
         super().__init__()
         self.n_actions, self.last_action = n_actions, last_action
         self.fc = nn.Linear(obs_size + n_actions * last_action, hidden_dim)
-        self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)  # a GRUCell unrolled in C++: 1.7x faster to train
+        self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)  # GRUCell unrolled in C++, not a Python loop
         layers = []
         for _ in range(num_layers):
             layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
@@ -467,7 +467,7 @@ def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     (a truncated end bootstraps, a terminated one does not). Only the last step can be terminated, so this is PyMARL2's
     r_t + gamma (1 - terminated_t) ((1 - lambda) Q_tot^-(t + 1) + lambda G_{t+1}). Unrolled, G_t is the sum over the
     episode's steps k >= t of (lambda gamma)^(k - t) a_k, a_k = y_k - lambda (y_k - r_k) [k + 1 real]: one matrix
-    product instead of a loop over T (which cost 16% of the training speed). [B, T] -> [B, T]"""
+    product, not a Python loop over T. [B, T] -> [B, T]"""
     next_real = F.pad(mask[:, 1:], (0, 1))  # step k + 1 is a real step of the same episode
     a = torch.where(mask, td_target - td_lambda * next_real * (td_target - reward), 0.0)  # padding: 0, never inf
     k = torch.arange(mask.shape[1], device=mask.device)
