@@ -1,11 +1,12 @@
 """Learning curves from TensorBoard runs: mean and min/max over seeds, plus a final-value table.
 
-    python benchmarks/plot_curves.py --runs runs --out docs/img [--metric eval/ep_reward] [--reach 0.9]
+    python benchmarks/plot_curves.py --runs runs --out docs/img [--metric eval/ep_reward] [--reach 0.9] [--wall]
 
 Runs are grouped by env name (the part of the run name before the first "__"), one figure per env, and within it
-by script (the run name's exp_name): one curve per script, its seeds the runs in the group. Prints per group: seeds, steps reached, mean +- std over seeds of the metric's
-last value and of its mean over the last 10% of steps; with --reach, per run, when the metric first
-held that level over --window values in a row (e.g. eval/battle_won >= 0.9 over 10 evaluations).
+by script (the run name's exp_name): one curve per script, its seeds the runs in the group. Prints per group: seeds,
+steps reached, mean +- std over seeds of the metric's last value and of its mean over the last 10% of steps; with
+--reach, per run, when the metric first held that level over --window values in a row (e.g. eval/battle_won >= 0.9
+over 10 evaluations). --wall puts minutes of wall time on the x-axis (and in those printed columns) instead of steps.
 """
 
 import argparse
@@ -16,12 +17,16 @@ import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
-def load(run_dir, metric):
+def load(run_dir, metric, wall=False):
+    """(x, values) of a metric: x is the env step, or with wall=True the minutes since the run's first logged value."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     if metric not in events.Tags()["scalars"]:
         return None
     points = events.Scalars(metric)
+    if wall:
+        start = min(p.wall_time for tag in events.Tags()["scalars"] for p in events.Scalars(tag)[:1])
+        return np.array([(p.wall_time - start) / 60 for p in points]), np.array([p.value for p in points])
     return np.array([p.step for p in points]), np.array([p.value for p in points])
 
 
@@ -53,10 +58,11 @@ if __name__ == "__main__":
         "--reach", type=float, help="also print per run the first step where --window values in a row average >= this"
     )
     parser.add_argument("--window", type=int, default=10, help="consecutive values averaged for --reach")
+    parser.add_argument("--wall", action="store_true", help="x-axis: minutes of wall time instead of env steps")
     args = parser.parse_args()
     groups = defaultdict(lambda: defaultdict(list))  # env name -> script (exp_name) -> runs
     for run_dir in sorted(Path(args.runs).iterdir()):
-        curve = load(run_dir, args.metric)
+        curve = load(run_dir, args.metric, args.wall)
         if curve is not None:
             env_name, exp_name = run_dir.name.split("__")[:2]
             groups[env_name][exp_name].append((run_dir.name, curve))
@@ -83,7 +89,7 @@ if __name__ == "__main__":
                 ax.plot(steps, vals, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(grid, values.mean(0), color=color, label=f"{exp_name}: mean of {len(runs)} seeds")
             ax.fill_between(grid, values.min(0), values.max(0), color=color, alpha=0.12)
-        ax.set_xlabel("environment steps")
+        ax.set_xlabel("wall time (minutes)" if args.wall else "environment steps")
         ax.set_ylabel(args.metric)
         ax.set_yscale(args.yscale)
         title = f"{next(iter(scripts))}.py on {env_name}" if len(scripts) == 1 else env_name
@@ -92,5 +98,6 @@ if __name__ == "__main__":
         fig.tight_layout()
         label = f"_{args.label.replace(' ', '_')}" if args.label else ""
         prefix = "_".join(scripts)
-        fig.savefig(Path(args.out) / f"{prefix}_{env_name}{label}_{args.metric.replace('/', '_')}.png", dpi=110)
+        name = f"{prefix}_{env_name}{label}_{args.metric.replace('/', '_')}{'_wall' * args.wall}.png"
+        fig.savefig(Path(args.out) / name, dpi=110)
         plt.close(fig)
