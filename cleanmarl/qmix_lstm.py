@@ -424,7 +424,8 @@ def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=N
     """r + gamma * (1 - terminated) * Q_tot^-(s', u'), u' = per-agent argmax over available next actions.
     target_next_q / online_next_q [..., N, A]: the target / online network on next_obs; with online_next_q (double Q)
     the online network picks u', the target network evaluates it. Truncated steps have terminated = 0, so they
-    bootstrap (pymarl#11 / Pardo et al., 2018). value_range (low, high) clamps Q_tot^-(s', u'). -> td_target, clamped"""
+    bootstrap (pymarl#11 / Pardo et al., 2018); an env's fixed horizon (MPE, SMAC) is a termination, with the time in
+    obs and state (docs/env.md). value_range (low, high) clamps Q_tot^-(s', u'). -> td_target, clamped"""
     next_avail = batch["next_avail_actions"]
     chooser = target_next_q if online_next_q is None else online_next_q
     next_actions = chooser.masked_fill(~next_avail, -torch.inf).argmax(-1, keepdim=True)

@@ -44,21 +44,22 @@ class Case:
     env_name: str
     n_agents: int
     n_actions: int
-    raw_obs_size: int  # without the agent ids
-    state_size: int
+    raw_obs_size: int  # the family's own, without the agent ids (and without the time feature of a horizon)
+    state_size: int  # the family's own (without the time feature)
     episode_limit: int
     short_limit: int  # a time_limit shorter than episode_limit
+    horizon: int | None = None  # the task's fixed horizon: reaching it terminates, obs and state end with t / horizon
 
 
 CASES = [
     Case("lbf", "lbf", "lbf", LBF_NAME, 2, 6, 12, 24, 50, 10),
-    Case("mpe-spread", "mpe", "pz", "simple_spread_v3", 3, 5, 18, 54, 25, 7),
-    Case("mpe-speaker-listener", "mpe", "pz", "simple_speaker_listener_v4", 2, 5, 11, 14, 25, 7),
+    Case("mpe-spread", "mpe", "pz", "simple_spread_v3", 3, 5, 18, 54, 25, 7, horizon=25),
+    Case("mpe-speaker-listener", "mpe", "pz", "simple_speaker_listener_v4", 2, 5, 11, 14, 25, 7, horizon=25),
     Case("tuple", "tuple", "gym", tuple_env.ENV_ID, 3, 4, 4, 4, 20, 5),
     Case("tuple-masked", "tuple", "gym", tuple_env.MASKED_ENV_ID, 3, 4, 4, 4, 20, 5),
     Case("rware", "rware", "gym", "rware:rware-tiny-2ag-v2", 2, 5, 71, 142, 500, 12),
-    Case("smaclite-3m", "smaclite", "smaclite", "3m", 3, 9, 30, 48, 60, 5),
-    Case("smaclite-2s3z", "smaclite", "smaclite", "2s3z", 5, 11, 80, 120, 120, 5),
+    Case("smaclite-3m", "smaclite", "smaclite", "3m", 3, 9, 30, 48, 60, 5, horizon=60),
+    Case("smaclite-2s3z", "smaclite", "smaclite", "2s3z", 5, 11, 80, 120, 120, 5, horizon=120),
 ]
 CHEAP = ("lbf", "mpe", "tuple")  # families cheap enough for hypothesis to play whole episodes
 
@@ -198,10 +199,12 @@ def test_attributes(case):
         assert type(getattr(env, name)) is int, name
     assert env.n_agents == case.n_agents
     assert env.n_actions == case.n_actions
-    assert env.obs_size == case.raw_obs_size + case.n_agents
-    assert env.state_size == case.state_size
+    timed = case.horizon is not None  # the time feature t / horizon
+    assert env.obs_size == case.raw_obs_size + timed + case.n_agents
+    assert env.state_size == case.state_size + timed
     assert env.episode_limit == case.episode_limit
-    assert make(case, agent_ids=False).obs_size == case.raw_obs_size
+    assert env.horizon == case.horizon
+    assert make(case, agent_ids=False).obs_size == case.raw_obs_size + timed
 
 
 def test_random_episode(case):
@@ -258,16 +261,44 @@ def test_time_limit_truncates(case):
         assert steps[-1][7]["battle_won"] is False
 
 
-def test_episode_limit_truncates(case):
-    """With actions that cannot end the task, the env's own limit ends the episode as a truncation."""
+def test_episode_limit_ends_the_episode(case):
+    """With actions that cannot end the task, the env's own limit ends the episode: as a truncation (the target
+    bootstraps), or, where the limit is the task's fixed horizon (MPE, SMAC), as a termination (issue 23)."""
     policy = idle_policy(case)
     if policy is None:
-        pytest.skip(f"no policy keeps a {case.env_name} battle going: test_time_limit_truncates covers truncation")
+        pytest.skip(f"no policy keeps a {case.env_name} battle going: test_smaclite_map_limit_is_the_horizon covers it")
     env = make(case)
     _, steps = run_episode(env, policy, seed=4)
     assert len(steps) == case.episode_limit
-    assert [s[6] for s in steps] == [False] * (case.episode_limit - 1) + [True]
-    assert not any(s[5] for s in steps)
+    ends = [False] * (case.episode_limit - 1) + [True]
+    assert [s[5] for s in steps] == (ends if case.horizon else [False] * len(steps))  # terminated
+    assert [s[6] for s in steps] == ([False] * len(steps) if case.horizon else ends)  # truncated
+
+
+def test_horizon_time_feature(case):
+    """Where the horizon is part of the task, each agent's obs (before the agent ids) and the state end with the
+    elapsed fraction t / horizon, also when a shorter time_limit cuts the episode; elsewhere there is no such feature."""
+    if case.horizon is None:
+        assert make(case).horizon is None and make(case).state_size == case.state_size
+        return
+    for time_limit, length in ((None, case.horizon), (case.short_limit, case.short_limit)):
+        env = make(case, time_limit=time_limit)
+        reset, steps = run_episode(env, idle_policy(case) or random_policy, seed=5)
+        obs = np.stack([reset[0]] + [s[1] for s in steps])
+        state = np.stack([reset[1]] + [s[2] for s in steps])
+        elapsed = np.arange(len(steps) + 1, dtype=np.float32) / case.horizon
+        np.testing.assert_allclose(obs[:, :, case.raw_obs_size], elapsed[:, None].repeat(case.n_agents, 1))
+        np.testing.assert_allclose(state[:, -1], elapsed)
+        if idle_policy(case):
+            assert len(steps) == length
+
+
+def test_time_limit_beyond_the_horizon_is_refused(case):
+    if case.horizon is None:
+        return
+    with pytest.raises(EnvError) as e:
+        make(case, time_limit=case.horizon + 1)
+    assert_one_line(e, f"time_limit {case.horizon + 1}", f"after {case.horizon} env steps", f"<= {case.horizon}")
 
 
 def test_same_seed_same_trajectory(case):
@@ -477,7 +508,8 @@ def test_gym_flattens_non_box_observations(monkeypatch):
 def test_smaclite_3m_sizes_and_battle_won():
     pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
     env = make_env("smaclite", "3m", seed=0, agent_ids=False)
-    assert (env.obs_size, env.state_size, env.n_actions, env.episode_limit) == (30, 48, 9, 60)
+    # SMAC's sizes (obs 30, state 48), each + 1: the time feature of the 60-step horizon
+    assert (env.obs_size, env.state_size, env.n_actions, env.episode_limit, env.horizon) == (31, 49, 9, 60, 60)
 
     def focus_fire(env, obs, avail):  # everyone shoots the first enemy in range, else walks east towards them
         return np.array([6 + np.flatnonzero(a[6:])[0] if a[6:].any() else (4 if a[4] else 0) for a in avail])
@@ -554,15 +586,18 @@ def fake_smaclite(monkeypatch):
     return made
 
 
-def test_smaclite_map_limit_truncates(fake_smaclite):
-    """SMAClite has no limit of its own: SMAC's 60 steps on 3m (or time_limit) end the episode as truncation."""
+def test_smaclite_map_limit_is_the_horizon(fake_smaclite):
+    """SMAClite has no limit of its own: SMAC's 60 steps on 3m are the task's horizon (a battle not won by then is
+    lost) and end the episode as a termination; a shorter time_limit cuts it as a truncation."""
     for time_limit, limit in ((None, smaclite_module.EPISODE_LIMITS["3m"]), (7, 7)):
         env = make_env("smaclite", "3m", seed=0, time_limit=time_limit)
-        assert env.episode_limit == limit
+        assert env.episode_limit == limit and env.horizon == 60
         _, steps = run_episode(env, random_policy, seed=1, max_steps=limit + 5)
         assert len(steps) == limit
-        assert [s[6] for s in steps] == [False] * (limit - 1) + [True]
-        assert not any(s[5] for s in steps) and steps[-1][7]["battle_won"] is False
+        ends = [False] * (limit - 1) + [True]
+        assert [s[5] for s in steps] == (ends if time_limit is None else [False] * limit)
+        assert [s[6] for s in steps] == ([False] * limit if time_limit is None else ends)
+        assert steps[-1][7]["battle_won"] is False
         env.close()
         assert fake_smaclite[-1].closed
     assert smaclite_module.EPISODE_LIMITS["3m"] == 60

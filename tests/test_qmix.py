@@ -530,6 +530,31 @@ def test_run_episode_stores_on_real_envs_termination_never_truncation():
     assert length == 2 and episode["terminated"].tolist() == [0.0, 1.0]
 
 
+def test_fixed_horizon_ends_the_task_and_its_target_is_the_reward():
+    """Issue 23's cause: MPE's 25 steps (and SMAC's map limits) came back as truncation, so the last step's target
+    bootstrapped from a state no target is ever learned for. With only negative rewards the mean TD target rose above
+    0 from ~180k steps and the greedy return fell. The horizon is part of these tasks: its step stores terminated = 1,
+    so its target is its reward whatever the target networks say, and obs and state carry t / horizon. A time_limit
+    below the horizon still cuts: stored 0, it bootstraps."""
+    from cleanmarl.env import make_env
+
+    pytest.importorskip("mpe2", reason="needs mpe2: pip install mpe2")
+    env = make_env("pz", "simple_spread_v3", seed=0)
+    episode, _, length = recorded_episode(env, episode_limit=25)
+    assert length == 25 and episode["terminated"].tolist() == [0.0] * 24 + [1.0]
+    np.testing.assert_allclose(episode["next_state"][:, -1], np.arange(1, 26) / 25)
+    np.testing.assert_allclose(episode["obs"][:, :, env.raw_obs_size - 1], np.arange(25)[:, None].repeat(3, 1) / 25)
+    batch = {k: torch.from_numpy(v) for k, v in episode.items()}
+    target_next_q = torch.full((25, env.n_agents, env.n_actions), 1e3)  # a runaway bootstrap
+    mixer = qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1)
+    td_target, _ = qmix.compute_td_target(batch, target_next_q, mixer, GAMMA)
+    assert td_target[-1] == batch["reward"][-1]
+    assert (td_target[:-1] - batch["reward"][:-1]).abs().min() > 1  # every other step bootstraps
+    env = make_env("pz", "simple_spread_v3", seed=0, time_limit=10)
+    episode, _, length = recorded_episode(env, episode_limit=10)
+    assert length == 10 and not episode["terminated"].any()
+
+
 def test_run_episode_stores_the_mask_each_step_returned():
     """next_avail_actions[t] is the mask env.step returned at step t (the next state's), not the mask acted on."""
     env = ScriptedEnv(6, terminated=False)

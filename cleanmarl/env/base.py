@@ -1,8 +1,9 @@
 """The one contract every env family implements (see docs/env.md).
 
 A family subclass sets the sizes, then implements `_reset` and `_step` over per-agent arrays
-without the agent ids; this base class adds the one-hot agent ids, the time limit, the team
-reward and uniform sampling over available actions, so all families behave the same.
+without the agent ids; this base class adds the one-hot agent ids, the time limit, the horizon of
+a fixed-horizon task (with the time in obs and state), the team reward and uniform sampling over
+available actions, so all families behave the same.
 """
 
 import importlib
@@ -28,17 +29,32 @@ class MultiAgentEnv:
     """Cooperative multi-agent env with one team reward.
 
     Attributes: n_agents, n_actions (max over agents; smaller per-agent spaces are masked),
-    obs_size (with the one-hot agent id when agent_ids), state_size, episode_limit (steps).
+    obs_size (with the one-hot agent id when agent_ids), state_size, episode_limit (steps),
+    horizon (steps, or None).
+
+    horizon: the length of the task itself when the benchmark fixes it (MPE's max_cycles; SMAC's map
+    limits, after which a battle counts as lost). Reaching it ends the task: terminated, no bootstrap.
+    The values then depend on the time left, so obs and state end with the elapsed fraction t / horizon
+    (Pardo et al., 2018, "Time Limits in Reinforcement Learning"; SMAC's obs/state_timestep_number).
+    A time_limit below the horizon only cuts episodes short: truncated, the target bootstraps.
     """
 
-    def __init__(self, n_agents, n_actions, raw_obs_size, state_size, episode_limit, agent_ids, seed):
+    def __init__(self, n_agents, n_actions, raw_obs_size, state_size, episode_limit, agent_ids, seed, horizon=None):
         if not episode_limit or episode_limit <= 0:
             raise EnvError("this env has no episode limit of its own: pass time_limit (env steps)")
+        if horizon is not None and episode_limit > horizon:
+            raise EnvError(
+                f"time_limit {episode_limit} is longer than the task, whose episodes end after {horizon} env steps "
+                f"(its horizon): use a time_limit <= {horizon}"
+            )
+        self.horizon = None if horizon is None else int(horizon)
+        timed = self.horizon is not None  # one more feature in each agent's obs and in the state: t / horizon
         self.n_agents = int(n_agents)
         self.n_actions = int(n_actions)
-        self.raw_obs_size = int(raw_obs_size)
+        self._family_obs_size = int(raw_obs_size)
+        self.raw_obs_size = int(raw_obs_size) + timed
         self.obs_size = self.raw_obs_size + (self.n_agents if agent_ids else 0)
-        self.state_size = int(state_size)
+        self.state_size = int(state_size) + timed
         self.episode_limit = int(episode_limit)
         self.agent_ids = agent_ids
         # One preallocated array: the agent-id block never changes, only the raw obs are copied in.
@@ -58,8 +74,15 @@ class MultiAgentEnv:
         raise NotImplementedError
 
     def _with_ids(self, raw_obs):
-        self._obs[:, : self.raw_obs_size] = raw_obs
+        self._obs[:, : self._family_obs_size] = raw_obs
+        if self.horizon is not None:
+            self._obs[:, self._family_obs_size] = self.t / self.horizon
         return self._obs.copy()
+
+    def _timed(self, state):
+        if self.horizon is None:
+            return state
+        return np.append(state, np.float32(self.t / self.horizon)).astype(np.float32)
 
     def reset(self, seed=None):
         """-> obs [N, obs_size] float32, state [state_size] float32, avail_actions [N, A] bool, info."""
@@ -70,22 +93,23 @@ class MultiAgentEnv:
         raw_obs, state, avail, info = self._reset(seed)
         self.t = 0
         self._avail = avail
-        return self._with_ids(raw_obs), state, avail, info
+        return self._with_ids(raw_obs), self._timed(state), avail, info
 
     def step(self, actions):
         """-> obs, state, avail_actions, reward (team), terminated, truncated, info.
 
-        terminated: the task really ended (the TD target must not bootstrap).
+        terminated: the task really ended (the TD target must not bootstrap), its horizon reached included.
         truncated: the episode was cut by the time limit only (the TD target bootstraps).
         info["rewards"]: the env's own rewards, [N] per agent (or [1] for a team-reward env).
         """
         raw_obs, state, avail, rewards, terminated, truncated, info = self._step(np.asarray(actions))
         self.t += 1
-        terminated = bool(terminated)
+        terminated = bool(terminated) or (self.horizon is not None and self.t >= self.horizon)
         truncated = not terminated and (bool(truncated) or self.t >= self.episode_limit)
         info["rewards"] = rewards
         self._avail = avail
-        return self._with_ids(raw_obs), state, avail, float(rewards.sum()), terminated, truncated, info
+        obs, state = self._with_ids(raw_obs), self._timed(state)
+        return obs, state, avail, float(rewards.sum()), terminated, truncated, info
 
     def sample_actions(self):
         """Uniform random action per agent over its available actions -> int64 [N]."""

@@ -44,7 +44,7 @@ class PettingZooEnv(MultiAgentEnv):
 
     def __init__(self, env_name, env_family="mpe", agent_ids=True, seed=None, time_limit=None, **kwargs):
         module = _load_module(env_family, env_name)
-        if time_limit is not None and env_family in ("mpe", "butterfly", "sisl"):
+        if time_limit is not None and env_family in ("butterfly", "sisl"):
             kwargs["max_cycles"] = time_limit  # the env truncates itself, so the two limits agree
         self._env = module.parallel_env(**kwargs)
         self.agents = list(self._env.possible_agents)
@@ -70,7 +70,10 @@ class PettingZooEnv(MultiAgentEnv):
         limit = time_limit or getattr(self._env.unwrapped, "max_cycles", None)
         core = self._env.unwrapped
         self._scenario, self._world = (core.scenario, core.world) if env_family == "mpe" else (None, None)
-        super().__init__(n_agents, n_actions, raw_obs_size, state_size, limit, agent_ids, seed)
+        # MPE's tasks are fixed-horizon: their return is summed over max_cycles steps (25), which are part of the task,
+        # and no state of an unbounded run is ever learned from. A time_limit below it only cuts episodes short.
+        horizon = core.max_cycles if env_family == "mpe" else None
+        super().__init__(n_agents, n_actions, raw_obs_size, state_size, limit, agent_ids, seed, horizon=horizon)
 
     def _observe(self, obs):
         if len(obs) == self.n_agents:  # everyone is still in the episode (always, in MPE)

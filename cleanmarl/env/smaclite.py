@@ -2,7 +2,8 @@
 
 SMAClite registers a dozen SMAC scenarios; the classic ones it lacks (3m, 8m, ...) are defined
 here as this project's own map data and built through `smaclite/custom-v0`. SMAClite has no
-time limit: SMAC's per-map episode limits are applied as truncation.
+time limit: SMAC's per-map episode limits are the task's horizon (a battle not won by then is lost),
+so reaching one terminates and obs and state carry the time (base.MultiAgentEnv).
 """
 
 import contextlib
@@ -105,9 +106,12 @@ class SMACliteEnv(MultiAgentEnv):
         with contextlib.redirect_stdout(io.StringIO()):  # it prints which RVO2 port it uses
             env = gym.make("smaclite/custom-v0", map_info=map_info, seed=seed, use_cpp_rvo2=use_cpp_rvo2, **kwargs)
         self._env = env.unwrapped
-        limit = time_limit or EPISODE_LIMITS.get(env_name)
+        # SMAC's map limit is part of the task: a battle not won by then is lost (SMAC's win rate). Maps without one
+        # have no horizon, and time_limit only cuts their episodes.
+        horizon = EPISODE_LIMITS.get(env_name)
+        limit = time_limit or horizon
         e = self._env
-        super().__init__(e.n_agents, e.n_actions, e.obs_size, e.state_size, limit, agent_ids, seed)
+        super().__init__(e.n_agents, e.n_actions, e.obs_size, e.state_size, limit, agent_ids, seed, horizon=horizon)
 
     def _observe(self, obs):
         avail = np.array(self._env.get_avail_actions(), dtype=bool)
