@@ -158,7 +158,21 @@ def start(tmp_path, *args, prefix=()):
         time.sleep(0.2)
         workers = descendants(proc.pid)
     assert len(workers) >= 3, proc.communicate()[1][-3000:]
+    # A worker ignores SIGINT/SIGTERM only once its setup has run: until then (a forked child still in its at-fork
+    # hooks) it holds the parent's handler. Wait for every worker's ignore mask, so the signals below test that.
+    while not all(ignores_stop_signals(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
     return proc, workers
+
+
+def ignores_stop_signals(pid):
+    """Whether the process ignores SIGINT and SIGTERM (the SigIgn mask of /proc/PID/status)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            mask = int(next(line.split()[1] for line in f if line.startswith("SigIgn:")), 16)
+    except (OSError, StopIteration):
+        return False
+    return all(mask >> (signum - 1) & 1 for signum in (signal.SIGINT, signal.SIGTERM))
 
 
 def running(pid):
