@@ -82,7 +82,7 @@ class MultiAgentEnv:
     def _timed(self, state):
         if self.horizon is None:
             return state
-        return np.append(state, np.float32(self.t / self.horizon)).astype(np.float32)
+        return np.append(state, np.float32(self.t / self.horizon)).astype(np.float32, copy=False)  # one copy per step
 
     def reset(self, seed=None):
         """-> obs [N, obs_size] float32, state [state_size] float32, avail_actions [N, A] bool, info."""
