@@ -78,6 +78,8 @@ class Args:
     """episodes per gradient step (episodes; PyMARL/EPyMARL: 32)"""
     gamma: float = 0.99
     """discount factor"""
+    td_lambda: float = 0.6
+    """lambda of the TD(lambda) targets over each sampled episode, in [0, 1] (PyMARL2: 0.6); 0: one-step targets"""
     train_freq: int = 1
     """one gradient step every train_freq training episodes (episodes)"""
     optimizer: Literal["Adam", "RMSprop"] = "Adam"
@@ -94,8 +96,6 @@ class Args:
     """clamp Q_tot^-(s', u') to the returns possible with the rewards seen so far, [min(r, 0), max(r, 0)] / (1 - gamma)"""
     tbptt: int = 0
     """truncated backpropagation through time: gradients flow at most tbptt steps back (env steps); 0: whole episodes"""
-    td_lambda: float = 0.0
-    """TD(lambda) targets over each sampled episode, in [0, 1] (PyMARL2: 0.6); 0 is the one-step target"""
     # Exploration
     start_e: float = 1.0
     """epsilon at the start, in [0, 1]"""
@@ -155,8 +155,8 @@ def check_args(args: Args) -> str | None:
         (args.end_e > args.start_e, f"--end-e {args.end_e} > --start-e {args.start_e}: epsilon decays"),
         (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
         (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
-        (args.tbptt < 0, f"--tbptt must be >= 0 (0: whole episodes), got {args.tbptt}"),
         (not 0 <= args.td_lambda <= 1, f"--td-lambda must be in [0, 1], got {args.td_lambda}"),
+        (args.tbptt < 0, f"--tbptt must be >= 0 (0: whole episodes), got {args.tbptt}"),
     ]  # fmt: skip
     return next((message for bad, message in rules if bad), None)
 

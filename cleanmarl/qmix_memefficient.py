@@ -78,6 +78,8 @@ class Args:
     """episodes per gradient step (episodes; PyMARL/EPyMARL: 32)"""
     gamma: float = 0.99
     """discount factor"""
+    td_lambda: float = 0.6
+    """lambda of the TD(lambda) targets over each sampled episode, in [0, 1] (PyMARL2: 0.6); 0: one-step targets"""
     train_freq: int = 1
     """one gradient step every train_freq training episodes (episodes)"""
     optimizer: Literal["Adam", "RMSprop"] = "Adam"
@@ -148,6 +150,7 @@ def check_args(args: Args) -> str | None:
         (args.end_e > args.start_e, f"--end-e {args.end_e} > --start-e {args.start_e}: epsilon decays"),
         (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
         (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
+        (not 0 <= args.td_lambda <= 1, f"--td-lambda must be in [0, 1], got {args.td_lambda}"),
     ]  # fmt: skip
     return next((message for bad, message in rules if bad), None)
 
@@ -339,7 +342,8 @@ class EpisodeBuffer:
 
     def sample(self, batch_size, device):
         """Uniform distinct whole episodes (qmix.py's draw, so the same episodes for the same seed) -> their real steps
-        in order, flattened: dict of [M, ...] tensors, the same as qmix.py's; next-step values are read at t + 1."""
+        in order, flattened: dict of [M, ...] tensors and mask [B, T], the same as qmix.py's; next-step values are read
+        at t + 1."""
         idx = self.rng.choice(self.size, size=batch_size, replace=False)
         parts = [(self.chunks[c], f, t) for c, f, t in self.where[idx]]
 
@@ -357,6 +361,8 @@ class EpisodeBuffer:
         batch["terminated"] = steps("terminated").astype(np.float32)
         next_avail = np.unpackbits(steps("next_avail_actions"), axis=-1, count=self.n_actions)
         batch["next_avail_actions"] = next_avail.view(bool)  # unpacked: one 0/1 byte per action
+        lengths = np.array([t for _, _, t in parts])
+        batch["mask"] = np.arange(lengths.max()) < lengths[:, None]  # [B, T]: where the steps were, in order
         return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
 
@@ -462,6 +468,29 @@ def online_next_q_values(q_network, q_values, batch):
     next_q = q_values.roll(-1, 0)
     next_q[fresh] = q_network(batch["next_obs"][fresh])
     return next_q
+
+
+@torch.no_grad()
+def lambda_returns(td_target, reward, mask, gamma, td_lambda):
+    """TD(lambda) targets from the one-step targets y_t = r_t + gamma (1 - terminated_t) Q_tot^-(t + 1), backwards over
+    each episode: G_t = y_t + lambda (gamma G_{t+1} - (y_t - r_t)) while step t + 1 is real, G_t = y_t at the last step
+    (a truncated end bootstraps, a terminated one does not). Only the last step can be terminated, so this is PyMARL2's
+    r_t + gamma (1 - terminated_t) ((1 - lambda) Q_tot^-(t + 1) + lambda G_{t+1}). Unrolled, G_t is the sum over the
+    episode's steps k >= t of (lambda gamma)^(k - t) a_k, a_k = y_k - lambda (y_k - r_k) [k + 1 real]: one matrix
+    product, not a Python loop over T. [B, T] -> [B, T]"""
+    next_real = F.pad(mask[:, 1:], (0, 1))  # step k + 1 is a real step of the same episode
+    a = torch.where(mask, td_target - td_lambda * next_real * (td_target - reward), 0.0)  # padding: 0, never inf
+    k = torch.arange(mask.shape[1], device=mask.device)
+    powers = (td_lambda * gamma) ** (k[None] - k[:, None]).clamp(min=0) * (k[None] >= k[:, None])  # [T, T]: t, k
+    return a @ powers.T
+
+
+@torch.no_grad()
+def flat_lambda_returns(td_target, reward, mask, gamma, td_lambda):
+    """lambda_returns of sample()'s flat steps: put back in their episodes' places [B, T] (mask's True places, row by
+    row), and out again. [M] -> [M]"""
+    td_target, reward = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in (td_target, reward))
+    return lambda_returns(td_target, reward, mask, gamma, td_lambda)[mask]
 
 
 @torch.no_grad()
@@ -627,6 +656,10 @@ if __name__ == "__main__":
                 td_target, clamped = compute_td_target(
                     batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range
                 )
+                if args.td_lambda > 0:  # along each episode (docs: a reward reaches the start in fewer target copies)
+                    td_target = flat_lambda_returns(
+                        td_target, batch["reward"], batch["mask"], args.gamma, args.td_lambda
+                    )
             loss = F.mse_loss(q_tot, td_target)  # mean over the real steps of the batch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

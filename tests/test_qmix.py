@@ -1,6 +1,7 @@
 """Pins the math of cleanmarl/qmix.py: mixer monotonicity and IGM, the TD target, the buffer, acting."""
 
 import itertools
+import math
 import os
 
 import numpy as np
@@ -195,6 +196,92 @@ def test_td_target_never_bootstraps_an_unavailable_action():
         torch.testing.assert_close(td_target, batch["reward"] + GAMMA * nonterminal * q0)
 
 
+def random_targets(lengths, terminated_last, gamma, seed=0):
+    """One-step targets y = r + gamma (1 - terminated) Q^-(t + 1) of episodes of the given lengths, padded with inf."""
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
+    reward, next_q = torch.randn(len(lengths), t, generator=g), torch.randn(len(lengths), t, generator=g)
+    terminated = torch.zeros(len(lengths), t)
+    for b, (length, ends) in enumerate(zip(lengths, terminated_last, strict=True)):
+        terminated[b, length - 1] = float(ends)
+    y = reward + gamma * (1 - terminated) * next_q
+    return y.masked_fill(~mask, math.inf), reward.masked_fill(~mask, math.inf), next_q, terminated, mask
+
+
+def test_td_lambda_is_one_step_at_0_monte_carlo_at_1_and_pymarl2_between():
+    """lambda_returns on padded [B, T] episodes (qmix_lstm.py's batch; qmix.py's after flat_lambda_returns)."""
+    gamma, lengths, ends = 0.9, [5, 3, 5, 1], [True, False, False, True]
+    y, reward, next_q, terminated, mask = random_targets(lengths, ends, gamma)
+    torch.testing.assert_close(qmix.lambda_returns(y, reward, mask, gamma, 0.0)[mask], y[mask])
+    monte_carlo = qmix.lambda_returns(y, reward, mask, gamma, 1.0)
+    for b, (length, ends_terminated) in enumerate(zip(lengths, ends, strict=True)):
+        for t in range(length):
+            expected = sum(gamma**k * reward[b, t + k] for k in range(length - t))
+            if not ends_terminated:  # a truncated end bootstraps from Q^-(s_L)
+                expected += gamma ** (length - t) * next_q[b, length - 1]
+            torch.testing.assert_close(monte_carlo[b, t], expected)
+    # PyMARL2's build_td_lambda_targets, written per episode: G_t = r_t + gamma (1 - d_t) ((1 - l) Q_{t+1} + l G_{t+1})
+    td_lambda, returns = 0.6, qmix.lambda_returns(y, reward, mask, gamma, 0.6)
+    assert torch.isfinite(returns[mask]).all()  # the inf padding never reaches a real step
+    for b, length in enumerate(lengths):
+        following = next_q[b, length - 1]  # G_L = Q^-(s_L)
+        for t in reversed(range(length)):
+            continuation = (1 - td_lambda) * next_q[b, t] + td_lambda * following
+            following = reward[b, t] + gamma * (1 - terminated[b, t]) * continuation
+            torch.testing.assert_close(returns[b, t], following)
+
+
+def test_flat_lambda_returns_run_along_each_sampled_episode():
+    """sample()'s mask puts each flat step back in its episode, in order: the TD(lambda) targets of the flat batch are
+    each episode's own, G_t = y_t + lambda (gamma G_{t+1} - (y_t - r_t)), G = y at its last step (none leaks across)."""
+    rb = qmix.EpisodeBuffer(5, episode_limit=6, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0)
+    lengths, rng = {1: 6, 2: 2, 3: 4, 4: 1, 5: 3}, np.random.default_rng(0)
+    for value, length in lengths.items():
+        episode = fake_episode(rb, value, length)
+        episode["reward"][:] = rng.normal(size=6)
+        rb.add(episode, length)
+    batch = rb.sample(4, "cpu")
+    episodes = batch["obs"].flatten().long()  # each step's episode, flat blocks in sampled order
+    blocks = torch.unique_consecutive(episodes).tolist()
+    assert len(blocks) == 4 and batch["mask"].sum(1).tolist() == [lengths[e] for e in blocks]
+    assert batch["mask"].shape == (4, max(lengths[e] for e in blocks))
+    gamma, td_lambda = 0.9, 0.6
+    y = batch["reward"] + torch.randn(len(episodes), generator=torch.Generator().manual_seed(0))
+    returns = qmix.flat_lambda_returns(y, batch["reward"], batch["mask"], gamma, td_lambda)
+    for e in blocks:
+        (steps,) = torch.nonzero(episodes == e, as_tuple=True)
+        following = None
+        for i in reversed(steps.tolist()):
+            following = (
+                y[i] if following is None else y[i] + td_lambda * (gamma * following - (y[i] - batch["reward"][i]))
+            )
+            torch.testing.assert_close(returns[i], following)
+
+
+def test_default_targets_bring_a_late_reward_to_the_start_in_fewer_target_copies():
+    """Issue 23's 3m collapse: at the end of the runs Q_tot at the first states was 6-8 (reward units) whether the
+    greedy policy won every battle (discounted return ~17.5) or hid (~5.4). One-step targets move a reward back one
+    step per target copy (every 200 episodes), and a 3m battle is won ~16 steps after the start: 16 copies, ~64k steps.
+    With the default TD(lambda) targets, an update that fits its targets exactly between copies brings half of a
+    reward 16 steps away to the first state in 7 copies."""
+    args, length = qmix.Args(), 16
+    rb = qmix.EpisodeBuffer(1, episode_limit=length, n_agents=1, obs_size=1, state_size=1, n_actions=1, seed=0)
+    episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(length, 1, 1, 1, 1).items()}
+    episode["obs"][:, 0, 0] = np.arange(length)
+    episode["reward"][-1] = episode["terminated"][-1] = 1.0  # the win, and the battle is over
+    episode["next_avail_actions"][:] = True
+    rb.add(episode, length)
+    batch = rb.sample(1, "cpu")
+    values, copies = torch.zeros(length + 1), 0  # Q_tot(s_t) of the target networks; s_L is terminal
+    while values[0] < args.gamma ** (length - 1) / 2 and copies < length:
+        td_target, _ = qmix.compute_td_target(batch, values[1:, None, None], sum_mixer, args.gamma)  # one agent
+        if args.td_lambda > 0:  # as the script's update does
+            td_target = qmix.flat_lambda_returns(td_target, batch["reward"], batch["mask"], args.gamma, args.td_lambda)
+        values, copies = torch.cat([td_target, torch.zeros(1)]), copies + 1  # fitted exactly, copied to the targets
+    assert copies <= 7, f"half the value reached the first state after {copies} target copies"
+
+
 def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
     """sample() drops padded steps: the loss on its flat batch equals the masked mean over the padded
     [B, T] episodes, garbage in the padding changes nothing, and no NaN/inf appears."""
@@ -214,7 +301,7 @@ def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
         return mixer(q_taken, batch["state"])
 
     batch = rb.sample(4, "cpu")  # all four episodes
-    assert batch["obs"].shape == (sum(lengths), 2, 4) and "mask" not in batch
+    assert batch["obs"].shape == (sum(lengths), 2, 4) and batch["mask"].sum() == sum(lengths)
     loss = torch.nn.functional.mse_loss(q_tot(batch), batch["reward"])
     grads = torch.autograd.grad(loss, list(q_network.parameters()) + list(mixer.parameters()))
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
@@ -297,7 +384,7 @@ def test_buffer_sample_holds_the_real_steps_only():
     values, terminated = batch["obs"].flatten(), batch["terminated"].bool()
     assert terminated.tolist() == torch.cat([values[1:] != values[:-1], torch.tensor([True])]).tolist()
     assert batch["obs"].dtype == torch.float32 and batch["actions"].dtype == torch.int64
-    assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields) - {"mask"}
+    assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields)
 
 
 def test_online_next_q_reuses_the_obs_forward_exactly():
@@ -411,6 +498,9 @@ def test_check_args_rejects_bad_combinations():
     assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
     assert "bound-targets" in qmix.check_args(qmix.Args(bound_targets=True, gamma=1.0))
     assert "learning-rate" in qmix.check_args(qmix.Args(learning_rate=-1e-3))
+    assert (
+        "--td-lambda" in qmix.check_args(qmix.Args(td_lambda=1.5)) and qmix.check_args(qmix.Args(td_lambda=1.0)) is None
+    )
 
 
 @pytest.mark.parametrize("value", [0.0, -0.01, 0.1, 1 / 3, 1e4])

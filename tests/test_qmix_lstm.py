@@ -1,5 +1,5 @@
 """cleanmarl/qmix_lstm.py: the GRU agent and its hidden state, acting and training on the same unroll, online and target
-unrolls aligned, TBPTT, TD(lambda), and a task only memory solves."""
+unrolls aligned, TBPTT, TD(lambda) on the unroll, and a task only memory solves."""
 
 import importlib
 import math
@@ -164,41 +164,6 @@ def test_td_targets_read_the_target_unroll_at_t_plus_1_on_truncated_and_terminat
             if batch["terminated"][b, length - 1]:
                 assert td_target[b, length - 1] == batch["reward"][b, length - 1]  # no bootstrap past the end
     assert td_target[0, 2] != batch["reward"][0, 2]  # truncated: bootstraps from the final observation
-
-
-def random_targets(lengths, terminated_last, gamma, seed=0):
-    """One-step targets y = r + gamma (1 - terminated) Q^-(t + 1) of episodes of the given lengths, padded with inf."""
-    g = torch.Generator().manual_seed(seed)
-    t = max(lengths)
-    mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
-    reward, next_q = torch.randn(len(lengths), t, generator=g), torch.randn(len(lengths), t, generator=g)
-    terminated = torch.zeros(len(lengths), t)
-    for b, (length, ends) in enumerate(zip(lengths, terminated_last, strict=True)):
-        terminated[b, length - 1] = float(ends)
-    y = reward + gamma * (1 - terminated) * next_q
-    return y.masked_fill(~mask, math.inf), reward.masked_fill(~mask, math.inf), next_q, terminated, mask
-
-
-def test_td_lambda_is_one_step_at_0_monte_carlo_at_1_and_pymarl2_between():
-    gamma, lengths, ends = 0.9, [5, 3, 5, 1], [True, False, False, True]
-    y, reward, next_q, terminated, mask = random_targets(lengths, ends, gamma)
-    torch.testing.assert_close(lstm.lambda_returns(y, reward, mask, gamma, 0.0)[mask], y[mask])
-    monte_carlo = lstm.lambda_returns(y, reward, mask, gamma, 1.0)
-    for b, (length, ends_terminated) in enumerate(zip(lengths, ends, strict=True)):
-        for t in range(length):
-            expected = sum(gamma**k * reward[b, t + k] for k in range(length - t))
-            if not ends_terminated:  # a truncated end bootstraps from Q^-(s_L)
-                expected += gamma ** (length - t) * next_q[b, length - 1]
-            torch.testing.assert_close(monte_carlo[b, t], expected)
-    # PyMARL2's build_td_lambda_targets, written per episode: G_t = r_t + gamma (1 - d_t) ((1 - l) Q_{t+1} + l G_{t+1})
-    td_lambda, returns = 0.6, lstm.lambda_returns(y, reward, mask, gamma, 0.6)
-    assert torch.isfinite(returns[mask]).all()  # the inf padding never reaches a real step
-    for b, length in enumerate(lengths):
-        following = next_q[b, length - 1]  # G_L = Q^-(s_L)
-        for t in reversed(range(length)):
-            continuation = (1 - td_lambda) * next_q[b, t] + td_lambda * following
-            following = reward[b, t] + gamma * (1 - terminated[b, t]) * continuation
-            torch.testing.assert_close(returns[b, t], following)
 
 
 def loss_and_grads(q_network, batch, tbptt):

@@ -357,8 +357,9 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     Checks the learned Q_tot, not only the greedy return (a random init can be greedy-optimal by
     chance), then that --eval-only --load-model reloads the checkpoint.
     """
-    # Unnormalised rewards, so the learned Q_tot can be checked in reward units.
-    args = ["--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--no-normalize-reward"]
+    # Unnormalised rewards, so the learned Q_tot can be checked in reward units. One-step targets, as in the paper:
+    # a lambda-return follows the behaviour policy, here uniform, whose value of 2B is 2.5, not the greedy 8.
+    args = ["--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--no-normalize-reward", "--td-lambda", "0"]
     run(tmp_path, *TWO_STEP, *args, "--save-model")
     assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
     (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")

@@ -23,7 +23,7 @@ CHANGES = {
     },
     "qmix_lstm.py": {
         "definitions": {"Args", "CHECKPOINT_FLAGS", "check_args", "QNetwork", "EpisodeBuffer", "numpy_weights"}
-        | {"q_values_numpy", "online_next_q_values", "sequence_inputs", "unroll", "lambda_returns", "run_episode"},
+        | {"q_values_numpy", "online_next_q_values", "sequence_inputs", "unroll", "flat_lambda_returns", "run_episode"},
         "main": [
             ("q_network = QNetwork(", None),
             ("batch = rb.sample(", "# A scale only"),  # whole episodes and their mask
