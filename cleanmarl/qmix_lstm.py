@@ -1,5 +1,5 @@
 # Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmix_lstmpy
-# qmix.py with recurrent agents (the paper's GRU, DRQN): whole episodes unrolled from t = 0; optional TBPTT, TD(lambda).
+# qmix.py with recurrent agents (the paper's GRU, DRQN): whole episodes unrolled from t = 0; optional TBPTT.
 import contextlib
 import copy
 import itertools
