@@ -158,8 +158,8 @@ def start(tmp_path, *args, prefix=()):
         time.sleep(0.2)
         workers = descendants(proc.pid)
     assert len(workers) >= 3, proc.communicate()[1][-3000:]
-    # A worker ignores SIGINT/SIGTERM only once its setup has run: until then (a forked child still in its at-fork
-    # hooks) it holds the parent's handler. Wait for every worker's ignore mask, so the signals below test that.
+    # A worker ignores SIGINT/SIGTERM once its setup has run (until then it holds them back, from the fork). Wait for
+    # every worker's ignore mask, so the signals below test the ignoring.
     while not all(ignores_stop_signals(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     return proc, workers
@@ -203,6 +203,78 @@ def test_a_signal_to_the_process_group_stops_the_run_and_its_workers(tmp_path, s
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
     assert gone_within(workers, 5)
+
+
+STOP_ON_SIGNALS = """
+import os, signal, sys
+from cleanmarl.env.vector import VectorEnv
+
+def stop(signum, frame):  # as qmix_multienvs.py's handler, once a run is stopping
+    raise SystemExit(128 + signum)
+
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+"""
+
+
+def test_a_signal_while_the_workers_close_stops_the_run_once_all_are_closed(tmp_path):
+    """A second SIGTERM (a job scheduler's, or `timeout` relaying one) arriving while close() is sending "close" to
+    the workers: held back until every worker is closed, then it ends the run: exit 143, nothing on stderr (raised
+    mid-close, it left the later workers unclosed, each printing a traceback for the end of its pipe)."""
+    script = (
+        STOP_ON_SIGNALS
+        + """
+envs = VectorEnv("gym", "tests.counter_env:Counter-v0", 3, seed=0)
+print(*[p.pid for p in envs._envs.processes], flush=True)
+envs.reset()
+
+class SignalOnSend:  # a pipe whose first send also brings this process a SIGTERM
+    def __init__(self, pipe):
+        self.pipe = pipe
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def send(self, message):
+        os.kill(os.getpid(), signal.SIGTERM)
+        self.pipe.send(message)
+
+envs._envs.parent_pipes = [SignalOnSend(p) for p in envs._envs.parent_pipes]
+envs.close()
+print("not reached: the held SIGTERM ends the run as close() returns")
+"""
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+    workers = [int(pid) for pid in out.splitlines()[0].split()]
+    assert proc.returncode == 128 + signal.SIGTERM and err == "" and "not reached" not in out, err[-3000:]
+    assert gone_within(workers, 5)
+
+
+def test_a_signal_while_a_worker_is_forked_is_dropped_by_the_worker(tmp_path):
+    """Ctrl-C reaches the whole process group, a worker just forked included: until its setup ignores SIGINT it would
+    run the parent's handler (SystemExit in the worker: the env fails to build). Held back across the fork, the
+    worker drops it; the parent, which holds it too, stops once its workers are built (here: exit 130)."""
+    script = (
+        STOP_ON_SIGNALS
+        + """
+os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGINT))  # in each worker, as it starts
+envs = VectorEnv("gym", "tests.counter_env:Counter-v0", 2, seed=0)
+envs.reset()
+print("built")
+os.kill(os.getpid(), signal.SIGINT)  # the parent's own Ctrl-C: the run stops, its workers closed at exit
+"""
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT and proc.stdout == "built\n" and proc.stderr == "", proc.stderr[
+        -3000:
+    ]
 
 
 def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):

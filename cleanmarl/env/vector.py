@@ -12,6 +12,10 @@ env API to it (a Dict observation of obs, state and avail_actions; MultiDiscrete
   (prctl PR_SET_PDEATHSIG), which covers a worker busy in a long env step;
 - workers ignore SIGINT and SIGTERM, which a terminal or a job scheduler sends to the whole process group: the parent
   decides when to stop and closes them (SIGKILL for any that do not exit), also at interpreter exit;
+- the parent holds SIGINT and SIGTERM back while it forks the workers (a child inherits the held mask, so one that
+  arrives before the worker ignores them is dropped, not run by the parent's handler in the child) and while it closes
+  them (a second Ctrl-C mid-close would leave some workers unclosed, reading end-of-file): a signal held back is
+  delivered when the block ends;
 - a worker's exception becomes one WorkerError line naming the env, and the other workers are stopped.
 """
 
@@ -22,6 +26,7 @@ import functools
 import multiprocessing
 import os
 import signal
+import threading
 
 import gymnasium as gym
 import numpy as np
@@ -33,13 +38,28 @@ class WorkerError(EnvError):
     """An env failed in its worker process (or could not be built there). The message is one line naming the env."""
 
 
+@contextlib.contextmanager
+def _stop_signals_held():
+    """SIGINT and SIGTERM stay pending inside the block and are delivered (their handlers run) when it ends."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield  # no signal masks (Windows), or not the thread Python runs signal handlers in
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class _WorkerEnv(gym.Env):
     """One env of the vector, inside its worker: the env API as a gymnasium env."""
 
     def __init__(self, index, env_type, env_name, seed, kwargs, parent_pid):
         if os.getpid() != parent_pid:  # a worker (gymnasium also builds env 0 in the parent, to read the spaces)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one held back since the fork is dropped here
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             with contextlib.suppress(OSError, AttributeError):  # Linux only
                 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
             if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -112,21 +132,22 @@ class VectorEnv:
             functools.partial(_WorkerEnv, i, env_type, env_name, seed + i, kwargs, os.getpid()) for i in range(num_envs)
         ]
         self.num_envs, self.env_name = num_envs, env_name
-        try:
-            self._envs = gym.vector.AsyncVectorEnv(
-                env_fns,
-                shared_memory=True,
-                copy=True,
-                context=context,
-                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
-            )
-        except (EOFError, OSError):  # a worker failed to build its env; the others wait, ignoring SIGTERM: kill them
-            for process in multiprocessing.active_children():
-                if process.name.startswith("Worker<AsyncVectorEnv>"):
-                    process.kill()
-                    process.join()
-            raise WorkerError(f"a worker could not build {env_name} (its trace is above)") from None
-        atexit.register(self.close)  # before multiprocessing's own exit handler, which would wait on the workers
+        with _stop_signals_held():  # a Ctrl-C meanwhile acts once the workers are built and close is registered
+            try:
+                self._envs = gym.vector.AsyncVectorEnv(
+                    env_fns,
+                    shared_memory=True,
+                    copy=True,
+                    context=context,
+                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+                )
+            except (EOFError, OSError):  # a worker failed to build its env; the others wait, ignoring SIGTERM: kill
+                for process in multiprocessing.active_children():
+                    if process.name.startswith("Worker<AsyncVectorEnv>"):
+                        process.kill()
+                        process.join()
+                raise WorkerError(f"a worker could not build {env_name} (its trace is above)") from None
+            atexit.register(self.close)  # before multiprocessing's own exit handler, which would wait on the workers
         space = self._envs.single_observation_space
         self.n_agents, self.obs_size = space["obs"].shape
         self.n_actions, self.state_size = space["avail_actions"].shape[1], space["state"].shape[0]
@@ -180,23 +201,26 @@ class VectorEnv:
 
     def close(self, timeout=10.0):
         """Ask every worker to close its env and exit; SIGKILL those still running after `timeout` seconds."""
-        envs, self._envs = getattr(self, "_envs", None), None
-        if envs is None:
-            return
-        atexit.unregister(self.close)
-        pipes = [p for p in envs.parent_pipes if p is not None and not p.closed]
-        for pipe in pipes:
-            with contextlib.suppress(OSError):
-                pipe.send(("close", None))
-        for pipe in pipes:
-            with contextlib.suppress(OSError, EOFError):
-                if pipe.poll(timeout):
-                    pipe.recv()
-        for process in envs.processes:
-            process.join(timeout=0 if not process.is_alive() else 1)
-            if process.is_alive():
-                process.kill()
-                process.join()
-        for pipe in pipes:
-            pipe.close()
-        envs.closed = True  # its own close() would SIGTERM the workers, which ignore it, and then wait forever
+        # Signals held back: a second Ctrl-C raising mid-close would leave the later workers unclosed, each printing
+        # the end-of-file on its pipe; held, it stops the run once every worker is closed.
+        with _stop_signals_held():
+            envs, self._envs = getattr(self, "_envs", None), None
+            if envs is None:
+                return
+            atexit.unregister(self.close)
+            pipes = [p for p in envs.parent_pipes if p is not None and not p.closed]
+            for pipe in pipes:
+                with contextlib.suppress(OSError):
+                    pipe.send(("close", None))
+            for pipe in pipes:
+                with contextlib.suppress(OSError, EOFError):
+                    if pipe.poll(timeout):
+                        pipe.recv()
+            for process in envs.processes:
+                process.join(timeout=0 if not process.is_alive() else 1)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            for pipe in pipes:
+                pipe.close()
+            envs.closed = True  # its own close() would SIGTERM the workers, which ignore it, and then wait forever
