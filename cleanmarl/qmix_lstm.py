@@ -179,6 +179,17 @@ def load_checkpoint(path):
     return checkpoint
 
 
+def shape_mismatch(network, saved):
+    """'NAME: [saved shape] in it, [shape] here' for the first weight of `network` whose shape differs from the
+    checkpoint's state dict `saved`, or None. With the same env and flags that means other env inputs: a checkpoint
+    from a cleanmarl whose env gave other observations or states."""
+    for name, param in network.state_dict().items():
+        shape = getattr(saved.get(name), "shape", None)
+        if shape is not None and tuple(shape) != tuple(param.shape):
+            return f"{name}: {list(shape)} in it, {list(param.shape)} here"
+    return None
+
+
 def checkpoint_mismatch(args, trained):
     """One line naming the first flag given with another value than the checkpoint's `trained` flags, or None."""
     for name in CHECKPOINT_FLAGS:
@@ -550,6 +561,12 @@ if __name__ == "__main__":
     mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
     target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
     if checkpoint:
+        for key, network in (("q_network", q_network), ("mixer", mixer)):
+            if mismatch := shape_mismatch(network, checkpoint[key]):
+                sys.exit(
+                    f"{PROG}: error: --load-model {args.load_model!r} was saved for other env inputs ({key} {mismatch}):"
+                    " a checkpoint from a cleanmarl whose env gave other observations or states; train it again"
+                )
         try:  # older checkpoints hold no target networks: their targets start as copies
             q_network.load_state_dict(checkpoint["q_network"])
             mixer.load_state_dict(checkpoint["mixer"])

@@ -196,6 +196,26 @@ def test_use_wnb_without_wandb_gives_one_error_line(tmp_path):
     assert proc.returncode != 0 and len(lines) == 1 and "pip install wandb" in lines[0], proc.stderr
 
 
+def test_a_checkpoint_for_other_env_inputs_is_one_line_naming_the_shapes(tmp_path):
+    """Same env and flags, other input sizes: a checkpoint from a cleanmarl whose env gave one feature fewer (as MPE's
+    and SMAClite's did before fixed horizons added the remaining time). One line naming the weight, not "damaged"."""
+    train = ["--env-name", "Foraging-8x8-2p-1f-coop-v3", "--hidden-dim", "16", "--save-model"]
+    run(tmp_path, *train, "--total-timesteps", "200", "--eval-steps", "2")
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    checkpoint = torch.load(model, weights_only=True)
+    for key in ("q_network", "mixer"):  # the first weight of each network, one input fewer
+        old = dict(checkpoint)
+        name, weight = next(iter(checkpoint[key].items()))
+        old[key] = {**checkpoint[key], name: weight[:, :-1]}
+        torch.save(old, tmp_path / "old.pt")
+        proc = run(tmp_path, "--eval-only", "--load-model", "old.pt", check=False)
+        lines = proc.stderr.strip().splitlines()
+        shapes = f"({key} {name}: {[weight.shape[0], weight.shape[1] - 1]} in it, {list(weight.shape)} here)"
+        assert proc.returncode == 1 and len(lines) == 1 and f"was saved for other env inputs {shapes}" in lines[0], (
+            proc.stderr
+        )
+
+
 def test_save_model_checkpoints_at_every_evaluation(tmp_path):
     """A run stopped before its end (killed, out of time) keeps the policy of its latest evaluation."""
     cmd = [sys.executable, str(SCRIPT), "--no-progress-bar", *LBF, "--save-model", "--eval-steps", "2"]
