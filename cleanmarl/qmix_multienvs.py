@@ -587,7 +587,11 @@ if __name__ == "__main__":
     try:
         args.env_type = args.env_type or resolve_env_type(args.env_name)
         env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
-        env = VectorEnv(args.env_type, args.env_name, args.num_envs, seed=args.seed, **env_kwargs)
+        env = (  # --eval-only plays eval_env alone: no workers to start
+            make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
+            if args.eval_only
+            else VectorEnv(args.env_type, args.env_name, args.num_envs, seed=args.seed, **env_kwargs)
+        )
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
     except EnvError as e:
         sys.exit(f"{PROG}: error: {e}")

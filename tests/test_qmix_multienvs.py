@@ -277,6 +277,18 @@ os.kill(os.getpid(), signal.SIGINT)  # the parent's own Ctrl-C: the run stops, i
     ]
 
 
+def test_eval_only_starts_no_worker(tmp_path):
+    """--eval-only plays the checkpoint on its one evaluation env: the training envs' workers are not started (here
+    starting a VectorEnv fails)."""
+    run(tmp_path, *LBF, "--total-timesteps", "200", "--num-envs", "2", "--save-model", script=SCRIPT)
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    patch = "import cleanmarl.env.vector as v, runpy, sys; v.VectorEnv.__init__ = lambda *a, **k: 1 / 0; "
+    patch += "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    cmd = [sys.executable, "-c", patch, str(SCRIPT), "--eval-only", "--load-model", str(model), "--num-eval-ep", "2"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("eval over 2 episodes"), proc.stderr[-3000:]
+
+
 def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
     proc, workers = start(tmp_path, *LBF, "--total-timesteps", "1000000")
     proc.kill()

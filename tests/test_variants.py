@@ -35,7 +35,7 @@ CHANGES = {
         "definitions": {"Args", "check_args", "VectorRollout", "import collections"}
         | {"from cleanmarl.env.vector import VectorEnv, WorkerError"},
         "main": [
-            ("        env = ", None),  # a VectorEnv instead of one env
+            ("        env = ", "        eval_env = "),  # a VectorEnv (but for --eval-only) instead of one env
             ("episode = {k: np.zeros(shape", "reward_stats, scale = "),  # + the rollout over the vector env
             ("ep_return, ep_length, info = ", None),  # the next finished episode of any env
             ("rb.size >= args.batch_size and num_episodes % args.train_freq == 0", None),  # --n-epochs updates
