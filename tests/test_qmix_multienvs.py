@@ -217,7 +217,7 @@ signal.signal(signal.SIGTERM, stop)
 """
 
 
-def test_a_signal_while_the_workers_close_stops_the_run_once_all_are_closed(tmp_path):
+def test_a_signal_while_the_workers_close_stops_the_run_once_all_are_closed():
     """A second SIGTERM (a job scheduler's, or `timeout` relaying one) arriving while close() is sending "close" to
     the workers: held back until every worker is closed, then it ends the run: exit 143, nothing on stderr (raised
     mid-close, it left the later workers unclosed, each printing a traceback for the end of its pipe)."""
@@ -257,7 +257,7 @@ print("not reached: the held SIGTERM ends the run as close() returns")
     assert gone_within(workers, 5)
 
 
-def test_a_signal_while_a_worker_is_forked_is_dropped_by_the_worker(tmp_path):
+def test_a_signal_while_a_worker_is_forked_is_dropped_by_the_worker():
     """Ctrl-C reaches the whole process group, a worker just forked included: until its setup ignores SIGINT it would
     run the parent's handler (SystemExit in the worker: the env fails to build). Held back across the fork, the
     worker drops it; the parent, which holds it too, stops once its workers are built (here: exit 130)."""

@@ -59,7 +59,8 @@ class _WorkerEnv(gym.Env):
         if os.getpid() != parent_pid:  # a worker (gymnasium also builds env 0 in the parent, to read the spaces)
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # one held back since the fork is dropped here
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+            if hasattr(signal, "pthread_sigmask"):  # held back from the fork (see _stop_signals_held)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             with contextlib.suppress(OSError, AttributeError):  # Linux only
                 ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
             if os.getppid() != parent_pid:  # the parent died before prctl took effect
