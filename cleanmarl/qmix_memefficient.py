@@ -89,7 +89,7 @@ class Args:
     normalize_reward: bool = True
     """divide rewards by the running std of all real (unpadded) rewards so far (EPyMARL); Q_tot is rescaled with it"""
     clip_gradients: float = -1
-    """clip the gradient norm at this value; <= 0 disables clipping"""
+    """clip each update's global gradient norm at this value (PyMARL: 10; docs: 3m under Results); <= 0: no clipping"""
     double_q: bool = True
     """online network picks the next action, target network evaluates it (van Hasselt et al., 2016)"""
     bound_targets: bool = False
