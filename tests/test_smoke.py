@@ -20,11 +20,12 @@ LBF = ["--env-type", "lbf", "--env-name", "Foraging-8x8-2p-2f-coop-v3"]
 TWO_STEP = ["--env-type", "gym", "--env-name", "tests.two_step:TwoStep-v0"]
 
 
-def run(tmp_path, *args, check=True, script=SCRIPT):
-    """Run a script (qmix.py unless told) from tmp_path (its runs/ folder lands there); tests/ importable for test envs."""
+def run(tmp_path, *args, check=True, script=SCRIPT, code=None):
+    """Run a script (qmix.py unless told) from tmp_path (its runs/ folder lands there); tests/ importable for test envs.
+    With code, `python -c code script args` (code runs the script itself, after patching what it needs)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(script), "--no-progress-bar", *args],
+        [sys.executable, *(["-c", code] if code else []), str(script), "--no-progress-bar", *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -280,10 +281,7 @@ finally:
 
 
 def adam_grad_norms(tmp_path, script, *args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-c", RECORD_ADAM_GRAD_NORMS, str(script), "--no-progress-bar", *args]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run(tmp_path, *args, script=script, code=RECORD_ADAM_GRAD_NORMS)
     (line,) = [line for line in proc.stdout.splitlines() if line.startswith("ADAM_GRAD_NORMS ")]
     return json.loads(line.split(" ", 1)[1])
 
