@@ -89,7 +89,7 @@ def measure(script, steps, buffer_size, state):
     rng = np.random.default_rng(0)
     episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()}
     module.run_episode(env, q_network, 1.0, rng, episode)  # warm-up: everything but the buffer exists
-    extra = {"id_size": env.obs_size - env.raw_obs_size}
+    extra = {"agent_ids": env.agent_ids, "last_action": env.last_action}
     extra = {k: v for k, v in extra.items() if k in inspect.signature(module.EpisodeBuffer).parameters}
     before = resident()
     rb = module.EpisodeBuffer(buffer_size, *sizes, 0, **extra)
@@ -122,8 +122,9 @@ def table(buffer_size):
     header = ["map", "EPyMARL", "qmix.py", "qmix_memefficient.py", "target", "memefficient/target"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, (n, obs, state, actions, limit) in sizes.items():
-        padded = qmix.EpisodeBuffer.bytes_per_episode(limit, n, obs + n, state, actions)  # obs with the ids
-        compact = qmix_memefficient.EpisodeBuffer.bytes_per_episode(limit, n, obs + n, state, actions, id_size=n)
+        obs_size = obs + n + actions  # the agents' inputs at the defaults: obs, agent id, last action
+        padded = qmix.EpisodeBuffer.bytes_per_episode(limit, n, obs_size, state, actions)
+        compact = qmix_memefficient.EpisodeBuffer.bytes_per_episode(limit, n, obs_size, state, actions, True, True)
         rows = [
             (epymarl_bytes(n, obs, state, actions), limit + 1),
             (padded / limit, limit),

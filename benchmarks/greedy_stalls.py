@@ -70,7 +70,7 @@ if __name__ == "__main__":
     except ValueError as e:
         raise SystemExit(f"greedy_stalls.py: error: {e}") from None
     flags = checkpoint["args"]
-    env_kwargs = dict(env_family=flags["env_family"], agent_ids=flags["agent_ids"], time_limit=flags["time_limit"])
+    env_kwargs = {k: flags[k] for k in ("env_family", "agent_ids", "last_action", "time_limit")}
     env = make_env(flags["env_type"], flags["env_name"], seed=args.seed, **env_kwargs)
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, flags["hidden_dim"], flags["num_layers"])
     q_network.load_state_dict(checkpoint["q_network"])

@@ -69,6 +69,8 @@ class Args:
     """PettingZoo family, only with --env-type pz"""
     agent_ids: bool = True
     """append a one-hot agent id to each observation (agents share one network)"""
+    last_action: bool = True
+    """append each agent's previous action, one-hot, to its observation (QMIX paper's agent input; docs)"""
     time_limit: int | None = None
     """episode limit (env steps); default: the env's own (SMAC map limit, LBF 50, MPE 25)"""
     # Algorithm
@@ -126,7 +128,7 @@ class Args:
 
 # The flags that define a checkpoint: --load-model takes them from it (--time-limit may be overridden, the rest must match)
 CHECKPOINT_FLAGS = "env_type env_name env_family agent_ids time_limit hidden_dim num_layers hyper_dim".split()
-CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim"]
+CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim", "last_action"]
 CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 
@@ -168,6 +170,7 @@ def load_checkpoint(path):
     keys = (*CHECKPOINT_NETS[:2], "args")
     if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in keys):
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
+    checkpoint["args"].setdefault("last_action", False)  # saved before --last-action: trained without it
     if missing := [k for k in CHECKPOINT_FLAGS if k not in checkpoint["args"]]:
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})")
     return checkpoint
@@ -517,7 +520,7 @@ if __name__ == "__main__":
 
     try:
         args.env_type = args.env_type or resolve_env_type(args.env_name)
-        env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
+        env_kwargs = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
     except EnvError as e:

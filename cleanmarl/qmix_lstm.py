@@ -69,6 +69,8 @@ class Args:
     """PettingZoo family, only with --env-type pz"""
     agent_ids: bool = True
     """append a one-hot agent id to each observation (agents share one network)"""
+    last_action: bool = True
+    """append each agent's previous action, one-hot, to its observation (QMIX paper's agent input; docs)"""
     time_limit: int | None = None
     """episode limit (env steps); default: the env's own (SMAC map limit, LBF 50, MPE 25)"""
     # Algorithm
@@ -114,8 +116,6 @@ class Args:
     """layers of the weight hypernetworks: 1 as in the paper, 2 as in PyMARL/EPyMARL"""
     mixer_embed_dim: int = 32
     """width of the mixing network's hidden layer (paper: 32)"""
-    last_action: bool = True
-    """feed each agent its own last action (one-hot; zeros at t = 0) with its observation (paper, PyMARL)"""
     # Target network
     target_network_update_freq: int = 200
     """update the target networks every target_network_update_freq training episodes (episodes; paper: 200)"""
@@ -130,8 +130,7 @@ class Args:
 
 # The flags that define a checkpoint: --load-model takes them from it (--time-limit may be overridden, the rest must match)
 CHECKPOINT_FLAGS = "env_type env_name env_family agent_ids time_limit hidden_dim num_layers hyper_dim".split()
-CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim"]
-CHECKPOINT_FLAGS += ["last_action"]
+CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim", "last_action"]
 CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 
@@ -174,6 +173,7 @@ def load_checkpoint(path):
     keys = (*CHECKPOINT_NETS[:2], "args")
     if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in keys):
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
+    checkpoint["args"].setdefault("last_action", False)  # saved before --last-action: trained without it
     if missing := [k for k in CHECKPOINT_FLAGS if k not in checkpoint["args"]]:
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})")
     return checkpoint
@@ -206,10 +206,9 @@ class QNetwork(nn.Module):
     + last action) -> fc -> ReLU -> GRU -> (fc -> ReLU) x num_layers -> one Q-value per action. A GRU, not an LSTM,
     although the file keeps the project's name: the paper and PyMARL use a GRU (two gates, no cell state)."""
 
-    def __init__(self, obs_size, n_actions, hidden_dim, num_layers, last_action):
+    def __init__(self, obs_size, n_actions, hidden_dim, num_layers):
         super().__init__()
-        self.n_actions, self.last_action = n_actions, last_action
-        self.fc = nn.Linear(obs_size + n_actions * last_action, hidden_dim)
+        self.fc = nn.Linear(obs_size, hidden_dim)
         self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)  # GRUCell unrolled in C++, not a Python loop
         layers = []
         for _ in range(num_layers):
@@ -449,15 +448,11 @@ def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=N
     return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot, clamped
 
 
-def sequence_inputs(batch, n_actions, last_action):
+def sequence_inputs(batch):
     """The agent network's inputs at o_0 .. o_T of each sampled episode: [B, T + 1, N, D]. next_obs[t] is o_{t+1}, so
-    obs[:, :1] then next_obs is the whole sequence, a truncated episode's final observation included. The last action
-    at t + 1 is actions[t] (one-hot; zeros at t = 0, as run_episode feeds it)."""
-    obs = torch.cat([batch["obs"][:, :1], batch["next_obs"]], 1)
-    if not last_action:
-        return obs
-    last_actions = F.pad(F.one_hot(batch["actions"], n_actions).float(), (0, 0, 0, 0, 1, 0))  # [B, T + 1, N, A]
-    return torch.cat([obs, last_actions], -1)
+    obs[:, :1] then next_obs is the whole sequence, a truncated episode's final observation included (its last action,
+    with --last-action, is the env's: actions[t] in next_obs[t])."""
+    return torch.cat([batch["obs"][:, :1], batch["next_obs"]], 1)
 
 
 def unroll(q_network, inputs, tbptt=0):
@@ -496,16 +491,13 @@ def soft_update(target_params, online_params, polyak):
 def run_episode(env, q_network, epsilon, rng, episode=None):
     """Play one episode, the hidden state carried from step to step; fill `episode` (buffer arrays [T, ...]) when given.
     -> return, length, info."""
-    weights, one_hot = numpy_weights(q_network), np.eye(q_network.n_actions, dtype=np.float32)
+    weights = numpy_weights(q_network)
     hidden = np.zeros((env.n_agents, q_network.rnn.hidden_size), np.float32)  # every episode starts from zeros
-    last_actions = np.zeros((env.n_agents, q_network.n_actions * q_network.last_action), np.float32)  # none at t = 0
     obs, state, avail_actions, info = env.reset()
     ep_return, t, terminated, truncated = 0.0, 0, False, False
     while not (terminated or truncated):
-        q_values, hidden = q_values_numpy(weights, np.concatenate([obs, last_actions], 1), hidden)
+        q_values, hidden = q_values_numpy(weights, obs, hidden)
         actions = select_actions(q_values, avail_actions, epsilon, rng)
-        if q_network.last_action:
-            last_actions = one_hot[actions]
         next_obs, next_state, avail_actions, reward, terminated, truncated, info = env.step(actions)
         if episode is not None:
             episode["obs"][t], episode["state"][t], episode["actions"][t] = obs, state, actions
@@ -551,13 +543,13 @@ if __name__ == "__main__":
 
     try:
         args.env_type = args.env_type or resolve_env_type(args.env_name)
-        env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
+        env_kwargs = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
     except EnvError as e:
         sys.exit(f"{PROG}: error: {e}")
 
-    q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers, args.last_action).to(device)
+    q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
     mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
     target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
     if checkpoint:
@@ -654,7 +646,7 @@ if __name__ == "__main__":
             value_range = bootstrap_range(reward_stats, scale, args.gamma) if args.bound_targets else None
             # Both networks unrolled from zeros over o_0 .. o_T of the same episodes; step t's target reads the target
             # network at t + 1 of its own unroll (a target GRU restarted at o_1 never sees o_0: CleanMARL's misalignment).
-            inputs = sequence_inputs(batch, env.n_actions, args.last_action)  # [B, T + 1, N, D]
+            inputs = sequence_inputs(batch)  # [B, T + 1, N, D]
             q_values = unroll(q_network, inputs, args.tbptt)  # [B, T + 1, N, A]
             q_taken = q_values[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
             q_tot = mixer(q_taken, batch["state"])  # [B, T]

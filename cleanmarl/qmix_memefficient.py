@@ -69,6 +69,8 @@ class Args:
     """PettingZoo family, only with --env-type pz"""
     agent_ids: bool = True
     """append a one-hot agent id to each observation (agents share one network)"""
+    last_action: bool = True
+    """append each agent's previous action, one-hot, to its observation (QMIX paper's agent input; docs)"""
     time_limit: int | None = None
     """episode limit (env steps); default: the env's own (SMAC map limit, LBF 50, MPE 25)"""
     # Algorithm
@@ -126,7 +128,7 @@ class Args:
 
 # The flags that define a checkpoint: --load-model takes them from it (--time-limit may be overridden, the rest must match)
 CHECKPOINT_FLAGS = "env_type env_name env_family agent_ids time_limit hidden_dim num_layers hyper_dim".split()
-CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim"]
+CHECKPOINT_FLAGS += ["hypernet_layers", "mixer_embed_dim", "last_action"]
 CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 
@@ -168,6 +170,7 @@ def load_checkpoint(path):
     keys = (*CHECKPOINT_NETS[:2], "args")
     if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in keys):
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
+    checkpoint["args"].setdefault("last_action", False)  # saved before --last-action: trained without it
     if missing := [k for k in CHECKPOINT_FLAGS if k not in checkpoint["args"]]:
         raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})")
     return checkpoint
@@ -290,18 +293,31 @@ def lazy_zeros(shape, dtype):
 
 
 class EpisodeBuffer:
-    """Each real step stored once. An episode of T steps is T + 1 consecutive entries: the obs (without the agent ids,
-    which sample() appends again) and state of steps 0..T, the last being the final next observation, so next-step
+    """Each real step stored once. An episode of T steps is T + 1 consecutive entries: the obs (without the agent ids
+    and last actions, which sample() appends again) and state of steps 0..T, the last being the final next observation, so next-step
     values are read at t + 1 (a truncated episode bootstraps from its stored final obs); entries 0..T-1 also hold the
     actions (smallest integer dtype), reward, terminated and the next step's avail mask (bit-packed). Entries live in
     chunks of ~64 MB, made as episodes arrive and freed when their last episode leaves: no padding."""
 
-    def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed, id_size=0):
-        self.fields = self.entry(n_agents, obs_size - id_size, state_size, n_actions)
+    def __init__(
+        self,
+        buffer_size,
+        episode_limit,
+        n_agents,
+        obs_size,
+        state_size,
+        n_actions,
+        seed,
+        agent_ids=False,
+        last_action=False,
+    ):
+        raw_obs_size = obs_size - n_agents * agent_ids - n_actions * last_action  # what the env appends is not stored
+        self.fields = self.entry(n_agents, raw_obs_size, state_size, n_actions)
         self.chunk_size = max(episode_limit + 1, 2**26 // self.bytes_per_entry(self.fields))  # entries; an episode
         self.where = np.zeros((buffer_size, 3), dtype=np.int64)  # slot -> chunk, first entry, T   never spans two
         self.chunks, self.live, self.current, self.fill = {}, {}, -1, self.chunk_size  # chunk -> arrays, episodes
-        self.ids, self.n_actions = np.eye(n_agents, dtype=np.float32) if id_size else None, n_actions
+        self.ids, self.n_actions = np.eye(n_agents, dtype=np.float32) if agent_ids else None, n_actions
+        self.last_action = last_action
         self.buffer_size, self.pos, self.size = buffer_size, 0, 0
         self.rng = np.random.default_rng(seed)
 
@@ -318,9 +334,12 @@ class EpisodeBuffer:
         return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in fields.values())
 
     @classmethod
-    def bytes_per_episode(cls, episode_limit, n_agents, obs_size, state_size, n_actions, id_size=0):
+    def bytes_per_episode(
+        cls, episode_limit, n_agents, obs_size, state_size, n_actions, agent_ids=False, last_action=False
+    ):
         """Memory of an episode at the limit (episode_limit + 1 entries): a full buffer's worst case, per episode."""
-        return (episode_limit + 1) * cls.bytes_per_entry(cls.entry(n_agents, obs_size - id_size, state_size, n_actions))
+        raw_obs_size = obs_size - n_agents * agent_ids - n_actions * last_action
+        return (episode_limit + 1) * cls.bytes_per_entry(cls.entry(n_agents, raw_obs_size, state_size, n_actions))
 
     def _release(self, chunk):
         self.live[chunk] -= 1
@@ -363,16 +382,25 @@ class EpisodeBuffer:
 
         batch = dict(state=steps("state"), next_state=steps("state", 1))
         m, (n, raw) = sum(t for _, _, t in parts), self.fields["obs"][0]
+        actions, lengths = steps("actions").astype(np.int64), np.array([t for _, _, t in parts])
+        size = raw + (0 if self.ids is None else n) + self.n_actions * self.last_action
+        # each step's last action is the row above's action (none at an episode's first step); next_obs's is its own
+        previous = {"obs": np.roll(actions, 1, 0), "next_obs": actions}
         for key, shift in (("obs", 0), ("next_obs", 1)):  # copied once, into arrays that hold the agent ids already
-            batch[key] = np.empty((m, n, raw + (0 if self.ids is None else n)), dtype=np.float32)
+            batch[key] = np.empty((m, n, size), dtype=np.float32)
             if self.ids is not None:  # the one-hot agent ids, as the env appends them
-                batch[key][:, :, raw:] = self.ids
+                batch[key][:, :, raw : raw + n] = self.ids
+            if self.last_action:  # then the last action, one-hot, as the env appends it
+                last = batch[key][:, :, size - self.n_actions :]
+                last[:] = 0.0
+                last[np.arange(m)[:, None], np.arange(n), previous[key]] = 1.0
             steps("obs", shift, out=batch[key][:, :, :raw])
-        batch.update(actions=steps("actions").astype(np.int64), reward=steps("reward"))
+        if self.last_action:
+            batch["obs"][np.cumsum(lengths) - lengths, :, size - self.n_actions :] = 0.0  # t = 0: no action yet
+        batch.update(actions=actions, reward=steps("reward"))
         batch["terminated"] = steps("terminated").astype(np.float32)
         next_avail = np.unpackbits(steps("next_avail_actions"), axis=-1, count=self.n_actions)
         batch["next_avail_actions"] = next_avail.view(bool)  # unpacked: one 0/1 byte per action
-        lengths = np.array([t for _, _, t in parts])
         batch["mask"] = np.arange(lengths.max()) < lengths[:, None]  # [B, T]: where the steps were, in order
         return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
@@ -563,7 +591,7 @@ if __name__ == "__main__":
 
     try:
         args.env_type = args.env_type or resolve_env_type(args.env_name)
-        env_kwargs = dict(env_family=args.env_family, agent_ids=args.agent_ids, time_limit=args.time_limit)
+        env_kwargs = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
     except EnvError as e:
@@ -597,7 +625,7 @@ if __name__ == "__main__":
 
     # Only real steps cost memory: the worst case (every episode at the limit) is said, and warned about.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes, env.obs_size - env.raw_obs_size), available_memory()
+    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes, env.agent_ids, env.last_action), available_memory()
     print(f"replay buffer: {slot_bytes / (env.episode_limit + 1):.0f} B per stored step, at most "
           f"{args.buffer_size * slot_bytes / 2**30:.2f} GiB (every episode at the limit)", flush=True)  # fmt: skip
     if available is not None and args.buffer_size * slot_bytes > available:
@@ -625,7 +653,7 @@ if __name__ == "__main__":
     else:
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
 
-    rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, id_size=env.obs_size - env.raw_obs_size)
+    rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, env.agent_ids, env.last_action)
     episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in episode_fields(*sizes).items()}  # one, reused
     reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)  # a loaded Q_tot is in reward units
     exploration_steps = args.exploration_fraction * args.total_timesteps

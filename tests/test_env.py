@@ -121,7 +121,8 @@ def check_arrays(env, obs, state, avail):
     assert np.isfinite(obs).all() and np.isfinite(state).all()
     assert avail.any(axis=1).all(), f"an agent has no available action: {avail}"
     if env.agent_ids:
-        np.testing.assert_array_equal(obs[:, env.obs_size - n :], np.eye(n, dtype=np.float32))
+        ids = obs[:, env.raw_obs_size : env.raw_obs_size + n]
+        np.testing.assert_array_equal(ids, np.eye(n, dtype=np.float32))
 
 
 def run_episode(env, policy, seed=None, max_steps=None):
@@ -349,6 +350,31 @@ def test_agent_ids(case):
         raw, raw_state, raw_avail, *_ = without.step(actions)
         if terminated or truncated:
             break
+
+
+def test_last_action(case):
+    """last_action=True appends each agent's previous action, one-hot, after the agent ids: zeros after reset, then
+    exactly the actions given to step(); the rest of obs, state and masks are those of last_action=False."""
+    with_last, without = make(case, seed=8, last_action=True), make(case, seed=8)
+    n, a = case.n_agents, case.n_actions
+    assert with_last.obs_size - without.obs_size == a
+    obs, state, avail, _ = with_last.reset()
+    raw, raw_state, raw_avail, _ = without.reset()
+    previous = np.zeros((n, a), dtype=np.float32)  # no action yet
+    for _ in range(10):
+        check_arrays(with_last, obs, state, avail)
+        np.testing.assert_array_equal(obs[:, :-a], raw)
+        np.testing.assert_array_equal(obs[:, -a:], previous)
+        np.testing.assert_array_equal(state, raw_state)
+        np.testing.assert_array_equal(avail, raw_avail)
+        actions = with_last.sample_actions()
+        obs, state, avail, _, terminated, truncated, _ = with_last.step(actions)
+        raw, raw_state, raw_avail, *_ = without.step(actions)
+        previous = np.eye(a, dtype=np.float32)[actions]
+        if terminated or truncated:
+            break
+    obs, *_ = with_last.reset()
+    assert not obs[:, -a:].any(), "a new episode starts with the last episode's actions"
 
 
 def test_close_closes_the_env(case, monkeypatch):

@@ -19,9 +19,9 @@ SCRIPT = ROOT / "cleanmarl" / "qmix_lstm.py"
 MEMORY = ["--env-name", "tests.memory_cue:MemoryCue-v0"]
 
 
-def network(obs_size=EndingEnv.obs_size, n_actions=EndingEnv.n_actions, last_action=True, num_layers=1, seed=0):
+def network(obs_size=EndingEnv.obs_size, n_actions=EndingEnv.n_actions, num_layers=1, seed=0):
     torch.manual_seed(seed)
-    return lstm.QNetwork(obs_size, n_actions, hidden_dim=8, num_layers=num_layers, last_action=last_action)
+    return lstm.QNetwork(obs_size, n_actions, hidden_dim=8, num_layers=num_layers)
 
 
 def gru_cell_q_values(q_network, inputs):
@@ -37,10 +37,9 @@ def gru_cell_q_values(q_network, inputs):
     return torch.stack(q_values)
 
 
-@pytest.mark.parametrize("last_action", [True, False])
 @pytest.mark.parametrize("num_layers", [0, 1])
-def test_numpy_acting_equals_the_torch_unroll(last_action, num_layers):
-    q_network = network(last_action=last_action, num_layers=num_layers)
+def test_numpy_acting_equals_the_torch_unroll(num_layers):
+    q_network = network(num_layers=num_layers)
     inputs = torch.randn(7, 3, q_network.fc.in_features)  # [T, N, D]
     expected = q_network(inputs[None])[0][0].detach()
     torch.testing.assert_close(gru_cell_q_values(q_network, inputs).detach(), expected)  # nn.GRU is the GRUCell
@@ -98,15 +97,14 @@ def test_acting_resets_the_hidden_state_at_every_episode_start_and_carries_it_be
             assert (inputs[:, -n_actions:].sum(1) == 1).all()  # the last action, one-hot
 
 
-@pytest.mark.parametrize("last_action", [True, False])
-def test_training_unroll_reproduces_the_q_values_acted_on(monkeypatch, last_action):
+def test_training_unroll_reproduces_the_q_values_acted_on(monkeypatch):
     """Every sampled episode is unrolled from a zero hidden state over the inputs it was acted on with: the training
     Q-values of each real step are the acting ones, whatever the other episodes of the batch; at t = T (the input of
     the last step's target) the unroll continues over the final observation."""
-    q_network = network(last_action=last_action)
+    q_network = network()
     rb, calls = play(ENDINGS, q_network, monkeypatch)
     batch = rb.sample(len(ENDINGS), "cpu")
-    inputs = lstm.sequence_inputs(batch, EndingEnv.n_actions, last_action)
+    inputs = lstm.sequence_inputs(batch)
     q_values = lstm.unroll(q_network, inputs).detach().numpy()  # [B, T + 1, N, A]
     weights = lstm.numpy_weights(q_network)
     for b in range(len(ENDINGS)):
@@ -139,17 +137,14 @@ def test_td_targets_read_the_target_unroll_at_t_plus_1_on_truncated_and_terminat
     online, target = network(obs_size, n_actions, seed=1), network(obs_size, n_actions, seed=2)
     mixer = qmix.QMixer(n, state_size, embed_dim=8, hyper_dim=8, hypernet_layers=1)
     with torch.no_grad():
-        inputs = lstm.sequence_inputs(batch, n_actions, True)
+        inputs = lstm.sequence_inputs(batch)
         q_values = lstm.unroll(online, inputs)
         target_next_q = target(inputs)[0][:, 1:]
         td_target, _ = lstm.compute_td_target(batch, target_next_q, mixer, gamma, q_values[:, 1:])
 
-        def last_actions(b, t):  # one-hot of actions[t - 1], zeros at t = 0
-            return F.one_hot(batch["actions"][b, t - 1], n_actions).float() * (t > 0)
-
         for b, length in enumerate((3, 3, 2)):
             observations = [batch["obs"][b, 0]] + [batch["next_obs"][b, t] for t in range(length)]  # o_0 .. o_L
-            seq = torch.stack([torch.cat([o, last_actions(b, t)], -1) for t, o in enumerate(observations)])
+            seq = torch.stack(observations)
             online_q, target_q = gru_cell_q_values(online, seq), gru_cell_q_values(target, seq)
             restarted_q = gru_cell_q_values(target, seq[1:])  # a target GRU unrolled from zeros at o_1
             for t in range(length):
@@ -169,7 +164,7 @@ def test_td_targets_read_the_target_unroll_at_t_plus_1_on_truncated_and_terminat
 def loss_and_grads(q_network, batch, tbptt):
     """The script's online side of the update (targets fixed): masked MSE and the agent network's gradients."""
     q_network.zero_grad()
-    inputs = lstm.sequence_inputs(batch, EndingEnv.n_actions, True)
+    inputs = lstm.sequence_inputs(batch)
     q_values = lstm.unroll(q_network, inputs, tbptt)
     q_taken = q_values[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
     target = torch.linspace(-1, 1, q_taken[..., 0].numel()).view(q_taken.shape[:2])
@@ -200,12 +195,13 @@ def eval_returns(tmp_path, script, *args):
 
 
 def test_memory_task_recurrent_agents_reach_the_optimum_feed_forward_ones_stay_at_chance(tmp_path):
-    """MemoryCue-v0: the cue is seen at t = 0 only and must be repeated 3 steps later (optimum 1.0, chance 0.5)."""
+    """MemoryCue-v0: the cue is seen at t = 0 only and must be repeated 3 steps later (optimum 1.0, chance 0.5).
+    qmix.py's agents see their observation alone here (--no-last-action): a last action could carry the cue."""
     args = [*MEMORY, "--total-timesteps", "4000", "--target-network-update-freq", "20", "--eval-steps", "20"]
     args += ["--num-eval-ep", "20", "--seed", "2"]
     (tmp_path / "lstm").mkdir(), (tmp_path / "ff").mkdir()
     recurrent = eval_returns(tmp_path / "lstm", SCRIPT, *args)
-    feed_forward = eval_returns(tmp_path / "ff", ROOT / "cleanmarl" / "qmix.py", *args)
+    feed_forward = eval_returns(tmp_path / "ff", ROOT / "cleanmarl" / "qmix.py", *args, "--no-last-action")
     assert min(recurrent[-5:]) == 1.0, recurrent
     assert np.mean(feed_forward[len(feed_forward) // 2 :]) < 0.65, feed_forward
 

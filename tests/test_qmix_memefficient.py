@@ -52,7 +52,7 @@ def test_stored_step_is_compact():
     """3m's sizes: float32 obs without the agent ids and state, one byte per action, 8 avail entries a byte."""
     fields = memefficient.EpisodeBuffer.entry(3, 30, 48, 9)
     assert memefficient.EpisodeBuffer.bytes_per_entry(fields) == 3 * 30 * 4 + 48 * 4 + 3 + 4 + 1 + 3 * 2
-    assert memefficient.EpisodeBuffer.bytes_per_episode(60, 3, 33, 48, 9, id_size=3) == 61 * 566
+    assert memefficient.EpisodeBuffer.bytes_per_episode(60, 3, 42, 48, 9, agent_ids=True, last_action=True) == 61 * 566
     assert (
         fields["actions"][1] == np.uint8 and memefficient.EpisodeBuffer.entry(1, 1, 1, 300)["actions"][1] == np.uint16
     )

@@ -254,10 +254,37 @@ def test_a_checkpoint_carries_its_flags(tmp_path):
         (["--num-layers", "1"], "trained with --num-layers 0, asked for 1"),
         (["--env-type", "gym"], "trained with --env-type lbf, asked for gym"),
         (["--no-agent-ids"], "trained with --agent-ids"),
+        (["--no-last-action"], "trained with --last-action"),
     ]:
         proc = run(tmp_path, "--eval-only", "--load-model", str(model), *flags, check=False)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 1 and len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_checkpoint_from_before_last_action_loads_as_trained_without_it(tmp_path):
+    """Checkpoints saved before --last-action existed carry no last_action flag: their agents never saw one."""
+    train = ["--env-name", "Foraging-8x8-2p-1f-coop-v3", "--hidden-dim", "16", "--save-model", "--no-last-action"]
+    run(tmp_path, *train, "--total-timesteps", "200", "--eval-steps", "2")
+    (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
+    checkpoint = torch.load(model, weights_only=True)
+    del checkpoint["args"]["last_action"]
+    torch.save(checkpoint, tmp_path / "old.pt")
+    proc = run(tmp_path, "--eval-only", "--load-model", "old.pt", "--num-eval-ep", "2")
+    assert proc.stdout.startswith("eval over 2 episodes") and not proc.stderr
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=[s.name for s in SCRIPTS])
+def test_the_agents_act_on_their_last_action(tmp_path, script):
+    """tests/alternate.py: a constant observation, paid for switching actions (optimum 8). Every script's agents get
+    their last action by default (the QMIX paper's agent input) and learn to alternate; qmix.py's feed-forward agents
+    without it (--no-last-action) see one input at every step, so their greedy policy repeats itself (1.0)."""
+    args = ["--env-name", "tests.alternate:Alternate-v0", "--total-timesteps", "3000", "--eval-steps", "20"]
+    run(tmp_path, *args, script=script)
+    assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
+    if script == SCRIPT:
+        (tmp_path / "without").mkdir()
+        run(tmp_path / "without", *args, "--no-last-action")
+        assert max(v for _, v in scalars(tmp_path / "without", "eval/ep_reward")) == 1.0
 
 
 # Runs a script with Adam's step wrapped to record the global norm of the gradient each update hands it.
@@ -353,6 +380,7 @@ def test_reward_scale_rescales_the_target_mixer_too(tmp_path):
 def two_step_values(model):
     """A two-step checkpoint's per-agent Q [state, agent, action] and Q_tot [state, joint action], in reward units."""
     checkpoint = torch.load(model, weights_only=True)
+    assert not checkpoint["args"]["last_action"]  # the paper's game: agents see the state alone (--no-last-action)
     q_network = qmix.QNetwork(3 + 2, 2, 64, 1)
     mixer = qmix.QMixer(2, 3, 32, 64, 1)
     q_network.load_state_dict(checkpoint["q_network"])
@@ -369,7 +397,7 @@ def two_step_values(model):
 def test_checkpoint_reward_scale_puts_q_tot_in_reward_units_and_survives_a_warm_start(tmp_path):
     """With --normalize-reward the mixer learns rewards / std: the checkpoint's reward_scale turns its Q_tot back into
     reward units, and --load-model starts from those units, so training on (lr 0: the nets cannot move) keeps them."""
-    args = ["--start-e", "1", "--end-e", "1", "--save-model"]
+    args = ["--start-e", "1", "--end-e", "1", "--save-model", "--no-last-action"]
     (tmp_path / "first").mkdir(), (tmp_path / "warm").mkdir()
     run(tmp_path / "first", *TWO_STEP, "--total-timesteps", "4000", *args)
     (model,) = (tmp_path / "first" / "runs").glob("*/*.cleanmarl_model")
@@ -393,6 +421,7 @@ def test_first_reward_scale_rescales_q_tot_only_after_a_nonzero_constant(tmp_pat
     in any unit and a rescale would only blow its error up by 1 / std (LBF seed 4, docs), so there is none.
     lr 0 freezes the nets: Q_tot in the mixer's units stays the initial one, or moves by exactly 1 / std."""
     late = ["--env-type", "gym", "--env-name", f"tests.two_step:{env_id}", "--batch-size", "2", "--save-model"]
+    late += ["--no-last-action"]
     models = []
     for name, flags in (("raw", ["--no-normalize-reward"]), ("normalized", [])):
         (tmp_path / name).mkdir()
@@ -421,6 +450,7 @@ def test_two_step_game_learns_optimum_and_reloads(tmp_path):
     # Unnormalised rewards, so the learned Q_tot can be checked in reward units. One-step targets, as in the paper:
     # a lambda-return follows the behaviour policy, here uniform, whose value of 2B is 2.5, not the greedy 8.
     args = ["--total-timesteps", "4000", "--start-e", "1", "--end-e", "1", "--no-normalize-reward", "--td-lambda", "0"]
+    args += ["--no-last-action"]  # the paper's agents in this game see the state alone
     run(tmp_path, *TWO_STEP, *args, "--save-model")
     assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
     (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")

@@ -22,10 +22,9 @@ CHANGES = {
         "main": [("sizes = (env.episode_limit", "    run_name = "), ("rb = EpisodeBuffer(", None)],
     },
     "qmix_lstm.py": {
-        "definitions": {"Args", "CHECKPOINT_FLAGS", "check_args", "QNetwork", "EpisodeBuffer", "numpy_weights"}
+        "definitions": {"Args", "check_args", "QNetwork", "EpisodeBuffer", "numpy_weights"}
         | {"q_values_numpy", "online_next_q_values", "sequence_inputs", "unroll", "flat_lambda_returns", "run_episode"},
         "main": [
-            ("q_network = QNetwork(", None),
             ("batch = rb.sample(", "# A scale only"),  # whole episodes and their mask
             ("value_range = bootstrap_range(", "optimizer.zero_grad("),  # the unroll, its targets, the masked loss
             ("num_updates += 1", "# TARGET"),  # the logged means over real steps
@@ -122,17 +121,19 @@ def test_memefficient_logs_the_same_losses(tmp_path, env_args):
 
 class EndingEnv:
     """Episodes of a given length ending terminated or truncated; obs, state and masks change every step, and the obs
-    end with one-hot agent ids as the env layer appends them."""
+    end with one-hot agent ids and last actions as the env layer appends them."""
 
     n_agents, n_actions, raw_obs_size, state_size = 2, 11, 3, 4
-    obs_size = raw_obs_size + n_agents
+    agent_ids, last_action = True, True
+    obs_size = raw_obs_size + n_agents + n_actions
 
     def __init__(self, endings):
         self.endings = iter(endings)
 
-    def observe(self):
+    def observe(self, actions=None):
         rng = np.random.default_rng(100 * self.episode + self.t)
-        obs = np.concatenate([rng.normal(size=(2, 3)), np.eye(2)], 1).astype(np.float32)
+        last = np.zeros((2, 11)) if actions is None else np.eye(11)[actions]
+        obs = np.concatenate([rng.normal(size=(2, 3)), np.eye(2), last], 1).astype(np.float32)
         avail = rng.random((2, 11)) < 0.5
         avail[:, 0] = True
         return obs, rng.normal(size=4).astype(np.float32), avail
@@ -146,7 +147,7 @@ class EndingEnv:
         self.t += 1
         end = self.t == self.length
         reward = float(self.t + 10 * self.episode)
-        return *self.observe(), reward, end and self.ends_terminated, end and not self.ends_terminated, {}
+        return *self.observe(actions), reward, end and self.ends_terminated, end and not self.ends_terminated, {}
 
 
 ENDINGS = [(1, True), (1, False), (3, False), (4, True), (6, False)]  # (length, terminated)
@@ -157,7 +158,7 @@ def filled_buffers(endings=ENDINGS, limit=6):
     sizes = (limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     buffers = (
         qmix.EpisodeBuffer(len(endings), *sizes, seed=0),
-        memefficient.EpisodeBuffer(len(endings), *sizes, seed=0, id_size=env.n_agents),
+        memefficient.EpisodeBuffer(len(endings), *sizes, seed=0, agent_ids=env.agent_ids, last_action=env.last_action),
     )
     torch.manual_seed(0)
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)

@@ -67,12 +67,15 @@ def resolve_env_type(env_name):
     raise EnvError(f"cannot tell which env family {env_name!r} belongs to: {HOW_TO_CHOOSE}")
 
 
-def make_env(env_type, env_name, *, env_family="mpe", agent_ids=True, seed=None, time_limit=None, **kwargs):
+def make_env(
+    env_type, env_name, *, env_family="mpe", agent_ids=True, last_action=False, seed=None, time_limit=None, **kwargs
+):
     """Build one env of the given family. Raises EnvError (one line) on a bad name or missing package.
 
     env_type: a key of ENV_TYPES, or None to take resolve_env_type(env_name).
     env_family: the PettingZoo family (only for env_type="pz").
     agent_ids: append a one-hot agent id to each agent's observation.
+    last_action: then append each agent's previous action, one-hot (zeros after reset).
     seed: seeds the first reset() and sample_actions().
     time_limit: episode limit in env steps (default: the env's or map's own limit).
     """
@@ -86,4 +89,4 @@ def make_env(env_type, env_name, *, env_family="mpe", agent_ids=True, seed=None,
     env_cls = getattr(importlib.import_module(module), cls)
     if env_type == "pz":
         kwargs["env_family"] = env_family
-    return env_cls(env_name, agent_ids=agent_ids, seed=seed, time_limit=time_limit, **kwargs)
+    return env_cls(env_name, agent_ids=agent_ids, last_action=last_action, seed=seed, time_limit=time_limit, **kwargs)

@@ -29,8 +29,11 @@ class MultiAgentEnv:
     """Cooperative multi-agent env with one team reward.
 
     Attributes: n_agents, n_actions (max over agents; smaller per-agent spaces are masked),
-    obs_size (with the one-hot agent id when agent_ids), state_size, episode_limit (steps),
-    horizon (steps, or None).
+    obs_size (with the one-hot agent id when agent_ids, and the one-hot last action when last_action),
+    state_size, episode_limit (steps), horizon (steps, or None).
+
+    last_action: each agent's obs ends with its previous action, one-hot (zeros after reset): the input of
+    the QMIX paper's agent networks (Rashid et al., 2018, Sec. 4; PyMARL's obs_last_action).
 
     horizon: the length of the task itself when the benchmark fixes it (MPE's max_cycles; SMAC's map
     limits, after which a battle counts as lost). Reaching it ends the task: terminated, no bootstrap.
@@ -39,7 +42,18 @@ class MultiAgentEnv:
     A time_limit below the horizon only cuts episodes short: truncated, the target bootstraps.
     """
 
-    def __init__(self, n_agents, n_actions, raw_obs_size, state_size, episode_limit, agent_ids, seed, horizon=None):
+    def __init__(
+        self,
+        n_agents,
+        n_actions,
+        raw_obs_size,
+        state_size,
+        episode_limit,
+        agent_ids,
+        seed,
+        horizon=None,
+        last_action=False,
+    ):
         if not episode_limit or episode_limit <= 0:
             raise EnvError("this env has no episode limit of its own: pass time_limit (env steps)")
         if horizon is not None and episode_limit > horizon:
@@ -53,14 +67,15 @@ class MultiAgentEnv:
         self.n_actions = int(n_actions)
         self._family_obs_size = int(raw_obs_size)
         self.raw_obs_size = int(raw_obs_size) + timed
-        self.obs_size = self.raw_obs_size + (self.n_agents if agent_ids else 0)
+        self.obs_size = self.raw_obs_size + (self.n_agents if agent_ids else 0) + (self.n_actions if last_action else 0)
         self.state_size = int(state_size) + timed
         self.episode_limit = int(episode_limit)
-        self.agent_ids = agent_ids
-        # One preallocated array: the agent-id block never changes, only the raw obs are copied in.
+        self.agent_ids, self.last_action = agent_ids, last_action
+        # One preallocated array: the agent-id block never changes, the raw obs and last actions are written in.
         self._obs = np.zeros((self.n_agents, self.obs_size), dtype=np.float32)
         if agent_ids:
-            self._obs[:, self.raw_obs_size :] = np.eye(self.n_agents, dtype=np.float32)
+            ids = slice(self.raw_obs_size, self.raw_obs_size + self.n_agents)
+            self._obs[:, ids] = np.eye(self.n_agents, dtype=np.float32)
         self._pending_seed = seed  # make_env's seed is used by the first reset() without a seed
         self._rng = np.random.default_rng(seed)  # for sample_actions
         self._avail = None
@@ -73,10 +88,16 @@ class MultiAgentEnv:
     def _step(self, actions):
         raise NotImplementedError
 
-    def _with_ids(self, raw_obs):
+    def _with_ids(self, raw_obs, actions=None):
+        """obs = [raw obs, t / horizon (with a horizon), agent id (agent_ids), last action (last_action)]."""
         self._obs[:, : self._family_obs_size] = raw_obs
         if self.horizon is not None:
             self._obs[:, self._family_obs_size] = self.t / self.horizon
+        if self.last_action:
+            last = self._obs[:, self.obs_size - self.n_actions :]
+            last[:] = 0.0  # after reset: no action yet
+            if actions is not None:
+                last[np.arange(self.n_agents), actions] = 1.0
         return self._obs.copy()
 
     def _timed(self, state):
@@ -102,13 +123,14 @@ class MultiAgentEnv:
         truncated: the episode was cut by the time limit only (the TD target bootstraps).
         info["rewards"]: the env's own rewards, [N] per agent (or [1] for a team-reward env).
         """
-        raw_obs, state, avail, rewards, terminated, truncated, info = self._step(np.asarray(actions))
+        actions = np.asarray(actions)
+        raw_obs, state, avail, rewards, terminated, truncated, info = self._step(actions)
         self.t += 1
         terminated = bool(terminated) or (self.horizon is not None and self.t >= self.horizon)
         truncated = not terminated and (bool(truncated) or self.t >= self.episode_limit)
         info["rewards"] = rewards
         self._avail = avail
-        obs, state = self._with_ids(raw_obs), self._timed(state)
+        obs, state = self._with_ids(raw_obs, actions), self._timed(state)
         return obs, state, avail, float(rewards.sum()), terminated, truncated, info
 
     def sample_actions(self):

@@ -17,7 +17,7 @@ class GymTupleEnv(MultiAgentEnv):
     on the step where the env's limit is reached is therefore treated as a truncation.
     """
 
-    def __init__(self, env_name, agent_ids=True, seed=None, time_limit=None, **kwargs):
+    def __init__(self, env_name, agent_ids=True, last_action=False, seed=None, time_limit=None, **kwargs):
         gym = require("gymnasium", "pip install gymnasium")
         try:
             self._env = gym.make(env_name, max_episode_steps=time_limit, disable_env_checker=True, **kwargs)
@@ -55,7 +55,16 @@ class GymTupleEnv(MultiAgentEnv):
         self._raw_obs = np.zeros((n_agents, raw_obs_size), dtype=np.float32)
         self._env.reset(seed=seed)
         state_size = np.size(self._get_state()) if self._get_state else n_agents * raw_obs_size
-        super().__init__(n_agents, self._full_avail.shape[1], raw_obs_size, state_size, limit, agent_ids, seed)
+        super().__init__(
+            n_agents,
+            self._full_avail.shape[1],
+            raw_obs_size,
+            state_size,
+            limit,
+            agent_ids,
+            seed,
+            last_action=last_action,
+        )
 
     def _observe(self, obs):
         for i, o in enumerate(obs):

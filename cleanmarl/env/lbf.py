@@ -19,7 +19,9 @@ class LBFEnv(MultiAgentEnv):
     terminated only when all food is collected, and the step limit surfaces as truncation.
     """
 
-    def __init__(self, env_name, agent_ids=True, seed=None, time_limit=None, scale_obs=True, **kwargs):
+    def __init__(
+        self, env_name, agent_ids=True, last_action=False, seed=None, time_limit=None, scale_obs=True, **kwargs
+    ):
         gym = require("gymnasium", "pip install gymnasium")
         require("lbforaging", "pip install lbforaging")
         if env_name not in gym.registry or "Foraging" not in env_name:
@@ -42,7 +44,9 @@ class LBFEnv(MultiAgentEnv):
         self._obs_scale = scale.astype(np.float32)
         raw_obs_size = self._env.observation_space[0].shape[0]
         n_actions = self._env.action_space[0].n
-        super().__init__(n_agents, n_actions, raw_obs_size, n_agents * raw_obs_size, limit, agent_ids, seed)
+        super().__init__(
+            n_agents, n_actions, raw_obs_size, n_agents * raw_obs_size, limit, agent_ids, seed, last_action=last_action
+        )
 
     def _avail_actions(self):
         # LBF's own mask: an action that would leave the grid or walk into food/players is invalid

@@ -42,7 +42,9 @@ class PettingZooEnv(MultiAgentEnv):
     else the padded observations concatenated. Agents that leave get zero obs and only action 0.
     """
 
-    def __init__(self, env_name, env_family="mpe", agent_ids=True, seed=None, time_limit=None, **kwargs):
+    def __init__(
+        self, env_name, env_family="mpe", agent_ids=True, last_action=False, seed=None, time_limit=None, **kwargs
+    ):
         module = _load_module(env_family, env_name)
         if time_limit is not None and env_family in ("butterfly", "sisl"):
             kwargs["max_cycles"] = time_limit  # the env truncates itself, so the two limits agree
@@ -73,7 +75,17 @@ class PettingZooEnv(MultiAgentEnv):
         # MPE's tasks are fixed-horizon: their return is summed over max_cycles steps (25), which are part of the task,
         # and no state of an unbounded run is ever learned from. A time_limit below it only cuts episodes short.
         horizon = core.max_cycles if env_family == "mpe" else None
-        super().__init__(n_agents, n_actions, raw_obs_size, state_size, limit, agent_ids, seed, horizon=horizon)
+        super().__init__(
+            n_agents,
+            n_actions,
+            raw_obs_size,
+            state_size,
+            limit,
+            agent_ids,
+            seed,
+            horizon=horizon,
+            last_action=last_action,
+        )
 
     def _observe(self, obs):
         if len(obs) == self.n_agents:  # everyone is still in the episode (always, in MPE)

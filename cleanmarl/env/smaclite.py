@@ -87,7 +87,9 @@ def classic_map_info(name):
 class SMACliteEnv(MultiAgentEnv):
     """Team reward as SMAClite gives it (one shared, scaled reward); info carries battle_won."""
 
-    def __init__(self, env_name, agent_ids=True, seed=None, time_limit=None, use_cpp_rvo2=None, **kwargs):
+    def __init__(
+        self, env_name, agent_ids=True, last_action=False, seed=None, time_limit=None, use_cpp_rvo2=None, **kwargs
+    ):
         gym = require("gymnasium", "pip install gymnasium")
         require("smaclite", INSTALL)
         registered = _registered_maps(gym)
@@ -111,7 +113,17 @@ class SMACliteEnv(MultiAgentEnv):
         horizon = EPISODE_LIMITS.get(env_name)
         limit = time_limit or horizon
         e = self._env
-        super().__init__(e.n_agents, e.n_actions, e.obs_size, e.state_size, limit, agent_ids, seed, horizon=horizon)
+        super().__init__(
+            e.n_agents,
+            e.n_actions,
+            e.obs_size,
+            e.state_size,
+            limit,
+            agent_ids,
+            seed,
+            horizon=horizon,
+            last_action=last_action,
+        )
 
     def _observe(self, obs):
         avail = np.array(self._env.get_avail_actions(), dtype=bool)
