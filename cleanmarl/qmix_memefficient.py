@@ -294,10 +294,10 @@ def lazy_zeros(shape, dtype):
 
 class EpisodeBuffer:
     """Each real step stored once. An episode of T steps is T + 1 consecutive entries: the obs (without the agent ids
-    and last actions, which sample() appends again) and state of steps 0..T, the last being the final next observation, so next-step
-    values are read at t + 1 (a truncated episode bootstraps from its stored final obs); entries 0..T-1 also hold the
-    actions (smallest integer dtype), reward, terminated and the next step's avail mask (bit-packed). Entries live in
-    chunks of ~64 MB, made as episodes arrive and freed when their last episode leaves: no padding."""
+    and last actions, which sample() appends again) and state of steps 0..T, the last being the final next observation,
+    so next-step values are read at t + 1 (a truncated episode bootstraps from its stored final obs); entries 0..T-1
+    also hold the actions (smallest integer dtype), reward, terminated and the next step's avail mask (bit-packed).
+    Entries live in chunks of ~64 MB, made as episodes arrive and freed when their last episode leaves: no padding."""
 
     def __init__(
         self,
