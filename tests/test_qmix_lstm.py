@@ -87,14 +87,12 @@ def play(endings, q_network, monkeypatch):
 def test_acting_resets_the_hidden_state_at_every_episode_start_and_carries_it_between_steps(monkeypatch):
     q_network = network()
     _, calls = play(ENDINGS, q_network, monkeypatch)
-    n_actions = EndingEnv.n_actions
     for (length, _), episode in zip(ENDINGS, calls, strict=True):
         assert len(episode) == length
-        assert not episode[0][1].any() and not episode[0][0][:, -n_actions:].any()  # zeros: no memory, no last action
-        for (inputs, hidden, _, _), (_, _, _, previous_hidden) in zip(episode[1:], episode, strict=False):
+        assert not episode[0][1].any()  # zeros: no memory at an episode's first step
+        for (_, hidden, _, _), (_, _, _, previous_hidden) in zip(episode[1:], episode, strict=False):
             np.testing.assert_array_equal(hidden, previous_hidden)  # carried from the step before
             assert hidden.any()
-            assert (inputs[:, -n_actions:].sum(1) == 1).all()  # the last action, one-hot
 
 
 def test_training_unroll_reproduces_the_q_values_acted_on(monkeypatch):

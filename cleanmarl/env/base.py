@@ -71,6 +71,7 @@ class MultiAgentEnv:
         self.state_size = int(state_size) + timed
         self.episode_limit = int(episode_limit)
         self.agent_ids, self.last_action = agent_ids, last_action
+        self._agent_index = np.arange(self.n_agents)  # rows of the last-action block, written every step
         # One preallocated array: the agent-id block never changes, the raw obs and last actions are written in.
         self._obs = np.zeros((self.n_agents, self.obs_size), dtype=np.float32)
         if agent_ids:
@@ -97,7 +98,7 @@ class MultiAgentEnv:
             last = self._obs[:, self.obs_size - self.n_actions :]
             last[:] = 0.0  # after reset: no action yet
             if actions is not None:
-                last[np.arange(self.n_agents), actions] = 1.0
+                last[self._agent_index, actions] = 1.0
         return self._obs.copy()
 
     def _timed(self, state):
