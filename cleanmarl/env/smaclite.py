@@ -9,6 +9,7 @@ so reaching one terminates and obs and state carry the time (base.MultiAgentEnv)
 import contextlib
 import importlib.util
 import io
+import os
 
 import numpy as np
 
@@ -18,6 +19,11 @@ INSTALL = (
     "pip install --no-deps git+https://github.com/uoe-agents/smaclite.git "
     "(then pip install -e '.[smaclite]' for its dependencies); without it these families work: "
     "lbf (Foraging-8x8-2p-2f-coop-v3), pz (simple_spread_v3) and gym tuple envs (rware:rware-tiny-2ag-v2)"
+)
+
+RVO2_INSTALL = (
+    "pip install cython && pip install --no-build-isolation git+https://github.com/micadam/SMAClite-Python-RVO2.git "
+    "(needs cmake and a C++ compiler)"
 )
 
 # SMAC's episode limits (smac/env/starcraft2/maps/smac_maps.py), in env steps.
@@ -84,12 +90,44 @@ def classic_map_info(name):
     )
 
 
+_REPORTED = set()
+
+
+def report(line):
+    """Print `line` once per process: a run builds a training and an evaluation env (multienvs, one per worker)."""
+    if line not in _REPORTED:
+        _REPORTED.add(line)
+        print(line, flush=True)
+
+
+def env_flag(name):
+    """True / False from a 0/1 environment variable, None when it is unset or empty."""
+    value = os.environ.get(name, "")
+    if value not in ("", "0", "1"):
+        raise EnvError(f"{name} must be 0 or 1, got {value!r}")
+    return None if value == "" else value == "1"
+
+
 class SMACliteEnv(MultiAgentEnv):
-    """Team reward as SMAClite gives it (one shared, scaled reward); info carries battle_won."""
+    """Team reward as SMAClite gives it (one shared, scaled reward); info carries battle_won.
+
+    use_cpp_rvo2: SMAClite's C++ RVO2 port (None: when the rvo2 module is importable, or CLEANMARL_SMACLITE_CPP_RVO2).
+    fast_path: smaclite_fast's speed-ups, same episodes (None: on, or CLEANMARL_SMACLITE_FAST_PATH=0 for off).
+    """
 
     def __init__(
-        self, env_name, agent_ids=True, last_action=False, seed=None, time_limit=None, use_cpp_rvo2=None, **kwargs
+        self,
+        env_name,
+        agent_ids=True,
+        last_action=False,
+        seed=None,
+        time_limit=None,
+        use_cpp_rvo2=None,
+        fast_path=None,
+        **kwargs,
     ):
+        from cleanmarl.env.smaclite_fast import FastPath, speed_up
+
         gym = require("gymnasium", "pip install gymnasium")
         require("smaclite", INSTALL)
         registered = _registered_maps(gym)
@@ -100,14 +138,21 @@ class SMACliteEnv(MultiAgentEnv):
         else:
             names = sorted(set(CLASSIC_MAPS) | set(registered), key=str.lower)
             raise EnvError(f"unknown SMAClite map {env_name!r}: choose one of {', '.join(names)}")
+        use_cpp_rvo2 = env_flag("CLEANMARL_SMACLITE_CPP_RVO2") if use_cpp_rvo2 is None else use_cpp_rvo2
         if use_cpp_rvo2 is None:  # the C++ RVO2 module is much faster; use it whenever it is there
             use_cpp_rvo2 = importlib.util.find_spec("rvo2") is not None
         elif use_cpp_rvo2 and importlib.util.find_spec("rvo2") is None:
-            raise EnvError("use_cpp_rvo2 needs the rvo2 module: see github.com/micadam/SMAClite-Python-RVO2")
-        self.use_cpp_rvo2 = use_cpp_rvo2
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints which RVO2 port it uses
+            raise EnvError(f"use_cpp_rvo2 needs the rvo2 module: {RVO2_INSTALL}")
+        fast_path = env_flag("CLEANMARL_SMACLITE_FAST_PATH") if fast_path is None else fast_path
+        self.use_cpp_rvo2, self.fast_path = use_cpp_rvo2, fast_path is not False
+        self.physics = f"{'C++' if use_cpp_rvo2 else 'numpy'} RVO2, {'fast' if self.fast_path else 'original'} path"
+        report(f"SMAClite physics: {self.physics} (docs/env.md, SMAClite speed)")
+        self._fast = FastPath(self.fast_path)
+        with contextlib.redirect_stdout(io.StringIO()), self._fast:  # SMAClite prints which RVO2 port it uses
             env = gym.make("smaclite/custom-v0", map_info=map_info, seed=seed, use_cpp_rvo2=use_cpp_rvo2, **kwargs)
         self._env = env.unwrapped
+        if self.fast_path:
+            speed_up(self._env)
         # SMAC's map limit is part of the task: a battle not won by then is lost (SMAC's win rate). Maps without one
         # have no horizon, and time_limit only cuts their episodes.
         horizon = EPISODE_LIMITS.get(env_name)
@@ -130,7 +175,8 @@ class SMACliteEnv(MultiAgentEnv):
         return np.asarray(obs, dtype=np.float32), self._env.get_state(), avail
 
     def _reset(self, seed):
-        obs, info = self._env.reset(seed=seed)
+        with self._fast:
+            obs, info = self._env.reset(seed=seed)
         # SMAClite keeps the last joint action (part of the state) across resets: clear it, or
         # every episode's first state would carry the previous episode's final actions.
         self._env.last_actions = np.zeros_like(self._env.last_actions)
@@ -138,7 +184,8 @@ class SMACliteEnv(MultiAgentEnv):
 
     def _step(self, actions):
         # SMAClite asserts Python ints, and action 0 (no-op) for dead agents (its mask says so too).
-        obs, reward, terminated, _, info = self._env.step(actions.tolist())
+        with self._fast:
+            obs, reward, terminated, _, info = self._env.step(actions.tolist())
         rewards = np.array([reward], dtype=np.float32)
         return *self._observe(obs), rewards, terminated, False, info
 
