@@ -559,6 +559,30 @@ def evaluate(env, q_network, num_episodes):
     return returns, lengths, ([info["battle_won"] for info in infos] if "battle_won" in infos[0] else None)
 
 
+def start_evaluation(eval_envs, q_network, num_episodes):
+    """evaluate() in the evaluation workers while training goes on: worker i plays episodes i, i + E, ... on its env
+    (seed + 10000 + i), with a CPU copy of the network as it is now. -> a function that waits for them and returns
+    what evaluate() returns."""
+    eval_envs.play_async(run_episode, (copy.deepcopy(q_network).cpu(), 0.0, None), num_episodes)
+
+    def wait():
+        returns, lengths, infos = zip(*eval_envs.play_wait(), strict=True)
+        return returns, lengths, ([info["battle_won"] for info in infos] if "battle_won" in infos[0] else None)
+
+    return wait
+
+
+def log_evaluation(writer, step, wait):
+    """Wait for an evaluation started at env step `step`; log it there. -> its mean return."""
+    returns, lengths, won = wait()
+    writer.add_scalar("eval/ep_reward", float(np.mean(returns)), step)
+    writer.add_scalar("eval/std_ep_reward", np.std(returns), step)
+    writer.add_scalar("eval/ep_length", np.mean(lengths), step)
+    if won is not None:
+        writer.add_scalar("eval/battle_won", np.mean(won), step)
+    return float(np.mean(returns))
+
+
 if __name__ == "__main__":
     # SETUP
     args = tyro.cli(Args)
@@ -595,7 +619,13 @@ if __name__ == "__main__":
             if args.eval_only
             else VectorEnv(args.env_type, args.env_name, args.num_envs, seed=args.seed, **env_kwargs)
         )
-        eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
+        eval_env = (  # training evaluates in workers of its own, env i seeded with seed + 10000 + i
+            make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
+            if args.eval_only
+            else VectorEnv(
+                args.env_type, args.env_name, min(args.num_envs, args.num_eval_ep), args.seed + 10_000, **env_kwargs
+            )
+        )
     except EnvError as e:
         sys.exit(f"{PROG}: error: {e}")
 
@@ -662,7 +692,7 @@ if __name__ == "__main__":
 
     global_step, num_episodes, num_updates = 0, 0, 0
     ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
-    eval_return, start_time, saved_step = float("nan"), time.time(), None
+    eval_return, start_time, saved_step, pending_eval = float("nan"), time.time(), None, None
     stop_signals = catch_stop_signals(defer=True)
     show_bar = args.progress_bar and sys.stderr.isatty()  # a bar's carriage returns would flood a redirected log
     status_time = start_time  # without the bar: one status line a minute
@@ -744,15 +774,12 @@ if __name__ == "__main__":
                       f"eval {eval_return:.3g}, {sps} steps/s", flush=True)  # fmt: skip
             ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
 
-        # EVAL
-        if num_episodes % args.eval_steps == 0 or global_step >= args.total_timesteps:
-            returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
-            eval_return = float(np.mean(returns))
-            writer.add_scalar("eval/ep_reward", eval_return, global_step)
-            writer.add_scalar("eval/std_ep_reward", np.std(returns), global_step)
-            writer.add_scalar("eval/ep_length", np.mean(lengths), global_step)
-            if won is not None:
-                writer.add_scalar("eval/battle_won", np.mean(won), global_step)
+        # EVAL: played by the evaluation workers while training goes on, logged at the step it started once it ended
+        due = num_episodes % args.eval_steps == 0 or global_step >= args.total_timesteps
+        if pending_eval and (due or eval_env.play_ready()):  # one evaluation at a time
+            eval_return, pending_eval = log_evaluation(writer, *pending_eval), None
+        if due:
+            pending_eval = (global_step, start_evaluation(eval_env, q_network, args.num_eval_ep))
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
                 nets = (q_network, mixer, target_q_network, target_mixer)
                 checkpoint = {k: net.state_dict() for k, net in zip(CHECKPOINT_NETS, nets, strict=True)}
@@ -762,6 +789,8 @@ if __name__ == "__main__":
                 saved_step = global_step
 
     # SAVE (the checkpoint of the last evaluation, which follows the last update unless a signal stopped the run)
+    if pending_eval:
+        eval_return = log_evaluation(writer, *pending_eval)
     pbar.close()
     writer.close()
     if args.use_wnb:

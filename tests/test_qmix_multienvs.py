@@ -100,6 +100,41 @@ def test_vector_env_seeds_env_i_with_seed_plus_i_and_keeps_final_observations():
         envs.close()
 
 
+def counter_episode(env, action):
+    """One Counter-v0 episode, every agent playing `action`: -> (return, length, info with the env's seed and the
+    episode's number in that env, read from its first observation)."""
+    obs, _, _, info = env.reset()
+    info = dict(seed=obs[0, 2], episode=obs[0, 0])
+    terminated = truncated = False
+    ep_return, length = 0.0, 0
+    while not (terminated or truncated):
+        _, _, _, reward, terminated, truncated, _ = env.step(np.full(env.n_agents, action))
+        ep_return, length = ep_return + reward, length + 1
+    return ep_return, length, info
+
+
+def test_vector_env_plays_episode_j_on_worker_j_mod_e_while_the_caller_goes_on():
+    """play_async: worker i plays episodes i, i + E, ... on its own env (seed + i), one after another, and its env's
+    episodes go on from one call to the next; the results come back in episode order."""
+    envs = VectorEnv("gym", COUNTER, 3, seed=100)
+    try:
+        envs.play_async(counter_episode, (1,), 7)
+        results = envs.play_wait()
+        assert [info["seed"] for *_, info in results] == [100, 101, 102, 100, 101, 102, 100]
+        first = results[0][2]["episode"]  # the env's own count, whatever reset it before
+        assert [info["episode"] - first for *_, info in results] == [0, 0, 0, 1, 1, 1, 2]
+        singles = [qmix.make_env("gym", COUNTER, seed=100 + i) for i in range(3)]
+        expected = [counter_episode(singles[j % 3], 1)[:2] for j in range(7)]
+        assert [result[:2] for result in results] == expected
+        envs.play_async(counter_episode, (1,), 2)
+        deadline = time.time() + 30
+        while not envs.play_ready() and time.time() < deadline:
+            time.sleep(0.01)
+        assert [info["episode"] - first for *_, info in envs.play_wait()] == [3, 2]
+    finally:
+        envs.close()
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
     """Every finished episode handed out holds one env's steps 0..T-1 in order, next_obs[t] = obs[t + 1], the final

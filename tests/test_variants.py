@@ -31,10 +31,13 @@ CHANGES = {
         ],
     },
     "qmix_multienvs.py": {
-        "definitions": {"Args", "check_args", "VectorRollout", "import collections"}
-        | {"from cleanmarl.env.vector import VectorEnv, WorkerError"},
+        "definitions": {"Args", "check_args", "VectorRollout", "start_evaluation", "log_evaluation"}
+        | {"import collections", "from cleanmarl.env.vector import VectorEnv, WorkerError"},
         "main": [
-            ("        env = ", "        eval_env = "),  # a VectorEnv (but for --eval-only) instead of one env
+            ("        env = ", "    except EnvError"),  # VectorEnvs (but for --eval-only): training and evaluation
+            ("eval_return, start_time, saved_step", None),  # + the evaluation under way
+            ("# EVAL", "                nets = (q_network"),  # started in the evaluation workers, logged when done
+            ("# SAVE", "    pbar.close()"),  # the last evaluation's logs
             ("episode = {k: np.zeros(shape", "reward_stats, scale = "),  # + the rollout over the vector env
             ("ep_return, ep_length, info = ", None),  # the next finished episode of any env
             ("rb.size >= args.batch_size and num_episodes % args.train_freq == 0", None),  # --n-epochs updates

@@ -6,6 +6,7 @@ hands its final observation back in `info`, which truncated episodes need to boo
 env API to it (a Dict observation of obs, state and avail_actions; MultiDiscrete actions) and owns the workers' life:
 
 - env i is make_env(..., seed=seed + i), built in its worker: no random state is inherited from the parent;
+- play_async() has the workers play whole episodes (evaluation) while the parent goes on; play_wait() collects them;
 - workers are forked (a worker starts in milliseconds; spawn would import the training script in each). When the
   parent dies, even by SIGKILL, each reads end-of-file on its pipe once the parent and the later workers (which
   inherited copies of its pipe's parent end) are gone; on Linux they also ask the kernel to SIGKILL them at once
@@ -97,6 +98,10 @@ class _WorkerEnv(gym.Env):
             info,
         )
 
+    def play(self, episode_fn, args, num_episodes, num_envs):
+        """Episodes index, index + num_envs, ... of num_episodes, each episode_fn(env, *args), one after another."""
+        return [self._call(episode_fn, self.env, *args) for _ in range(len(range(self.index, num_episodes, num_envs)))]
+
     def close(self):
         self.env.close()
 
@@ -184,6 +189,21 @@ class VectorEnv:
     def step_async(self, actions):
         """Send the actions; the workers step while the caller goes on. step_wait() collects what step() returns."""
         self._guarded(self._envs.step_async, np.asarray(actions))
+
+    def play_async(self, episode_fn, args, num_episodes):
+        """Start num_episodes whole episodes in the workers and return at once: worker i plays episodes i, i + E, ...,
+        each episode_fn(its env, *args) -> (return, length, info), one after another (for evaluation)."""
+        self._guarded(self._envs.call_async, "play", episode_fn, args, num_episodes, self.num_envs)
+        self._playing = num_episodes
+
+    def play_ready(self):
+        """Whether every worker has finished what play_async started (never blocks)."""
+        return all(pipe.poll() for pipe in self._envs.parent_pipes)
+
+    def play_wait(self):
+        """Wait for what play_async started. -> its num_episodes results, in episode order."""
+        per_worker, num_episodes = self._guarded(self._envs.call_wait), self._playing
+        return [per_worker[j % self.num_envs][j // self.num_envs] for j in range(num_episodes)]
 
     def step_wait(self):
         observation, reward, terminated, truncated, info = self._guarded(self._envs.step_wait)
