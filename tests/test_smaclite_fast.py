@@ -198,6 +198,7 @@ def offered_maps():
     if not HAS_SMACLITE:
         return ["3m"]
     import gymnasium as gym
+    import smaclite  # noqa: F401  (registers its maps in gymnasium)
 
     return sorted(set(smaclite_module.CLASSIC_MAPS) | set(smaclite_module._registered_maps(gym)), key=str.lower)
 
