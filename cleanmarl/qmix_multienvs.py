@@ -574,7 +574,10 @@ def start_evaluation(eval_envs, q_network, num_episodes):
 
 def log_evaluation(writer, step, wait):
     """Wait for an evaluation started at env step `step`; log it there. -> its mean return."""
-    returns, lengths, won = wait()
+    try:
+        returns, lengths, won = wait()
+    except WorkerError as e:  # the vector env has stopped its workers
+        sys.exit(f"{PROG}: error: {e}")
     writer.add_scalar("eval/ep_reward", float(np.mean(returns)), step)
     writer.add_scalar("eval/std_ep_reward", np.std(returns), step)
     writer.add_scalar("eval/ep_length", np.mean(lengths), step)
