@@ -134,6 +134,42 @@ class MultiAgentEnv:
         obs, state = self._with_ids(raw_obs, actions), self._timed(state)
         return obs, state, avail, float(rewards.sum()), terminated, truncated, info
 
+    def _core(self):
+        """The family's own env object (under its wrappers), whose attributes hold its random generators."""
+        core = getattr(self, "_env", None)
+        return getattr(core, "unwrapped", core)
+
+    @property
+    def random_state(self):
+        """Every random generator's state, as a plain dict (torch.load(weights_only=True) loads it back).
+
+        Set on a fresh env of the same make_env call, its episodes from the next reset() on are those of the env it
+        was taken from. Taken at an episode boundary: an env's inner mid-episode state (positions, health) is not in
+        it; the vector env replays the episode's actions for that (VectorEnv.restore).
+        "core": each np.random.Generator kept as an attribute of the family's env (gymnasium's _np_random, mpe2's
+        np_random, SMAClite's _np_random); None ones are left out (a gymnasium env not seeded yet draws one later).
+        """
+        core = self._core()
+        generators = {k: v for k, v in getattr(core, "__dict__", {}).items() if isinstance(v, np.random.Generator)}
+        return {
+            "pending_seed": self._pending_seed,
+            "rng": self._rng.bit_generator.state,
+            "core": {name: generator.bit_generator.state for name, generator in generators.items()},
+        }
+
+    @random_state.setter
+    def random_state(self, state):
+        self._pending_seed = state["pending_seed"]  # None: the next reset() does not reseed
+        self._rng.bit_generator.state = state["rng"]
+        core = self._core()
+        for name, generator_state in state["core"].items():
+            generator = getattr(core, name, None)
+            if generator is None:  # not drawn yet on this env (an unseeded gymnasium env makes it on first use)
+                generator = np.random.Generator(getattr(np.random, generator_state["bit_generator"])())
+                setattr(core, name, generator)
+            # In place: the env's other objects may hold this very generator.
+            generator.bit_generator.state = generator_state
+
     def sample_actions(self):
         """Uniform random action per agent over its available actions -> int64 [N]."""
         noise = np.where(self._avail, self._rng.random(self._avail.shape), -1.0)

@@ -7,6 +7,9 @@ env API to it (a Dict observation of obs, state and avail_actions; MultiDiscrete
 
 - env i is make_env(..., seed=seed + i), built in its worker: no random state is inherited from the parent;
 - play_async() has the workers play whole episodes (evaluation) while the parent goes on; play_wait() collects them;
+- resume: start_states() is each env's random state at the start of its current episode (MultiAgentEnv.random_state);
+  restore(states, actions) on a fresh VectorEnv of the same arguments sets them and replays each episode's actions so
+  far, which rebuilds the envs' inner state; random_states() and restore(states) alone suit envs between episodes;
 - workers are forked (a worker starts in milliseconds; spawn would import the training script in each). When the
   parent dies, even by SIGKILL, each reads end-of-file on its pipe once the parent and the later workers (which
   inherited copies of its pipe's parent end) are gone; on Linux they also ask the kernel to SIGKILL them at once
@@ -76,6 +79,7 @@ class _WorkerEnv(gym.Env):
             avail_actions=gym.spaces.MultiBinary((n, a)),
         )
         self.action_space = gym.spaces.MultiDiscrete(np.full(n, a))
+        self.start_state = self.env.random_state  # what its first reset starts from
 
     def _call(self, method, *args):
         try:
@@ -84,8 +88,14 @@ class _WorkerEnv(gym.Env):
             message = (str(e).strip().splitlines() or [""])[0]
             raise WorkerError(f"{self.label} raised {type(e).__name__}: {message}") from None
 
+    def _reset(self):
+        # Before the reset: gymnasium's SAME_STEP autoreset resets here as an episode ends, so start_state is always
+        # the random state the env's current episode started from.
+        self.start_state = self.env.random_state
+        return self.env.reset()
+
     def reset(self, seed=None, options=None):
-        obs, state, avail_actions, info = self._call(self.env.reset)
+        obs, state, avail_actions, info = self._call(self._reset)
         return dict(obs=obs, state=state, avail_actions=avail_actions.astype(np.int8)), info
 
     def step(self, actions):
@@ -97,6 +107,25 @@ class _WorkerEnv(gym.Env):
             truncated,
             info,
         )
+
+    @property
+    def random_state(self):
+        return self.env.random_state
+
+    def _restore(self, random_state, actions):
+        self.env.random_state = random_state
+        if actions is None:  # an env between episodes
+            return
+        obs, state, avail_actions, _ = self._reset()
+        for t, row in enumerate(actions):
+            obs, state, avail_actions, _, terminated, truncated, _ = self.env.step(row)
+            if terminated or truncated:  # these actions are not of the episode that random_state starts
+                raise RuntimeError(f"the replayed episode ended at step {t + 1} of {len(actions)}")
+        self.acting = (obs, state, avail_actions)
+
+    # Set through gymnasium's set_attr (one value per env): (random_state, the actions [t, N] of the episode so far
+    # or None). With actions, the episode is replayed and `acting` holds the obs, state and avail_actions to act on.
+    restored = property(fset=lambda self, value: self._call(self._restore, *value))
 
     def play(self, episode_fn, args, num_episodes, num_envs):
         """Episodes index, index + num_envs, ... of num_episodes, each episode_fn(env, *args), one after another."""
@@ -204,6 +233,31 @@ class VectorEnv:
         """Wait for what play_async started. -> its num_episodes results, in episode order."""
         per_worker, num_episodes = self._guarded(self._envs.call_wait), self._playing
         return [per_worker[j % self.num_envs][j // self.num_envs] for j in range(num_episodes)]
+
+    def start_states(self):
+        """Each env's random state at the start of its current episode (MultiAgentEnv.random_state), for restore()."""
+        return list(self._guarded(self._envs.get_attr, "start_state"))
+
+    def random_states(self):
+        """Each env's random state now: restore(states) without actions resumes envs that are between episodes."""
+        return list(self._guarded(self._envs.get_attr, "random_state"))
+
+    def restore(self, states, actions=None):
+        """Set each env's random state (from start_states() or random_states() of a VectorEnv of the same arguments).
+
+        actions: per env, the actions [t, N] of its current episode so far (t may be 0), replayed from a reset, which
+        rebuilds each env's inner state. -> the obs, state and avail_actions to act on next, as step() gives them;
+        None without actions (the envs then start new episodes at their next reset).
+        """
+        if actions is not None:
+            actions = [np.asarray(a, dtype=np.int64).reshape(-1, self.n_agents) for a in actions]
+        values = list(zip(states, actions or [None] * len(states), strict=True))
+        self._guarded(self._envs.set_attr, "restored", values)
+        if actions is None:
+            return None
+        acting = self._guarded(self._envs.get_attr, "acting")
+        obs, state, avail_actions = (np.stack(x) for x in zip(*acting, strict=True))
+        return obs, state, avail_actions.astype(bool)
 
     def step_wait(self):
         observation, reward, terminated, truncated, info = self._guarded(self._envs.step_wait)
