@@ -22,7 +22,7 @@ import itertools
 import numpy as np
 import torch
 
-from cleanmarl import qmix
+from cleanmarl import harness, qmix
 from cleanmarl.env import make_env
 
 
@@ -66,7 +66,9 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=12345, help="env and exploration seed (not a training seed)")
     args = parser.parse_args()
     try:
-        checkpoint = qmix.load_checkpoint(args.model)  # on the CPU, also when trained on a GPU
+        checkpoint = harness.load_checkpoint(
+            args.model, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS
+        )  # on the CPU, also from a GPU run
     except ValueError as e:
         raise SystemExit(f"greedy_stalls.py: error: {e}") from None
     flags = checkpoint["args"]

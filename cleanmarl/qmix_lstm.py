@@ -1,12 +1,7 @@
 # Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmix_lstmpy
 # qmix.py with recurrent agents (the paper's GRU, DRQN): whole episodes unrolled from t = 0; optional TBPTT.
-import contextlib
 import copy
-import itertools
-import mmap
 import os
-import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -17,10 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
-from cleanmarl.env import EnvError, make_env, resolve_env_type
+from cleanmarl import harness
+from cleanmarl.env import make_env, resolve_env_type
 
 PROG = os.path.basename(__file__)  # names the script in its error lines
 
@@ -49,6 +43,10 @@ class Args:
     """checkpoint to start from, or to evaluate with --eval-only; its env and network flags are used"""
     eval_only: bool = False
     """only evaluate the model given by --load-model greedily, then exit"""
+    resume: str = ""
+    """run directory to continue exactly where its training state was saved, with its flags (docs: Resume)"""
+    checkpoint_every: float = 5.0
+    """save the whole training state to the run directory every checkpoint_every minutes, at the end and when stopped"""
     # Logging
     log_every: int = 10
     """log rollout and train metrics every log_every training episodes (episodes)"""
@@ -137,68 +135,25 @@ CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
     positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep hidden_dim".split()
-    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq".split()
+    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every".split()
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
+    rules += [(not 0 <= getattr(args, n) <= 1, f"--{n.replace('_', '-')} must be in [0, 1], got {getattr(args, n)}")
+              for n in ("start_e", "end_e", "gamma", "td_lambda")]  # fmt: skip
     rules += [
         (not 0 <= args.seed < 2**31, f"--seed must be in [0, 2**31), got {args.seed}"),
         (not args.exp_name or "/" in args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."),
          f"--exp-name must be a plain name (no '/'), got {args.exp_name!r}"),
         (args.num_layers < 0, f"--num-layers must be >= 0, got {args.num_layers}"),
-        (not 0 <= args.start_e <= 1, f"--start-e must be in [0, 1], got {args.start_e}"),
-        (not 0 <= args.end_e <= 1, f"--end-e must be in [0, 1], got {args.end_e}"),
         (args.batch_size > args.buffer_size, f"--batch-size {args.batch_size} > --buffer-size {args.buffer_size}"),
         (not 0 < args.polyak <= 1, f"--polyak must be in (0, 1], got {args.polyak}"),
         (not 0 < args.exploration_fraction <= 1, f"--exploration-fraction {args.exploration_fraction} not in (0, 1]"),
-        (not 0 <= args.gamma <= 1, f"--gamma must be in [0, 1], got {args.gamma}"),
         (not args.learning_rate >= 0, f"--learning-rate must be >= 0 (0 freezes the networks), got {args.learning_rate}"),
         (args.end_e > args.start_e, f"--end-e {args.end_e} > --start-e {args.start_e}: epsilon decays"),
         (args.eval_only and not args.load_model, "--eval-only needs --load-model PATH"),
         (args.bound_targets and args.gamma >= 1, "--bound-targets needs --gamma < 1 (it divides by 1 - gamma)"),
-        (not 0 <= args.td_lambda <= 1, f"--td-lambda must be in [0, 1], got {args.td_lambda}"),
         (args.tbptt < 0, f"--tbptt must be >= 0 (0: whole episodes), got {args.tbptt}"),
     ]  # fmt: skip
     return next((message for bad, message in rules if bad), None)
-
-
-def load_checkpoint(path):
-    """A checkpoint written by --save-model, on the CPU (it may come from a GPU run). Raises ValueError (one line)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"--load-model: no file {path!r}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # text, empty, truncated, a pickle of something else (torch's own message misleads here)
-        raise ValueError(
-            f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged: {type(e).__name__})"
-        ) from None
-    keys = (*CHECKPOINT_NETS[:2], "args")
-    if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(k), dict) for k in keys):
-        raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)")
-    checkpoint["args"].setdefault("last_action", False)  # saved before --last-action: trained without it
-    if missing := [k for k in CHECKPOINT_FLAGS if k not in checkpoint["args"]]:
-        raise ValueError(f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})")
-    return checkpoint
-
-
-def shape_mismatch(network, saved):
-    """'NAME: [saved shape] in it, [shape] here' for the first weight of `network` whose shape differs from the
-    checkpoint's state dict `saved`, or None. With the same env and flags that means other env inputs: a checkpoint
-    from a cleanmarl whose env gave other observations or states."""
-    for name, param in network.state_dict().items():
-        shape = getattr(saved.get(name), "shape", None)
-        if shape is not None and tuple(shape) != tuple(param.shape):
-            return f"{name}: {list(shape)} in it, {list(param.shape)} here"
-    return None
-
-
-def checkpoint_mismatch(args, trained):
-    """One line naming the first flag given with another value than the checkpoint's `trained` flags, or None."""
-    for name in CHECKPOINT_FLAGS:
-        if name != "time_limit" and getattr(args, name) != trained[name]:
-            flag = f"--{name.replace('_', '-')}"
-            if isinstance(trained[name], bool):  # spelled as the flags are: --agent-ids / --no-agent-ids
-                return f"--load-model was trained with {flag.replace('--', '--no-') * (not trained[name]) or flag}"
-            return f"--load-model was trained with {flag} {trained[name]}, asked for {getattr(args, name)}"
-    return None
 
 
 class QNetwork(nn.Module):
@@ -224,9 +179,8 @@ class QNetwork(nn.Module):
 
 
 class QMixer(nn.Module):
-    """Q_tot = w2 . elu(w1 q + b1) + b2, with w1, w2 >= 0 produced by hypernetworks from the state. abs() on the
-    hypernetwork outputs keeps dQ_tot/dQ_i >= 0, so each agent's argmax is the joint argmax (QMIX, Sec. 4). Biases are
-    unconstrained; b2 is a 2-layer ReLU net (V(s))."""
+    """Q_tot = w2 . elu(w1 q + b1) + b2, w1, w2 >= 0 made by hypernetworks from the state: abs() keeps dQ_tot/dQ_i >= 0,
+    so each agent's argmax is the joint argmax (QMIX, Sec. 4). Biases are unconstrained; b2 is a 2-layer ReLU net (V(s))."""
 
     def __init__(self, n_agents, state_size, embed_dim, hyper_dim, hypernet_layers):
         super().__init__()
@@ -259,8 +213,7 @@ def rescale_q_tot(mixers, old_scale, new_scale):
 
 
 class RunningStats:
-    """Std (Chan et al.'s parallel update, batch by batch) and range of every value seen so far.
-    low/high also include 0: episodes can end, so a return of 0 is always possible."""
+    """Std (Chan et al.'s parallel update, batch by batch) and range of every value seen so far; low/high include 0."""
 
     def __init__(self):
         self.count, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, 0.0, 0.0
@@ -287,20 +240,10 @@ def bootstrap_range(reward_stats, scale, gamma):
 
 def episode_fields(t, n, obs_size, state_size, n_actions):
     """What run_episode records of an episode of at most t steps: name -> (shape, dtype)."""
-    shapes = dict(obs=(t, n, obs_size), next_obs=(t, n, obs_size), state=(t, state_size))
-    shapes.update(next_state=(t, state_size), actions=(t, n), reward=(t,), terminated=(t,))
-    shapes.update(next_avail_actions=(t, n, n_actions))
+    shapes = dict(obs=(t, n, obs_size), next_obs=(t, n, obs_size), state=(t, state_size), next_state=(t, state_size))
+    shapes.update(actions=(t, n), reward=(t,), terminated=(t,), next_avail_actions=(t, n, n_actions))
     dtypes = dict(actions=np.int64, next_avail_actions=bool)
     return {k: (shape, dtypes.get(k, np.float32)) for k, shape in shapes.items()}
-
-
-def lazy_zeros(shape, dtype):
-    """Zeros whose memory is committed page by page (4 KB) as they are written. np.zeros is lazy too, but numpy asks
-    the kernel for 2 MB huge pages on large arrays, so one step written into a 2 MB region commits all of it."""
-    memory = mmap.mmap(-1, max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize))  # anonymous: zero-filled, lazy
-    if hasattr(mmap, "MADV_NOHUGEPAGE"):
-        memory.madvise(mmap.MADV_NOHUGEPAGE)
-    return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
 
 
 class EpisodeBuffer:
@@ -309,7 +252,7 @@ class EpisodeBuffer:
 
     def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed):
         sizes = (episode_limit, n_agents, obs_size, state_size, n_actions)
-        self.fields = {k: lazy_zeros((buffer_size, *shape), dtype) for k, (shape, dtype) in self.slot(*sizes).items()}
+        self.fields = {k: harness.lazy_zeros((buffer_size, *s), d) for k, (s, d) in self.slot(*sizes).items()}
         self.buffer_size, self.pos, self.size = buffer_size, 0, 0
         self.rng = np.random.default_rng(seed)
 
@@ -325,13 +268,31 @@ class EpisodeBuffer:
 
     def add(self, episode, length):
         """Copy the first `length` steps of `episode` (arrays [episode_limit, ...]) into the next slot."""
-        i = self.pos
         for key, array in self.fields.items():
             if key != "mask":
-                array[i, :length] = episode[key][:length]  # the rest of the slot is padding: not written
-        self.fields["mask"][i] = np.arange(self.fields["mask"].shape[1]) < length
+                array[self.pos, :length] = episode[key][:length]  # the rest of the slot is padding: not written
+        self.fields["mask"][self.pos] = np.arange(self.fields["mask"].shape[1]) < length
         self.pos = (self.pos + 1) % self.buffer_size
         self.size = min(self.size + 1, self.buffer_size)
+
+    def episode(self, slot):
+        """The real steps of the episode kept in `slot`, as add() takes them: name -> [T, ...]."""
+        length = int(self.fields["mask"][slot].sum())
+        return {k: v[slot, :length] for k, v in self.fields.items() if k != "mask"}
+
+    def state_dict(self):
+        """For --resume: every kept episode's real steps, oldest first (as add() takes them), and the sampling RNG."""
+        first = self.pos if self.size == self.buffer_size else 0  # the oldest episode's slot
+        episodes = [self.episode((first + i) % self.buffer_size) for i in range(self.size)]
+        steps = {k: np.concatenate([e[k] for e in episodes]) for k in episodes[0]} if episodes else {}
+        lengths, rng = [len(e["reward"]) for e in episodes], self.rng.bit_generator.state
+        return dict(steps=steps, lengths=lengths, first=first, rng=rng)
+
+    def load_state_dict(self, saved):
+        self.pos, ends = saved["first"], np.cumsum(saved["lengths"], dtype=int)
+        for end, length in zip(ends, saved["lengths"], strict=True):
+            self.add({k: np.asarray(v[end - length : end]) for k, v in saved["steps"].items()}, length)
+        self.rng.bit_generator.state = saved["rng"]
 
     def sample(self, batch_size, device):
         """Uniform distinct whole episodes, in order, cut to the longest of them: dict of [B, T, ...] tensors with mask
@@ -366,54 +327,6 @@ def q_values_numpy(weights, inputs, hidden):
     for w, b in layers[:-1]:
         x = np.maximum(x @ w + b, 0.0)  # hidden layers, ReLU
     return x @ layers[-1][0] + layers[-1][1], hidden
-
-
-def independent_rngs(seed, n):
-    """n numpy streams from one seed that share no bits: np.random.default_rng(seed) is the very stream gymnasium
-    seeds the envs with, so reusing it for exploration or replay sampling would replay the env's random numbers."""
-    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
-
-
-def available_memory():
-    """Bytes this process can still take: Linux's MemAvailable, within its cgroup's (container's) limit; else None."""
-    try:
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
-    with contextlib.suppress(OSError, ValueError), open("/sys/fs/cgroup/memory.max") as limit:  # "max": no limit
-        with open("/sys/fs/cgroup/memory.current") as used:
-            available = min(available, int(limit.read()) - int(used.read()))
-    return available
-
-
-def make_run_dir(run_name, root="runs"):
-    """Create root/run_name, or root/run_name-2, -3, ... when taken: os.mkdir is atomic, so two runs started in the
-    same second never share a directory (TensorBoard would merge their events, one would overwrite the other's model)."""
-    os.makedirs(root, exist_ok=True)
-    for i in itertools.count(1):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(run_dir := os.path.join(root, run_name + (f"-{i}" if i > 1 else "")))
-            return run_dir
-
-
-def catch_stop_signals(defer):
-    """SIGINT (Ctrl-C) and SIGTERM end the run without a traceback, exit status 128 + signal number. defer=False (setup,
-    evaluation only: nothing to save): at once. defer=True: recorded in the returned list, which the training loop
-    checks once per pass (after the episode, its update and an evaluation when one is due), so the logs are flushed
-    and the last checkpoint named; a second signal stops at once."""
-    received = []
-
-    def handler(signum, frame):
-        if received or not defer:
-            raise SystemExit(128 + signum)
-        received.append(signum)
-        # os.write, not print: a handler's print can re-enter a stream that tqdm is writing to
-        os.write(2, f"\n{signal.Signals(signum).name}: stopping after this pass of the loop\n".encode())
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
-    return received
 
 
 def linear_schedule(start_e, end_e, duration, t):
@@ -467,7 +380,6 @@ def unroll(q_network, inputs, tbptt=0):
     return torch.cat(q_values, 1)
 
 
-@torch.no_grad()
 def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     """TD(lambda) targets from the one-step targets y_t = r_t + gamma (1 - terminated_t) Q_tot^-(t + 1), backwards over
     each episode: G_t = y_t + lambda (gamma G_{t+1} - (y_t - r_t)) while step t + 1 is real, G_t = y_t at the last step
@@ -479,7 +391,28 @@ def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     a = torch.where(mask, td_target - td_lambda * next_real * (td_target - reward), 0.0)  # padding: 0, never inf
     k = torch.arange(mask.shape[1], device=mask.device)
     powers = (td_lambda * gamma) ** (k[None] - k[:, None]).clamp(min=0) * (k[None] >= k[:, None])  # [T, T]: t, k
+    powers[powers < torch.finfo(powers.dtype).tiny] = 0.0  # float32 subnormals (k - t ~168-198) slow the product ~10x
     return a @ powers.T
+
+
+def qmix_loss(batch, q_network, mixer, target_q_network, target_mixer, args, value_range=None):
+    """The update's loss on a sampled batch (B whole episodes padded to the longest, [B, T, ...], mask [B, T]): Q_tot(s, u)
+    against its TD(lambda) targets from the target networks. -> loss, and for the logs, at the real steps (mask's True
+    places, row by row), q_taken [M, N], td_target [M], clamped [M]."""
+    mask = batch["mask"]  # [B, T], True: a real step
+    # Both networks unrolled from zeros over o_0 .. o_T of the same episodes; step t's target reads the target
+    # network at t + 1 of its own unroll (a target GRU restarted at o_1 never sees o_0: CleanMARL's misalignment).
+    inputs = sequence_inputs(batch)  # [B, T + 1, N, D]
+    q_values = unroll(q_network, inputs, args.tbptt)  # [B, T + 1, N, A]
+    q_taken = q_values[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
+    q_tot = mixer(q_taken, batch["state"])  # [B, T]
+    with torch.no_grad():
+        target_next_q = target_q_network(inputs)[0][:, 1:]  # [B, T, N, A]
+        online_next_q = q_values[:, 1:].detach() if args.double_q else None  # same unroll: no extra forward
+        td_target, clamped = compute_td_target(batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range)  # fmt: skip
+        if args.td_lambda > 0:
+            td_target = lambda_returns(td_target, batch["reward"], mask, args.gamma, args.td_lambda)
+    return F.mse_loss(q_tot[mask], td_target[mask]), q_taken[mask], td_target[mask], clamped[mask]
 
 
 @torch.no_grad()
@@ -515,115 +448,68 @@ def evaluate(env, q_network, num_episodes):
 
 if __name__ == "__main__":
     # SETUP
-    args = tyro.cli(Args)
-    checkpoint = None
-    if args.load_model:  # the checkpoint's env and network flags become the defaults; others must match them
-        try:
-            checkpoint = load_checkpoint(args.load_model)
-        except ValueError as e:
-            sys.exit(f"{PROG}: error: {e}")
-        trained = Args(**{k: v for k, v in checkpoint["args"].items() if k in CHECKPOINT_FLAGS})
-        args = tyro.cli(Args, default=trained)
-    if error := check_args(args) or (checkpoint and checkpoint_mismatch(args, checkpoint["args"])):
-        sys.exit(f"{PROG}: error: {error}")
-    catch_stop_signals(defer=False)
-    if args.device == "auto":
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(args.device)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        sys.exit(f"{PROG}: error: --device {args.device!r} is not usable here: {str(e).splitlines()[0]}")
-    torch.set_num_threads(args.torch_threads)
-
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    rng, buffer_rng = independent_rngs(args.seed, 2)  # exploration, replay sampling
-
-    try:
+    args, checkpoint, resume = tyro.cli(Args), None, None
+    harness.catch_stop_signals(defer=False)
+    try:  # a user mistake ends the run with one line
+        if args.resume:  # the saved run's flags; only how it is watched and how long it runs may change
+            resume = harness.load_state(args.resume, PROG)
+            args = harness.resume_args(tyro.cli, Args, resume, args.resume)
+        elif args.load_model:  # the checkpoint's env and network flags become the defaults; others must match them
+            checkpoint = harness.load_checkpoint(args.load_model, CHECKPOINT_FLAGS, CHECKPOINT_NETS)
+            args = harness.checkpoint_args(tyro.cli, Args, checkpoint, CHECKPOINT_FLAGS)
+        if error := check_args(args):
+            raise ValueError(error)
+        device = harness.torch_device(args.device, args.torch_threads)
+        rng, buffer_rng = harness.seed_everything(args.seed, 2)  # + streams of their own: exploration, replay sampling
         args.env_type = args.env_type or resolve_env_type(args.env_name)
         env_kwargs = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
-    except EnvError as e:
-        sys.exit(f"{PROG}: error: {e}")
-
-    q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
-    mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)
-    target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
-    if checkpoint:
-        for key, network in (("q_network", q_network), ("mixer", mixer)):
-            if mismatch := shape_mismatch(network, checkpoint[key]):
-                sys.exit(
-                    f"{PROG}: error: --load-model {args.load_model!r} was saved for other env inputs ({key} {mismatch}):"
-                    " a checkpoint from a cleanmarl whose env gave other observations or states; train it again"
-                )
-        try:  # older checkpoints hold no target networks: their targets start as copies
-            q_network.load_state_dict(checkpoint["q_network"])
-            mixer.load_state_dict(checkpoint["mixer"])
-            target_q_network.load_state_dict(checkpoint.get("target_q_network", checkpoint["q_network"]))
-            target_mixer.load_state_dict(checkpoint.get("target_mixer", checkpoint["mixer"]))
+        q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
+        mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)  # fmt: skip
+        target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
+        nets = dict(zip(CHECKPOINT_NETS, (q_network, mixer, target_q_network, target_mixer), strict=True))
+        if checkpoint:
+            harness.load_networks(nets, checkpoint, f"--load-model {args.load_model!r}")
             rescale_q_tot((mixer, target_mixer), checkpoint.get("reward_scale", 1.0), 1.0)  # Q_tot in reward units
-        except (RuntimeError, TypeError, KeyError) as e:  # its flags and weights disagree: damaged or hand-edited
-            message = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            sys.exit(f"{PROG}: error: --load-model {args.load_model!r} is damaged: {message}")
-
+    except ValueError as e:  # EnvError is one
+        sys.exit(f"{PROG}: error: {e}")
     if args.eval_only:
-        returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
-        summary = f"eval over {args.num_eval_ep} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
-        print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
-        sys.exit(0)
+        sys.exit(harness.print_evaluation(*evaluate(eval_env, q_network, args.num_eval_ep)))
 
     # The padded buffer can grow to buffer_size episodes at the limit: refuse it before it runs out hours in.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes), available_memory()
+    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes), harness.available_memory()
     if available is not None and args.buffer_size * slot_bytes > available:
         sys.exit(f"{PROG}: error: the replay buffer needs {args.buffer_size * slot_bytes / 2**30:.1f} GiB (episodes "
                  f"padded to {env.episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
                  f"{available // slot_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)")  # fmt: skip
 
-    run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = make_run_dir(run_name)
-    run_name, model_path = os.path.basename(run_dir), f"{run_dir}/{args.exp_name}.cleanmarl_model"
-    print(f"run directory: {run_dir} (tensorboard --logdir {os.path.dirname(run_dir)})", flush=True)
-    if args.use_wnb:
-        try:
-            import wandb
-        except ImportError:
-            sys.exit(f"{PROG}: error: --use-wnb needs wandb: pip install wandb")
-        wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
-                   config=vars(args), name=run_name, save_code=True)  # fmt: skip
-    writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|" + "".join(f"\n|{k}|{v}|" for k, v in vars(args).items()))
-
+    run_dir, writer, wandb_run = harness.start_run(args, resume)  # runs/{env_name}__{exp_name}__{seed}__{time}
+    model_path = f"{run_dir}/{args.exp_name}.cleanmarl_model"
     params = list(q_network.parameters()) + list(mixer.parameters())
     target_params = list(target_q_network.parameters()) + list(target_mixer.parameters())
     if args.optimizer == "Adam":
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)  # one kernel for all params
     else:
         optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
-
     rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
     episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in episode_fields(*sizes).items()}  # one, reused
-    reward_stats, scale = RunningStats(), (1.0 if args.load_model else None)  # a loaded Q_tot is in reward units
-    exploration_steps = args.exploration_fraction * args.total_timesteps
-
-    global_step, num_episodes, num_updates = 0, 0, 0
-    ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
-    eval_return, start_time, saved_step = float("nan"), time.time(), None
-    stop_signals = catch_stop_signals(defer=True)
-    show_bar = args.progress_bar and sys.stderr.isatty()  # a bar's carriage returns would flood a redirected log
-    status_time = start_time  # without the bar: one status line a minute
-    pbar = tqdm(total=args.total_timesteps, disable=not show_bar, unit="step", smoothing=0.05)
-    while global_step < args.total_timesteps and not stop_signals:
+    reward_stats, exploration_steps = RunningStats(), args.exploration_fraction * args.total_timesteps
+    objects = nets | dict(optimizer=optimizer, rb=rb, reward_stats=reward_stats, rng=rng, env=env, eval_env=eval_env)
+    saver = harness.StateSaver(run_dir, PROG, args, objects, writer, wandb_run)  # from here a stop signal saves first
+    loop = saver.restore(resume) if resume else (0, 0, 0, 1.0 if args.load_model else None, [], [], [], [], float("nan"), 0.0)  # fmt: skip
+    global_step, num_episodes, num_updates, scale, ep_returns, ep_lengths, ep_won, train_logs, eval_return, elapsed = loop  # fmt: skip
+    start_time = time.time() - elapsed
+    progress = harness.Progress(args.total_timesteps, args.progress_bar, initial=global_step)
+    while global_step < args.total_timesteps:
         # ROLLOUT: epsilon is held for the episode, at its value at the episode's first step.
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, global_step)
         ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
         rb.add(episode, ep_length)
         reward_stats.update(episode["reward"][:ep_length])  # real steps only
         global_step, num_episodes = global_step + ep_length, num_episodes + 1
-        pbar.update(ep_length)
+        progress.update(ep_length)
         ep_returns.append(ep_return)
         ep_lengths.append(ep_length)
         if "battle_won" in info:
@@ -632,7 +518,6 @@ if __name__ == "__main__":
         # TRAIN
         if rb.size >= args.batch_size and num_episodes % args.train_freq == 0:
             batch = rb.sample(args.batch_size, device)  # B whole episodes, padded to the longest: [B, T, ...]
-            mask = batch["mask"]  # [B, T], True: a real step
             # A scale only (a shift would change the optimal policy when episodes can end early). Q_tot moves with it,
             # as in Pop-Art (van Hasselt et al., 2016); else bootstrap-only values outgrow reward-grounded ones (docs).
             # While every reward is 0 the scale stays None (rewards / 1): Q_tot's true values are 0 in any unit then.
@@ -644,30 +529,15 @@ if __name__ == "__main__":
             # --bound-targets: no return leaves [low, high] / (1 - gamma), so a bootstrap outside it is pure
             # extrapolation (MPE's time-limit cut states run away first: docs, Results). Truncation still bootstraps.
             value_range = bootstrap_range(reward_stats, scale, args.gamma) if args.bound_targets else None
-            # Both networks unrolled from zeros over o_0 .. o_T of the same episodes; step t's target reads the target
-            # network at t + 1 of its own unroll (a target GRU restarted at o_1 never sees o_0: CleanMARL's misalignment).
-            inputs = sequence_inputs(batch)  # [B, T + 1, N, D]
-            q_values = unroll(q_network, inputs, args.tbptt)  # [B, T + 1, N, A]
-            q_taken = q_values[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]
-            q_tot = mixer(q_taken, batch["state"])  # [B, T]
-            with torch.no_grad():
-                target_next_q = target_q_network(inputs)[0][:, 1:]  # [B, T, N, A]
-                online_next_q = q_values[:, 1:].detach() if args.double_q else None  # same unroll: no extra forward
-                td_target, clamped = compute_td_target(
-                    batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range
-                )
-                if args.td_lambda > 0:
-                    td_target = lambda_returns(td_target, batch["reward"], mask, args.gamma, args.td_lambda)
-            loss = F.mse_loss(q_tot[mask], td_target[mask])  # mean over the real steps of the batch
+            loss, q_taken, td_target, clamped = qmix_loss(batch, *nets.values(), args, value_range)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # Returns the norm before clipping; an infinite max_norm only measures it.
             grads = nn.utils.clip_grad_norm_(params, args.clip_gradients if args.clip_gradients > 0 else torch.inf)
             optimizer.step()
             num_updates += 1
-            with torch.no_grad():
-                logs = [loss, grads, q_taken[mask].mean(), td_target[mask].mean(), clamped[mask].float().mean()]
-                train_logs.append(torch.stack(logs))
+            logs = [loss, grads, q_taken.mean(), td_target.mean(), clamped.float().mean()]
+            train_logs.append(torch.stack(logs).detach())
 
         # TARGET
         if num_episodes % args.target_network_update_freq == 0:
@@ -689,11 +559,7 @@ if __name__ == "__main__":
             writer.add_scalar("train/num_updates", num_updates, global_step)
             writer.add_scalar("train/reward_scale", scale or 1.0, global_step)
             writer.add_scalar("charts/SPS", sps, global_step)
-            pbar.set_postfix(ret=f"{np.mean(ep_returns):.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False)
-            if args.progress_bar and not show_bar and time.time() - status_time >= 60:
-                status_time = time.time()
-                print(f"step {global_step}/{args.total_timesteps}: return {np.mean(ep_returns):.3g}, "
-                      f"eval {eval_return:.3g}, {sps} steps/s", flush=True)  # fmt: skip
+            progress.show(global_step, np.mean(ep_returns), eval_return, sps)
             ep_returns, ep_lengths, ep_won, train_logs = [], [], [], []
 
         # EVAL
@@ -706,23 +572,13 @@ if __name__ == "__main__":
             if won is not None:
                 writer.add_scalar("eval/battle_won", np.mean(won), global_step)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
-                nets = (q_network, mixer, target_q_network, target_mixer)
-                checkpoint = {k: net.state_dict() for k, net in zip(CHECKPOINT_NETS, nets, strict=True)}
-                checkpoint["args"], checkpoint["reward_scale"] = vars(args), scale or 1.0  # Q_tot * scale: reward units
-                torch.save(checkpoint, model_path + ".tmp")
-                os.replace(model_path + ".tmp", model_path)  # atomic: a run killed mid-save keeps the last one whole
-                saved_step = global_step
+                harness.save_model(model_path, nets, args, reward_scale=scale or 1.0)  # Q_tot * scale: reward units
 
-    # SAVE (the checkpoint of the last evaluation, which follows the last update unless a signal stopped the run)
-    pbar.close()
-    writer.close()
-    if args.use_wnb:
-        wandb.finish()
-    env.close()
-    eval_env.close()
-    if stop_signals and global_step < args.total_timesteps:
-        saved = f"last checkpoint {model_path} (step {saved_step})" if saved_step is not None else "no checkpoint"
-        print(f"stopped by {signal.Signals(stop_signals[0]).name} at step {global_step}: {saved}", flush=True)
-        sys.exit(128 + stop_signals[0])
-    if args.save_model:
-        print(f"model saved to {model_path}")
+        # SAVE: the training state (--resume) every --checkpoint-every minutes, at the end, and after a stop signal
+        if saver.due(end=global_step >= args.total_timesteps):
+            loop = (global_step, num_episodes, num_updates, scale, ep_returns, ep_lengths, ep_won, train_logs)
+            saver.save((*loop, eval_return, time.time() - start_time))
+        if saver.stopping:
+            break
+
+    harness.end_run((env, eval_env), progress, saver, args.save_model and model_path)

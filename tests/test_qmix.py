@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanmarl import qmix
+from cleanmarl import harness, qmix
 
 GAMMA = 0.9
 
@@ -232,33 +232,6 @@ def test_td_lambda_is_one_step_at_0_monte_carlo_at_1_and_pymarl2_between():
             torch.testing.assert_close(returns[b, t], following)
 
 
-def test_flat_lambda_returns_run_along_each_sampled_episode():
-    """sample()'s mask puts each flat step back in its episode, in order: the TD(lambda) targets of the flat batch are
-    each episode's own, G_t = y_t + lambda (gamma G_{t+1} - (y_t - r_t)), G = y at its last step (none leaks across)."""
-    rb = qmix.EpisodeBuffer(5, episode_limit=6, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0)
-    lengths, rng = {1: 6, 2: 2, 3: 4, 4: 1, 5: 3}, np.random.default_rng(0)
-    for value, length in lengths.items():
-        episode = fake_episode(rb, value, length)
-        episode["reward"][:] = rng.normal(size=6)
-        rb.add(episode, length)
-    batch = rb.sample(4, "cpu")
-    episodes = batch["obs"].flatten().long()  # each step's episode, flat blocks in sampled order
-    blocks = torch.unique_consecutive(episodes).tolist()
-    assert len(blocks) == 4 and batch["mask"].sum(1).tolist() == [lengths[e] for e in blocks]
-    assert batch["mask"].shape == (4, max(lengths[e] for e in blocks))
-    gamma, td_lambda = 0.9, 0.6
-    y = batch["reward"] + torch.randn(len(episodes), generator=torch.Generator().manual_seed(0))
-    returns = qmix.flat_lambda_returns(y, batch["reward"], batch["mask"], gamma, td_lambda)
-    for e in blocks:
-        (steps,) = torch.nonzero(episodes == e, as_tuple=True)
-        following = None
-        for i in reversed(steps.tolist()):
-            following = (
-                y[i] if following is None else y[i] + td_lambda * (gamma * following - (y[i] - batch["reward"][i]))
-            )
-            torch.testing.assert_close(returns[i], following)
-
-
 def test_default_targets_bring_a_late_reward_to_the_start_in_fewer_target_copies():
     """Issue 23's 3m collapse: at the end of the runs Q_tot at the first states was 6-8 (reward units) whether the
     greedy policy won every battle (discounted return ~17.5) or hid (~5.4). One-step targets move a reward back one
@@ -276,8 +249,10 @@ def test_default_targets_bring_a_late_reward_to_the_start_in_fewer_target_copies
     values, copies = torch.zeros(length + 1), 0  # Q_tot(s_t) of the target networks; s_L is terminal
     while values[0] < args.gamma ** (length - 1) / 2 and copies < length:
         td_target, _ = qmix.compute_td_target(batch, values[1:, None, None], sum_mixer, args.gamma)  # one agent
-        if args.td_lambda > 0:  # as the script's update does
-            td_target = qmix.flat_lambda_returns(td_target, batch["reward"], batch["mask"], args.gamma, args.td_lambda)
+        if args.td_lambda > 0:  # as the script's update does (one episode: its flat steps are its row)
+            td_target = qmix.lambda_returns(
+                td_target[None], batch["reward"][None], batch["mask"], args.gamma, args.td_lambda
+            )[0]
         values, copies = torch.cat([td_target, torch.zeros(1)]), copies + 1  # fitted exactly, copied to the targets
     assert copies <= 7, f"half the value reached the first state after {copies} target copies"
 
@@ -419,11 +394,11 @@ def test_independent_rngs_share_no_bits_with_each_other_or_the_envs():
     def draws(rng):
         return rng.integers(0, 2**32, size=8).tolist()
 
-    streams = [draws(rng) for rng in qmix.independent_rngs(7, 2)]
+    streams = [draws(rng) for rng in harness.seed_everything(7, 2)]
     env_stream = draws(seeding.np_random(7)[0])
     assert streams[0] != streams[1] and env_stream not in streams
     assert draws(np.random.default_rng(7)) == env_stream  # the reason: one seed, one stream
-    assert [draws(rng) for rng in qmix.independent_rngs(7, 2)] == streams  # still reproducible
+    assert [draws(rng) for rng in harness.seed_everything(7, 2)] == streams  # still reproducible
 
 
 def test_linear_schedule():
@@ -658,19 +633,24 @@ def test_run_episode_stores_the_mask_each_step_returned():
 
 def test_make_run_dir_never_shares_a_directory(tmp_path):
     """Two runs with one name (same env, exp name, seed and second) get two directories."""
-    first = qmix.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
-    second = qmix.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
-    third = qmix.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    first = harness.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    second = harness.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    third = harness.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
     assert first.endswith("1700000000") and second.endswith("1700000000-2") and third.endswith("-3")
     assert len({first, second, third}) == 3 and all(os.path.isdir(d) for d in (first, second, third))
 
 
+def load_checkpoint(path):
+    return harness.load_checkpoint(path, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS)
+
+
 def test_load_checkpoint_names_what_is_wrong(tmp_path):
     torch.save({"q_network": {}, "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "ok.pt")
-    assert set(qmix.load_checkpoint(str(tmp_path / "ok.pt"))) == {"q_network", "mixer", "args"}
+    checkpoint = load_checkpoint(str(tmp_path / "ok.pt"))  # the targets of an older checkpoint: copies
+    assert set(checkpoint) == {*qmix.CHECKPOINT_NETS, "args"} and checkpoint["target_mixer"] is checkpoint["mixer"]
     torch.save({"q_network": {}, "mixer": {}, "args": {"env_name": "3m"}}, tmp_path / "flagless.pt")
     with pytest.raises(ValueError, match="its flags lack env_type"):
-        qmix.load_checkpoint(str(tmp_path / "flagless.pt"))
+        load_checkpoint(str(tmp_path / "flagless.pt"))
     torch.save({"q_network": torch.zeros(2), "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "tensor_net.pt")
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
@@ -680,18 +660,22 @@ def test_load_checkpoint_names_what_is_wrong(tmp_path):
     torch.save({"weights": torch.zeros(3)}, tmp_path / "dict.pt")
     for name in ("truncated", "text", "empty", "tensor", "dict", "tensor_net"):
         with pytest.raises(ValueError, match="is not a cleanmarl checkpoint") as error:
-            qmix.load_checkpoint(str(tmp_path / f"{name}.pt"))
+            load_checkpoint(str(tmp_path / f"{name}.pt"))
         assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match="no file"):
-        qmix.load_checkpoint(str(tmp_path / "missing.pt"))
+        load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def checkpoint_mismatch(args, trained):
+    return harness.flag_mismatch(args, trained, qmix.CHECKPOINT_FLAGS)
 
 
 def test_checkpoint_mismatch_names_the_flag():
     trained = vars(qmix.Args(env_type="lbf", hidden_dim=128))
-    assert qmix.checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, seed=5, num_eval_ep=20), trained) is None
-    assert qmix.checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, time_limit=10), trained) is None
-    message = qmix.checkpoint_mismatch(qmix.Args(env_type="lbf", env_name="Foraging-15x15-2p-2f-coop-v3"), trained)
+    assert checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, seed=5, num_eval_ep=20), trained) is None
+    assert checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, time_limit=10), trained) is None
+    message = checkpoint_mismatch(qmix.Args(env_type="lbf", env_name="Foraging-15x15-2p-2f-coop-v3"), trained)
     assert message == (
         "--load-model was trained with --env-name Foraging-8x8-2p-2f-coop-v3, asked for Foraging-15x15-2p-2f-coop-v3"
     )
-    assert "--hidden-dim 128, asked for 64" in qmix.checkpoint_mismatch(qmix.Args(env_type="lbf"), trained)
+    assert "--hidden-dim 128, asked for 64" in checkpoint_mismatch(qmix.Args(env_type="lbf"), trained)

@@ -28,7 +28,7 @@ def test_chunks_turn_over_and_are_freed():
     """Episodes fill chunks in order, never span two, and a chunk goes once its last episode left; what sample()
     returns are exactly the live episodes' steps, with their final next obs read at t + 1."""
     sizes = (6, 2, 3, 4, 5)  # limit, agents, obs, state, actions
-    rb = memefficient.EpisodeBuffer(4, *sizes, seed=0)
+    rb = memefficient.EpisodeBuffer(4, *sizes, seed=0, agent_ids=False, last_action=False)
     rb.chunk_size = rb.fill = 10  # tiny chunks: ~2 episodes each
     lengths = {v: 1 + v % 6 for v in range(1, 41)}
     for value, length in lengths.items():
@@ -61,7 +61,7 @@ def test_stored_step_is_compact():
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc (Linux)")
 def test_memory_grows_with_the_real_steps_only():
     sizes = (1000, 4, 256, 512, 8)
-    rb = memefficient.EpisodeBuffer(200, *sizes, seed=0)
+    rb = memefficient.EpisodeBuffer(200, *sizes, seed=0, agent_ids=False, last_action=False)
     entry = memefficient.EpisodeBuffer.bytes_per_entry(rb.fields)
     episode = episode_of(1, 10, sizes)
 

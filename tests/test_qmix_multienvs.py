@@ -148,7 +148,7 @@ def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
         episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
         seen, cut = {}, 0
         for _ in range(80):
-            ep_return, length, _ = rollout.next_episode(q_network, 0.5, episode)
+            ep_return, length, _, _ = rollout.next_episode(q_network, 0.5, episode)
             obs, next_obs = episode["obs"][:length, 0], episode["next_obs"][:length, 0]
             env_seed, number = int(obs[0, 2]), int(obs[0, 0])
             assert number == seen.get(env_seed, 0) + 1  # this env's next episode, none skipped
@@ -365,3 +365,130 @@ def test_worker_error_in_the_vector_env_stops_the_others():
         for _ in range(30):
             envs.step(np.zeros((4, 2), int))
     assert gone_within(workers, 5)
+
+
+def step_recording(envs, rng, steps, acting, episode_actions):
+    """Step envs `steps` times with random available actions; episode_actions[i] keeps env i's actions of its current
+    episode (an env whose episode ended in a step starts a new one). -> per step: (step()'s outputs, obs, state, avail
+    to act on)."""
+    steps_out = []
+    for _ in range(steps):
+        avail = acting[2]
+        actions = np.where(avail, rng.random(avail.shape), -1.0).argmax(axis=2)
+        out, acting = envs.step(actions)
+        steps_out.append((out, acting))
+        for i, ended in enumerate(out[4] | out[5]):
+            episode_actions[i] = [] if ended else [*episode_actions[i], actions[i]]
+    return steps_out
+
+
+def assert_same_acting(a, b, counts, count_offset):
+    """obs, state, avail_actions equal, but for the env's count of its episodes (counts: its obs and state columns;
+    Counter-v0 observes [episode, t, seed]): a count no random state holds, which a fresh env starts again. Those are
+    count_offset [E, columns] apart."""
+    (obs_a, state_a, avail_a), (obs_b, state_b, avail_b) = a, b
+    obs_columns, state_columns = counts
+    assert (obs_a[:, :, obs_columns] - obs_b[:, :, obs_columns] == count_offset[:, None]).all()
+    np.testing.assert_array_equal(np.delete(obs_a, obs_columns, axis=2), np.delete(obs_b, obs_columns, axis=2))
+    np.testing.assert_array_equal(np.delete(state_a, state_columns, axis=1), np.delete(state_b, state_columns, axis=1))
+    np.testing.assert_array_equal(avail_a, avail_b)
+
+
+@pytest.mark.parametrize(
+    "env_name, kwargs, t_column, counts",
+    [
+        (COUNTER, {}, 1, ([0], [0, 3])),  # random episode ends, and a count of episodes
+        ("tests.tuple_env:TupleChaseMasked-v0", {"time_limit": 5}, 2, ([], [])),  # random starts (reset draws), masks
+    ],
+    ids=["counter", "tuple-masked"],
+)
+def test_vector_env_restore_replays_each_envs_current_episode(env_name, kwargs, t_column, counts):
+    """start_states() and each env's actions of its current episode, restored on a fresh VectorEnv of the same
+    arguments: the same obs, state and avail_actions to act on, then the same steps (exact resume mid-episode)."""
+    rng = np.random.default_rng(0)
+    envs = VectorEnv("gym", env_name, 3, seed=20, **kwargs)
+    envs_again = None
+    try:
+        acting, episode_actions = envs.reset(), [[] for _ in range(3)]
+        acting = step_recording(envs, rng, int(rng.integers(10, 40)), acting, episode_actions)[-1][1]
+        while not any(episode_actions):  # every env's episode just started: step on, so that one is replayed
+            acting = step_recording(envs, rng, 1, acting, episode_actions)[-1][1]
+        states = envs.start_states()
+        envs_again = VectorEnv("gym", env_name, 3, seed=20, **kwargs)
+        n_agents = envs.n_agents
+        replayed = envs_again.restore(states, [np.array(a, np.int64).reshape(-1, n_agents) for a in episode_actions])
+        assert replayed[2].dtype == bool
+        np.testing.assert_array_equal(replayed[0][:, 0, t_column], [len(a) for a in episode_actions])
+        offset = acting[0][:, 0, counts[0]] - replayed[0][:, 0, counts[0]]
+        assert_same_acting(acting, replayed, counts, offset)
+        seed = int(rng.integers(2**31))
+        run_a, run_b = (
+            step_recording(vector, np.random.default_rng(seed), 100, start, [[], [], []])
+            for vector, start in ((envs, acting), (envs_again, replayed))
+        )
+        assert sum(out[4].sum() + out[5].sum() for out, _ in run_a) > 20  # many episodes ended, and started again
+        for (out_a, acting_a), (out_b, acting_b) in zip(run_a, run_b, strict=True):
+            assert_same_acting(out_a[:3], out_b[:3], counts, offset)  # next_obs ...: an ended episode's final ones
+            assert_same_acting(acting_a, acting_b, counts, offset)
+            for x, y in zip(out_a[3:6], out_b[3:6], strict=True):  # reward, terminated, truncated
+                np.testing.assert_array_equal(x, y)
+            for info_a, info_b in zip(out_a[6], out_b[6], strict=True):
+                np.testing.assert_array_equal(info_a["rewards"], info_b["rewards"])
+    finally:
+        envs.close()
+        if envs_again is not None:
+            envs_again.close()
+
+
+def test_vector_env_random_states_resume_whole_episodes():
+    """random_states() between whole episodes (play_async, as evaluation plays them), restored without actions on a
+    fresh VectorEnv of the same arguments: the next episodes are the same; a fresh one not restored plays others."""
+    envs = VectorEnv("gym", COUNTER, 3, seed=30)
+    others = []
+    try:
+        envs.play_async(counter_episode, (1,), 5)
+        envs.play_wait()
+        states = envs.random_states()
+        others = [VectorEnv("gym", COUNTER, 3, seed=30) for _ in range(2)]
+        assert others[0].restore(states) is None
+        results = []
+        for vector in (envs, *others):
+            vector.play_async(counter_episode, (1,), 12)
+            results.append([(ep_return, length, info["seed"]) for ep_return, length, info in vector.play_wait()])
+        assert results[1] == results[0] and results[2] != results[0]
+    finally:
+        for vector in (envs, *others):
+            vector.close()
+
+
+def test_vector_env_restore_with_actions_of_another_episode_is_one_line():
+    """Actions that end the replayed episode before they run out are not of the episode the state starts: WorkerError."""
+    envs = VectorEnv("gym", COUNTER, 2, seed=40)
+    workers = [p.pid for p in envs._envs.processes]
+    states = envs.start_states()
+    with pytest.raises(WorkerError, match=r"^env 0 \(tests.counter_env:Counter-v0\) raised RuntimeError: the replayed"):
+        envs.restore(states, [np.zeros((7, 2), np.int64), np.zeros((0, 2), np.int64)])  # Counter cuts at 6 steps
+    assert gone_within(workers, 5)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_each_episode_acts_and_logs_with_the_epsilon_of_its_first_step(monkeypatch, overlap):
+    """Epsilon is held per episode from its first step, as in qmix.py, whatever the calls in between pass; the episode
+    hands its own epsilon out (rollout/epsilon logs it, not the schedule's value at the call that returned it)."""
+    codes = {0.0: 0, 0.5: 1, 1.0: 2}  # the action every agent takes: which epsilon it acted with
+    monkeypatch.setattr(multienvs, "select_actions", lambda q, avail, epsilon, rng: np.full(len(q), codes[epsilon]))
+    envs = VectorEnv("gym", COUNTER, 3, seed=0)
+    try:
+        sizes = (envs.episode_limit, envs.n_agents, envs.obs_size, envs.state_size, envs.n_actions)
+        q_network = qmix.QNetwork(envs.obs_size, envs.n_actions, hidden_dim=8, num_layers=0)
+        rollout = multienvs.VectorRollout(envs, sizes, np.random.default_rng(0), overlap)
+        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        spanning = 0
+        for call in range(60):
+            _, length, _, epsilon = rollout.next_episode(q_network, list(codes)[call % 3], episode)
+            actions = episode["actions"][:length]
+            assert (actions == codes[epsilon]).all(), (call, actions.tolist(), epsilon)
+            spanning += epsilon != list(codes)[call % 3]  # begun under an earlier call's epsilon
+        assert spanning > 10
+    finally:
+        envs.close()

@@ -328,7 +328,8 @@ def test_clip_gradients_bounds_the_norm_of_every_update_adam_takes(tmp_path, scr
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_ends_the_run_cleanly(tmp_path, signum):
-    """Ctrl-C (SIGINT) or SIGTERM: no traceback, the logs flushed, one line naming the last checkpoint, 128 + signal."""
+    """Ctrl-C (SIGINT) or SIGTERM: no traceback, the logs flushed, the training state saved at the step it stopped at,
+    one line naming it and the command that resumes it, 128 + signal."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(SCRIPT), "--save-model", "--eval-steps", "2", "--total-timesteps", "1000000"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -343,8 +344,13 @@ def test_a_signal_ends_the_run_cleanly(tmp_path, signum):
     assert proc.returncode == 128 + signum and "Traceback" not in err, err[-3000:]
     (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
     last = out.strip().splitlines()[-1]
-    assert last.startswith(f"stopped by {signal.Signals(signum).name} at step ") and "last checkpoint runs/" in last
-    assert last.split("last checkpoint ")[1].split()[0] == str(model.relative_to(tmp_path))
+    step = int(last.split(" at step ")[1].split(";")[0])
+    run_dir = model.parent.relative_to(tmp_path)
+    assert last == (
+        f"stopped by {signal.Signals(signum).name} at step {step}; the training state of step {step} is in {run_dir}: "
+        f"python {SCRIPT} --resume {run_dir} continues it"
+    )
+    assert torch.load(model.parent / "training_state.cleanmarl", weights_only=True)["loop"][0] == step
     assert scalars(tmp_path, "rollout/ep_reward") and scalars(tmp_path, "eval/ep_reward")  # flushed
 
 

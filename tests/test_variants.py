@@ -19,28 +19,24 @@ from tests.test_smoke import LBF, ROOT, run, scalars
 CHANGES = {
     "qmix_memefficient.py": {
         "definitions": {"EpisodeBuffer"},
-        "main": [("sizes = (env.episode_limit", "    run_name = "), ("rb = EpisodeBuffer(", None)],
+        "main": [("sizes = (env.episode_limit", "    run_dir, writer, wandb_run = "), ("rb = EpisodeBuffer(", None)],
     },
     "qmix_lstm.py": {
-        "definitions": {"Args", "check_args", "QNetwork", "EpisodeBuffer", "numpy_weights"}
-        | {"q_values_numpy", "online_next_q_values", "sequence_inputs", "unroll", "flat_lambda_returns", "run_episode"},
-        "main": [
-            ("batch = rb.sample(", "# A scale only"),  # whole episodes and their mask
-            ("value_range = bootstrap_range(", "optimizer.zero_grad("),  # the unroll, its targets, the masked loss
-            ("num_updates += 1", "# TARGET"),  # the logged means over real steps
-        ],
+        "definitions": {"Args", "check_args", "QNetwork", "EpisodeBuffer", "numpy_weights", "q_values_numpy"}
+        | {"online_next_q_values", "sequence_inputs", "unroll", "qmix_loss", "run_episode"},
+        "main": [("batch = rb.sample(", None)],  # whole episodes and their mask
     },
     "qmix_multienvs.py": {
         "definitions": {"Args", "check_args", "VectorRollout", "start_evaluation", "log_evaluation"}
-        | {"import collections", "from cleanmarl.env.vector import VectorEnv, WorkerError"},
+        | {"from cleanmarl.env.vector import VectorEnv, WorkerError"},
         "main": [
-            ("        env = ", "    except EnvError"),  # VectorEnvs (but for --eval-only): training and evaluation
-            ("eval_return, start_time, saved_step", None),  # + the evaluation under way
-            ("# EVAL", "                nets = (q_network"),  # started in the evaluation workers, logged when done
-            ("# SAVE", "    pbar.close()"),  # the last evaluation's logs
-            ("episode = {k: np.zeros(shape", "reward_stats, scale = "),  # + the rollout over the vector env
-            ("ep_return, ep_length, info = ", None),  # the next finished episode of any env
+            ("env_kwargs = {k: getattr(args, k)", "        q_network = QNetwork("),  # VectorEnvs (not --eval-only)
+            ("objects = nets | dict(", "    saver = harness.StateSaver("),  # + the rollout: its state is the envs'
+            ("    start_time", None),  # + the evaluation under way
+            ("# EVAL", "            if args.save_model:"),  # started in the evaluation workers, logged when done
+            ("ep_return, ep_length, info", None),  # the next finished episode of any env, and its epsilon
             ("rb.size >= args.batch_size and num_episodes % args.train_freq == 0", None),  # --n-epochs updates
+            ("if saver.due(", "            loop = ("),  # an evaluation under way is logged before the state is saved
         ],
     },
 }
@@ -200,3 +196,71 @@ def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1
     truncated_last = last & ~terminated
     assert (target[truncated_last] != batch["reward"][truncated_last]).all()  # bootstraps from the final obs
     assert (batch["next_obs"][truncated_last][..., :3] != 0).all()  # the stored final obs, not zeros
+
+
+# ------------------------------------------------------------------------------------------- every script's update
+
+
+def by_hand(module, batch_episodes, nets, gamma, td_lambda, double_q):
+    """The update's targets and loss written per episode, as the papers do: y_t = r_t + gamma (1 - terminated_t)
+    Q_tot^-(s_{t+1}, u'), u' = argmax over available actions of the online (double Q) or target network at t + 1;
+    G_t = r_t + gamma (1 - terminated_t) ((1 - lambda) Q_tot^-(t + 1) + lambda G_{t+1}), G = y at the last step.
+    Recurrent agents unroll over the episode alone, from o_0."""
+    q_network, mixer, target_q_network, target_mixer = nets
+    targets, errors = [], []
+    for ep in batch_episodes:
+        obs, next_obs = (torch.from_numpy(ep[k]) for k in ("obs", "next_obs"))
+        if hasattr(module, "unroll"):  # o_0 .. o_T through the GRU: step t + 1 is index t + 1
+            sequence = torch.cat([obs[:1], next_obs])[None]
+            online, target = (net(sequence)[0][0] for net in (q_network, target_q_network))
+            q_now, online_next, target_next = online[:-1], online[1:], target[1:]
+        else:
+            q_now, online_next, target_next = q_network(obs), q_network(next_obs), target_q_network(next_obs)
+        avail = torch.from_numpy(ep["next_avail_actions"])
+        chooser = online_next if double_q else target_next
+        chosen = chooser.masked_fill(~avail, -torch.inf).argmax(-1, keepdim=True)
+        next_q_tot = target_mixer(target_next.gather(-1, chosen).squeeze(-1), torch.from_numpy(ep["next_state"]))
+        reward, terminated = torch.from_numpy(ep["reward"]), torch.from_numpy(ep["terminated"]).float()
+        returns, following = [], None
+        for t in reversed(range(len(reward))):
+            bootstrap = next_q_tot[t] if following is None else (1 - td_lambda) * next_q_tot[t] + td_lambda * following
+            following = reward[t] + gamma * (1 - terminated[t]) * bootstrap
+            returns.insert(0, following)
+        q_taken = q_now.gather(-1, torch.from_numpy(ep["actions"])[..., None]).squeeze(-1)
+        errors.append(mixer(q_taken, torch.from_numpy(ep["state"])) - torch.stack(returns))
+        targets += returns
+    return torch.stack(targets), torch.cat(errors).pow(2).mean()
+
+
+@pytest.mark.parametrize("double_q", [True, False], ids=["double_q", "no_double_q"])
+@pytest.mark.parametrize("script", ["qmix.py", *VARIANTS])
+def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
+    """Each script's qmix_loss (the lines its main loop runs) on a sampled batch of mixed lengths (1 to 6 steps, ended
+    terminated or truncated: the padded batch has padding in most rows) gives every real step the target of its own
+    episode written by hand, and the loss their mean squared error."""
+    module = qmix if script == "qmix.py" else importlib.import_module(f"cleanmarl.{script[:-3]}")
+    env, limit = EndingEnv(ENDINGS), 6
+    sizes = (limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
+    extra = {"agent_ids": True, "last_action": True} if script == "qmix_memefficient.py" else {}
+    rb = module.EpisodeBuffer(len(ENDINGS), *sizes, seed=0, **extra)
+    torch.manual_seed(0)
+    acting = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
+    episodes, rng = [], np.random.default_rng(0)
+    for _ in ENDINGS:
+        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        _, length, _ = qmix.run_episode(env, acting, 0.5, rng, episode)
+        rb.add(episode, length)
+        episodes.append({k: v[:length].copy() for k, v in episode.items()})
+    q_network, target_q_network = (module.QNetwork(env.obs_size, env.n_actions, 8, 1) for _ in range(2))
+    mixer, target_mixer = (qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1) for _ in range(2))  # targets differ
+    nets = (q_network, mixer, target_q_network, target_mixer)
+    args = module.Args(gamma=0.9, td_lambda=0.6, double_q=double_q)
+    batch = rb.sample(len(ENDINGS), "cpu")
+    firsts = batch["reward"].reshape(-1)[batch["reward"].reshape(-1) % 10 == 1]  # each episode's first step, in order
+    sampled = [episodes[int(first) // 10] for first in firsts]
+    assert [len(ep["reward"]) for ep in sampled] == batch["mask"].sum(1).tolist()
+    loss, _, td_target, _ = module.qmix_loss(batch, *nets, args)
+    with torch.no_grad():
+        expected_targets, expected_loss = by_hand(module, sampled, nets, 0.9, 0.6, double_q)
+    torch.testing.assert_close(td_target, expected_targets)
+    torch.testing.assert_close(loss, expected_loss)

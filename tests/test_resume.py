@@ -1,0 +1,182 @@
+"""--resume continues a run exactly: a run killed (SIGKILL) after a saved state, or stopped (SIGTERM) at a random moment,
+then resumed, logs every loss and evaluation that the same run logs without the interruption, at the same steps. And
+what is wrong with a --resume is said in one line, with nothing in the run directory changed."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cleanmarl import harness
+from tests.test_smoke import LBF, ROOT, SCRIPTS, run
+
+STATE = harness.STATE_FILE
+FLAGS = [*LBF, "--total-timesteps", "5000", "--batch-size", "8", "--eval-steps", "8", "--log-every", "2", "--seed", "3"]
+EXTRA = {"qmix_multienvs.py": ["--num-envs", "3"]}  # several envs: episodes in flight in each when it stops
+TAGS = ("train/loss", "eval/ep_reward", "rollout/ep_reward", "rollout/epsilon")
+
+
+def flags(script):
+    return [*FLAGS, *EXTRA.get(script.name, []), "--checkpoint-every", "0.003"]  # a state every 0.2 s
+
+
+def logs(run_dir):
+    """tag -> [(step, value)] as TensorBoard shows them (a resumed run's purge applied)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in TAGS if tag in events.Tags()["scalars"]}
+
+
+REFERENCE = {}
+
+
+def reference(script, tmp_path_factory):
+    """The uninterrupted run's logs (one per script, shared by the tests)."""
+    if script.name not in REFERENCE:
+        path = tmp_path_factory.mktemp(script.stem)
+        run(path, *flags(script), script=script)
+        (run_dir,) = (path / "runs").iterdir()
+        REFERENCE[script.name] = logs(run_dir)
+    return REFERENCE[script.name]
+
+
+def start(tmp_path, script):
+    """Start the run in the background; -> the process and its run directory once its first state is saved."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(script), "--no-progress-bar", *flags(script)]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs").glob(f"*/{STATE}")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() else "slow"
+        time.sleep(0.01)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return proc, run_dir
+
+
+def resume(tmp_path, script, run_dir, total=5000):
+    saved_step = torch.load(run_dir / STATE, weights_only=True)["loop"][0]
+    assert 0 < saved_step < total  # stopped in the middle of the run
+    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), script=script)
+    return saved_step
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_sigkill_after_a_saved_state_then_resume_logs_as_the_uninterrupted_run(script, tmp_path, tmp_path_factory):
+    expected = reference(script, tmp_path_factory)
+    proc, run_dir = start(tmp_path, script)
+    proc.kill()  # right after its first state: what it logged since is purged when it resumes
+    proc.communicate()
+    resume(tmp_path, script, run_dir)
+    got = logs(run_dir)
+    assert len(expected["train/loss"]) > 20 and len(expected["eval/ep_reward"]) > 5
+    assert got == expected
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_sigterm_at_a_random_moment_then_resume_logs_as_the_uninterrupted_run(script, tmp_path, tmp_path_factory):
+    expected = reference(script, tmp_path_factory)
+    proc, run_dir = start(tmp_path, script)
+    time.sleep(random.uniform(0, 1))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert f"--resume {run_dir.relative_to(tmp_path)} continues it" in out  # the exit line names the command
+    resume(tmp_path, script, run_dir)
+    assert logs(run_dir) == expected
+
+
+@pytest.mark.parametrize("script", SCRIPTS[:1], ids=lambda p: p.name)
+def test_a_run_ended_by_a_signal_after_its_last_step_needs_no_resume(script, tmp_path):
+    """The state at the end is saved too: --resume of a finished run with a larger --total-timesteps goes on."""
+    run(tmp_path, *FLAGS[:-6], "--total-timesteps", "300", script=script)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert torch.load(run_dir / STATE, weights_only=True)["loop"][0] >= 300
+    run(tmp_path, "--resume", str(run_dir), "--total-timesteps", "600", script=script)
+    assert torch.load(run_dir / STATE, weights_only=True)["loop"][0] >= 600
+
+
+def snapshot(path):
+    return {p: p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory):
+    """A short finished qmix.py run with its training state."""
+    path = tmp_path_factory.mktemp("saved")
+    run(path, *LBF, "--total-timesteps", "200", "--batch-size", "4")
+    (run_dir,) = (path / "runs").iterdir()
+    return run_dir
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "--resume: no directory"),
+        ("empty", f"no {STATE} in it"),
+        ("other_script", "is a run of qmix.py: resume it with that script"),
+        ("other_flags", "was run with --hidden-dim 64, asked for 32"),
+        ("other_bool_flag", "was run with --agent-ids"),
+        ("damaged", f"its {STATE} is damaged"),
+        ("not_a_state", f"its {STATE} is damaged"),
+    ],
+)
+def test_bad_resume_is_one_line_and_changes_nothing(saved_run, tmp_path, case, message):
+    run_dir, script, extra = saved_run, ROOT / "cleanmarl" / "qmix.py", []
+    if case == "missing":
+        run_dir = tmp_path / "nowhere"
+    elif case == "empty":
+        run_dir = tmp_path / "empty"
+        run_dir.mkdir()
+    elif case == "other_script":
+        script = ROOT / "cleanmarl" / "qmix_lstm.py"
+    elif case in ("other_flags", "other_bool_flag"):
+        extra = ["--hidden-dim", "32"] if case == "other_flags" else ["--no-agent-ids"]
+    else:
+        run_dir = tmp_path / "copy"
+        run_dir.mkdir()
+        data = (saved_run / STATE).read_bytes()
+        (run_dir / STATE).write_bytes(data[: len(data) // 2] if case == "damaged" else b"hello")
+    before = snapshot(run_dir) if run_dir.exists() else None
+    proc = run(tmp_path, "--resume", str(run_dir), *extra, script=script, check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f"{script.name}: error: "), proc.stderr
+    assert (snapshot(run_dir) if run_dir.exists() else None) == before
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_write_keeps_the_previous_state_whole(tmp_path, monkeypatch, capsys):
+    """Disk full mid-write: one warning line, the previous file whole, no temporary file left, the caller told."""
+    path = str(tmp_path / STATE)
+    assert harness.atomic_save({"step": 1}, path)
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    assert not harness.atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert os.listdir(tmp_path) == [STATE]
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert "warning: could not write" in line and "No space left on device" in line and "previous one is kept" in line
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
+    """--use-wnb: the resumed run logs into the W&B run it started (same id; offline here)."""
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run(tmp_path, *LBF, "--total-timesteps", "200", "--use-wnb")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run(tmp_path, "--resume", str(run_dir), "--total-timesteps", "400")
+    runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and runs[0].split("-")[-1] == runs[1].split("-")[-1], runs
