@@ -6,6 +6,7 @@ the script. A failure a user can fix raises ValueError with a one-line message; 
 import contextlib
 import dataclasses
 import itertools
+import json
 import mmap
 import os
 import random
@@ -19,6 +20,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 STATE_FILE = "training_state.cleanmarl"  # in the run directory, next to the TensorBoard events
+EVAL_FILE = "evaluations.jsonl"  # every evaluation's episodes, one JSON line per evaluation (cleanmarl.report reads it)
 # What --resume lets change: how the run is watched and how long it goes on. Every other flag is the saved run's.
 RESUME_MAY_CHANGE = {"resume", "total_timesteps", "checkpoint_every", "progress_bar", "device", "torch_threads"}
 
@@ -332,6 +334,19 @@ def resume_args(cli, args_class, state, run_dir):
     return args
 
 
+def record_evaluation(run_dir, step, returns, lengths, won=None):
+    """Append an evaluation's per-episode returns, lengths (and battle_won) at env step `step` to run_dir/EVAL_FILE: the
+    protocol's statistics need the episodes, not the TensorBoard mean (Gorsane et al., 2022). -> the mean return."""
+    record = dict(
+        step=int(step), time=time.time(), returns=[float(r) for r in returns], lengths=[int(n) for n in lengths]
+    )
+    if won is not None:
+        record["battle_won"] = [float(w) for w in won]
+    with open(os.path.join(run_dir, EVAL_FILE), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return float(np.mean(returns))
+
+
 def print_evaluation(returns, lengths, won):
     """--eval-only's summary line of evaluate()'s results."""
     summary = f"eval over {len(returns)} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
@@ -347,6 +362,11 @@ def start_run(args, resume=None):
     print(f"run directory: {run_dir} (tensorboard --logdir {os.path.dirname(run_dir)})", flush=True)
     wandb_run = args.use_wnb and start_wandb(args, os.path.basename(run_dir), resume and resume["wandb_id"]) or None
     writer = SummaryWriter(run_dir, purge_step=resume and resume["loop"][0] + 1)
+    if resume and os.path.exists(records := os.path.join(run_dir, EVAL_FILE)):  # the same purge for the records
+        with open(records) as f:
+            kept = [line for line in f if json.loads(line)["step"] <= resume["loop"][0]]
+        with open(records, "w") as f:
+            f.writelines(kept)
     if not resume:
         writer.add_text(
             "hyperparameters", "|param|value|\n|-|-|" + "".join(f"\n|{k}|{v}|" for k, v in vars(args).items())

@@ -576,7 +576,7 @@ if __name__ == "__main__":
         # EVAL
         if num_episodes % args.eval_steps == 0 or global_step >= args.total_timesteps:
             returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
-            eval_return = float(np.mean(returns))
+            eval_return = harness.record_evaluation(run_dir, global_step, returns, lengths, won)  # each episode's
             writer.add_scalar("eval/ep_reward", eval_return, global_step)
             writer.add_scalar("eval/std_ep_reward", np.std(returns), global_step)
             writer.add_scalar("eval/ep_length", np.mean(lengths), global_step)

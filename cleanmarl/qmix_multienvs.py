@@ -448,16 +448,14 @@ class VectorRollout:
         except WorkerError as e:  # the vector env has stopped its workers
             sys.exit(f"{PROG}: error: {e}")
         steps, ep_return, info, epsilon = self.finished.pop(0)
-        for k, v in steps.items():
-            episode[k][: len(v)] = v
+        episode.update(steps)  # its arrays, of its length
         return float(ep_return), len(steps["reward"]), info, float(epsilon)
 
     def state_dict(self):
         """For --resume: each env's episode under way (steps, start's random state), those ended; a step sent is taken in."""
         if self.actions is not None:
             self.collect()
-        state = {k: v for k, v in vars(self).items() if k not in ("envs", "rng", "acting")}
-        return state | {"starts": self.envs.start_states()}
+        return {k: v for k, v in vars(self).items() if k not in ("envs", "rng", "acting")} | {"starts": self.envs.start_states()}  # fmt: skip
 
     def load_state_dict(self, saved):
         """Each env replays its episode under way from its saved random state: every env is where it was (docs)."""
@@ -500,12 +498,14 @@ def log_evaluation(writer, step, eval_envs):
         returns, lengths, infos = zip(*eval_envs.play_wait(), strict=True)
     except WorkerError as e:  # the vector env has stopped its workers
         sys.exit(f"{PROG}: error: {e}")
-    writer.add_scalar("eval/ep_reward", float(np.mean(returns)), step)
+    won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
+    eval_return = harness.record_evaluation(writer.log_dir, step, returns, lengths, won)  # each episode's
+    writer.add_scalar("eval/ep_reward", eval_return, step)
     writer.add_scalar("eval/std_ep_reward", np.std(returns), step)
     writer.add_scalar("eval/ep_length", np.mean(lengths), step)
-    if "battle_won" in infos[0]:
-        writer.add_scalar("eval/battle_won", np.mean([info["battle_won"] for info in infos]), step)
-    return float(np.mean(returns))
+    if won is not None:
+        writer.add_scalar("eval/battle_won", np.mean(won), step)
+    return eval_return
 
 
 if __name__ == "__main__":

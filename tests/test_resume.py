@@ -2,6 +2,7 @@
 then resumed, logs every loss and evaluation that the same run logs without the interruption, at the same steps. And
 what is wrong with a --resume is said in one line, with nothing in the run directory changed."""
 
+import json
 import os
 import random
 import signal
@@ -26,12 +27,15 @@ def flags(script):
 
 
 def logs(run_dir):
-    """tag -> [(step, value)] as TensorBoard shows them (a resumed run's purge applied)."""
+    """tag -> [(step, value)] as TensorBoard shows them (a resumed run's purge applied), and the evaluation records."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in TAGS if tag in events.Tags()["scalars"]}
+    logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in TAGS if tag in events.Tags()["scalars"]}
+    with open(run_dir / harness.EVAL_FILE) as f:  # each evaluation's episodes, as recorded for cleanmarl.report
+        records = [json.loads(line) for line in f]
+    return logged | {"records": [(r["step"], r["returns"], r["lengths"]) for r in records]}
 
 
 REFERENCE = {}

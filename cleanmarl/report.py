@@ -1,0 +1,223 @@
+"""The report of a sweep (docs/benchmarks.md): curves with bootstrap CIs over seeds, an aggregate over envs with rliable,
+a table, and marl-eval's JSON layout, from each run's evaluation records (evaluations.jsonl).
+
+    python -m cleanmarl.report sweeps/lambda              # writes sweeps/lambda/report/: report.md, *.png, *.csv, *.json
+
+Per env: the greedy evaluation return (or battle_won, --metric) against env steps and against wall time (from the first
+evaluation on), the
+mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples), one line per script and flag set.
+Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
+final score of any run on that env, then the interquartile mean (IQM) with stratified bootstrap CIs, the probability
+of improvement between every two lines, and performance profiles (rliable: Agarwal et al., 2021), over the seeds
+actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), env steps, wall time, steps/s.
+"""
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cleanmarl.harness import EVAL_FILE
+
+REPS = 2000
+
+
+def load(sweep_dir):
+    """Every run of a sweep -> list of dicts: env, line (script and flag set), seed, steps, times, scores, records."""
+    runs = []
+    for meta_path in sorted(Path(sweep_dir).glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        records = [json.loads(line) for path in meta_path.parent.glob(f"runs/*/{EVAL_FILE}") for line in open(path)]
+        if not records:
+            continue
+        records.sort(key=lambda r: r["step"])
+        done = meta_path.parent / "done"  # the run's wall time, written by the sweep when it finished
+        wall = float(done.read_text()) if done.exists() else records[-1]["time"] - records[0]["time"]
+        line = meta["script"].removesuffix(".py") + (f" {meta['flag_set']}" if meta["flag_set"].strip() else "")
+        runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=wall,
+                         steps=np.array([r["step"] for r in records]),
+                         times=np.array([r["time"] - records[0]["time"] for r in records])))  # fmt: skip
+    return runs
+
+
+def scores(run, metric):
+    key = "battle_won" if metric == "battle_won" else "returns"
+    return np.array([np.mean(r[key]) for r in run["records"]])
+
+
+def bootstrap_ci(values, reps=REPS, seed=0):
+    """Mean over the first axis (seeds) with its 95% percentile bootstrap CI: (mean, low, high), each [...]."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(reps, len(values)))
+    means = values[idx].mean(1)
+    return values.mean(0), np.percentile(means, 2.5, axis=0), np.percentile(means, 97.5, axis=0)
+
+
+def curves(runs, metric, x="steps", points=100):
+    """env -> line -> (grid, mean, low, high): each seed's evaluations interpolated on a common grid up to the shortest."""
+    out = defaultdict(dict)
+    groups = defaultdict(list)
+    for run in runs:
+        groups[run["env"], run["line"]].append(run)
+    for (env, line), members in groups.items():
+        end = min(run[x][-1] for run in members)
+        grid = np.linspace(min(run[x][0] for run in members), end, points)
+        values = [np.interp(grid, run[x], scores(run, metric)) for run in members]
+        out[env][line] = (grid, *bootstrap_ci(values))
+    return out
+
+
+def normalised_finals(runs, metric):
+    """line -> [seeds, envs] final scores normalised per env by the lowest and highest final score on it (rliable's
+    input); only seeds every env has for that line, so the matrix is full."""
+    finals = {(run["env"], run["line"], run["seed"]): scores(run, metric)[-1] for run in runs}
+    envs = sorted({env for env, _, _ in finals})
+    bounds = {env: (min(v for k, v in finals.items() if k[0] == env), max(v for k, v in finals.items() if k[0] == env))
+              for env in envs}  # fmt: skip
+    out = {}
+    for line in sorted({line for _, line, _ in finals}):
+        seeds = sorted(set.intersection(*({s for e, ln, s in finals if e == env and ln == line} for env in envs)))
+        low_high = [bounds[env] for env in envs]
+        out[line] = np.array([[(finals[env, line, s] - lo) / ((hi - lo) or 1.0) for env, (lo, hi) in zip(envs, low_high, strict=True)]
+                              for s in seeds])  # fmt: skip
+    return out, envs
+
+
+def aggregate(score_dict, reps=REPS, seed=0):
+    """IQM with stratified bootstrap 95% CIs (rliable) -> line -> (iqm, low, high)."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    state, _ = np.random.RandomState(seed), np.random.seed(seed)  # rliable's StratifiedBootstrap draws from numpy's
+    iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731  global generator, whatever random_state says
+    points, intervals = rly.get_interval_estimates(score_dict, iqm, reps=reps, random_state=state)
+    return {k: (float(points[k][0]), float(intervals[k][0, 0]), float(intervals[k][1, 0])) for k in score_dict}
+
+
+def improvement(score_dict, reps=REPS, seed=0):
+    """P(line X > line Y) for every ordered pair, with 95% CIs (rliable) -> {(x, y): (p, low, high)}."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    lines = sorted(score_dict)
+    pairs = {f"{x},{y}": (score_dict[x], score_dict[y]) for x in lines for y in lines if x != y}
+    state, _ = np.random.RandomState(seed), np.random.seed(seed)  # numpy's global generator too: see aggregate()
+    points, intervals = rly.get_interval_estimates(
+        pairs, metrics.probability_of_improvement, reps=reps, random_state=state
+    )
+    return {tuple(k.split(",")): tuple(float(np.ravel(v)[0]) for v in (points[k], *intervals[k])) for k in pairs}
+
+
+def marl_eval(runs, metric):
+    """marl-eval's JSON layout: {env family: {task: {algorithm: {run_i: {step_k: {step_count, return}, absolute_metrics}}}}}
+    (absolute_metrics: the last evaluation's episodes; no separate 10x re-evaluation here)."""
+    from cleanmarl.env import resolve_env_type
+
+    key = "win_rate" if metric == "battle_won" else "return"
+    out = defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+    for run in runs:
+        family, per_run = resolve_env_type(run["env"]), {}
+        for k, record in enumerate(run["records"]):
+            values = record["battle_won"] if metric == "battle_won" else record["returns"]
+            per_run[f"step_{k}"] = {"step_count": record["step"], key: values}
+        last = run["records"][-1]
+        per_run["absolute_metrics"] = {key: last["battle_won"] if metric == "battle_won" else last["returns"]}
+        out[family][run["env"]][run["line"]][f"run_{run['seed']}"] = per_run
+    return json.loads(json.dumps(out))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m cleanmarl.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--out", help="report directory (default: SWEEP_DIR/report)")
+    parser.add_argument("--metric", choices=["return", "battle_won"], default="return")
+    args = parser.parse_args(argv)
+    runs = load(args.sweep_dir)
+    if not runs:
+        sys.exit(f"report: error: no evaluation records ({EVAL_FILE}) under {args.sweep_dir}/*/runs/")
+    out = Path(args.out or Path(args.sweep_dir) / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rliable import plot_utils
+
+    md = [f"# Report: {args.sweep_dir}", "", f"{len(runs)} runs; metric: greedy evaluation {args.metric}.", ""]
+    for x, label in (("steps", "env steps"), ("times", "wall time (s)")):
+        for env, lines in curves(runs, args.metric, x).items():
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for line, (grid, mean, low, high) in sorted(lines.items()):
+                ax.plot(grid, mean, label=line)
+                ax.fill_between(grid, low, high, alpha=0.2)
+            ax.set(xlabel=label, ylabel=f"eval {args.metric}", title=f"{env} (mean over seeds, 95% bootstrap CI)")
+            ax.legend(fontsize=8)
+            name = f"curve_{'steps' if x == 'steps' else 'time'}_{env.replace(':', '_')}.png"
+            fig.tight_layout()
+            fig.savefig(out / name, dpi=100)
+            plt.close(fig)
+            md += [f"![{env} vs {label}]({name})", ""]
+    rows = []
+    groups = defaultdict(list)
+    for run in runs:
+        groups[run["env"], run["line"]].append(run)
+    for (env, line), members in sorted(groups.items()):
+        final = bootstrap_ci([scores(r, args.metric)[-1] for r in members])
+        best = bootstrap_ci([scores(r, args.metric).max() for r in members])
+        steps, wall = np.mean([r["steps"][-1] for r in members]), np.mean([r["wall"] for r in members])
+        rows.append(dict(env=env, line=line, seeds=len(members), final=final[0], final_low=final[1],
+                         final_high=final[2], best=best[0], best_low=best[1], best_high=best[2], env_steps=steps,
+                         wall_time_s=wall, steps_per_s=steps / wall if wall else float("nan")))  # fmt: skip
+    with open(out / "table.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    md += ["| env | script and flags | seeds | final (95% CI) | best (95% CI) | env steps | wall time | steps/s |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        md.append(f"| {r['env']} | {r['line']} | {r['seeds']} | {r['final']:.3g} ({r['final_low']:.3g}, "
+                  f"{r['final_high']:.3g}) | {r['best']:.3g} ({r['best_low']:.3g}, {r['best_high']:.3g}) | "
+                  f"{r['env_steps']:,.0f} | {r['wall_time_s'] / 60:.1f} min | {r['steps_per_s']:,.0f} |")  # fmt: skip
+    score_dict, envs = normalised_finals(runs, args.metric)
+    if len(score_dict) > 1 and all(len(v) for v in score_dict.values()):
+        iqm = aggregate(score_dict)
+        md += ["", f"Aggregate over {', '.join(envs)} (final scores normalised per env to [0, 1]):", "",
+               "| script and flags | IQM (95% stratified bootstrap CI) |", "|---|---|"]  # fmt: skip
+        md += [f"| {line} | {p:.3f} ({lo:.3f}, {hi:.3f}) |" for line, (p, lo, hi) in sorted(iqm.items())]
+        md += ["", "| P(X > Y) | X | Y |", "|---|---|---|"]
+        md += [
+            f"| {p:.2f} ({lo:.2f}, {hi:.2f}) | {x} | {y} |" for (x, y), (p, lo, hi) in improvement(score_dict).items()
+        ]
+        thresholds = np.linspace(0.0, 1.0, 81)
+        profiles, cis = rly_profiles(score_dict, thresholds)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        plot_utils.plot_performance_profiles(profiles, thresholds, performance_profile_cis=cis, ax=ax,
+                                             xlabel=r"normalised score $\tau$")  # fmt: skip
+        ax.legend(list(profiles), fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "performance_profiles.png", dpi=100)
+        plt.close(fig)
+        md += ["", "![performance profiles](performance_profiles.png)"]
+    (out / "marl_eval.json").write_text(json.dumps(marl_eval(runs, args.metric)))
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    print(f"report: {out / 'report.md'} ({len(runs)} runs)")
+    return 0
+
+
+def rly_profiles(score_dict, thresholds, reps=REPS, seed=0):
+    """Performance profiles (the fraction of runs above each normalised score) with 95% CIs: rliable's
+    create_performance_profile, through get_interval_estimates, seeded as aggregate() is."""
+    from rliable import library as rly
+
+    state, _ = np.random.RandomState(seed), np.random.seed(seed)
+    profile = lambda scores: rly.score_distributions(scores, thresholds)  # noqa: E731
+    return rly.get_interval_estimates(score_dict, profile, reps=reps, random_state=state)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

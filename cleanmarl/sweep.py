@@ -1,0 +1,210 @@
+"""A grid of runs (scripts x envs x seeds x flag sets), each the script itself in a subprocess (docs/benchmarks.md).
+
+    python -m cleanmarl.sweep --scripts qmix qmix_lstm --envs Foraging-8x8-2p-2f-coop-v3 simple_spread_v3 \\
+        --seeds 1-5 --set "" "--td-lambda 0" --out sweeps/lambda -- --total-timesteps 300000
+
+Each combination runs in DIR/<script>__<env>__<set>__<seed>/ (its runs/ folder, log.txt, command.txt, meta.json
+with the flags, git commit and package versions; `done` once it finished). A failed run is reported with its last log
+line and the others go on; the sweep ends with a summary, exit status 1 if any failed. Running the same sweep again
+skips the finished runs and continues interrupted ones from their training state (--resume). Backends: local worker
+threads (default), Ray (--backend ray, a local instance or --ray-address), or none: --print lists the commands and
+--index I runs combination I alone (a slurm array: --index $SLURM_ARRAY_TASK_ID). No training code lives here.
+"""
+
+import argparse
+import concurrent.futures
+import importlib.metadata
+import itertools
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cleanmarl.harness import STATE_FILE
+
+ROOT = Path(__file__).resolve().parent
+PACKAGES = ("torch", "numpy", "gymnasium", "pettingzoo", "mpe2", "lbforaging", "smaclite", "tyro")
+
+
+@dataclass(frozen=True)
+class Run:
+    script: str
+    env: str
+    flag_set: str
+    seed: int
+    extra: tuple
+
+    @property
+    def name(self):
+        flags = re.sub(r"[^A-Za-z0-9.]+", "_", self.flag_set.strip()).strip("_") or "defaults"
+        return f"{self.script}__{self.env.replace(':', '_').replace('/', '_')}__{flags}__{self.seed}"
+
+    def command(self, resume=None):
+        """The script's command line; resume: a run directory (relative to the run's folder) to continue."""
+        script = str(ROOT / f"{self.script}.py")
+        if resume:  # the saved run's flags, but for its length, which a re-run may extend
+            total = [a for i, a in enumerate(self.extra) if self.extra[i - 1 : i] == ("--total-timesteps",)]
+            return [sys.executable, script, "--resume", resume, *(["--total-timesteps", *total] if total else [])]
+        flags = ["--env-name", self.env, *shlex.split(self.flag_set), "--seed", str(self.seed), *self.extra]
+        return [sys.executable, script, "--no-progress-bar", *flags]
+
+
+def parse_seeds(text):
+    """'1-5' -> [1..5]; '1,3,7' and '1 3 7' too."""
+    seeds = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        low, _, high = part.partition("-")
+        seeds += range(int(low), int(high or low) + 1)
+    return seeds
+
+
+def grid(args):
+    seeds = [s for text in args.seeds for s in parse_seeds(text)]
+    combos = itertools.product(args.scripts, args.envs, args.set or [""], seeds)
+    return [
+        Run(script.removesuffix(".py"), env, flag_set, seed, tuple(args.extra))
+        for script, env, flag_set, seed in combos
+    ]
+
+
+def versions():
+    found = {}
+    for package in PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def execute(run, out, threads):
+    """Run one combination in out/<name>/ (skipped when done; continued from its training state when interrupted).
+    -> (name, "done" | "skipped" | "failed: <last log line>", seconds)"""
+    folder = Path(out) / run.name
+    if (folder / "done").exists():
+        return run.name, "skipped", 0.0
+    folder.mkdir(parents=True, exist_ok=True)
+    states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
+    command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
+    meta = dict(script=f"{run.script}.py", env=run.env, flag_set=run.flag_set, seed=run.seed, extra=list(run.extra))
+    meta.update(command=command, git_commit=git_commit(), versions=versions(), resumed=bool(states))
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+    (folder / "command.txt").write_text(shlex.join(command) + "\n")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join([str(ROOT.parent), *sys.path])}
+    start = time.time()
+    with open(folder / "log.txt", "a") as log:
+        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.time() - start
+    if code == 0:
+        (folder / "done").write_text(f"{seconds:.1f}\n")
+        return run.name, "done", seconds
+    lines = (folder / "log.txt").read_text().strip().splitlines() or ["(no output)"]
+    return run.name, f"failed (exit {code}): {lines[-1]}", seconds
+
+
+def total_steps(run):
+    flags = list(run.extra) + shlex.split(run.flag_set)
+    return int(flags[flags.index("--total-timesteps") + 1]) if "--total-timesteps" in flags else 1_000_000
+
+
+def run_all(runs, args):
+    """Run every combination on the chosen backend, a progress bar over them; -> [(name, status, seconds)]."""
+    results, bar = [], tqdm(total=sum(map(total_steps, runs)), unit="step", desc=f"0/{len(runs)} runs", smoothing=0)
+    if args.backend == "ray":
+        try:
+            import ray
+        except ImportError:
+            sys.exit("sweep: error: --backend ray needs ray: pip install -e '.[sweep]'")
+        ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False)
+        task = ray.remote(num_cpus=args.threads, num_gpus=args.gpus)(execute)
+        pending = {task.remote(run, str(Path(args.out).resolve()), args.threads): run for run in runs}
+        while pending:
+            (ref,), _ = ray.wait(list(pending))
+            results.append(ray.get(ref))
+            bar.update(total_steps(pending.pop(ref)))
+            bar.set_description(f"{len(results)}/{len(runs)} runs")
+    else:
+        with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
+            futures = {pool.submit(execute, run, args.out, args.threads): run for run in runs}
+            for future in concurrent.futures.as_completed(futures):
+                results.append(future.result())  # execute() catches a run's failure: an exception here is a bug
+                bar.update(total_steps(futures[future]))
+                bar.set_description(f"{len(results)}/{len(runs)} runs")
+    bar.close()
+    return results
+
+
+OPTIONS = {"--scripts", "--envs", "--seeds", "--set", "--out", "--backend", "--threads", "--workers"}
+OPTIONS |= {"--ray-address", "--gpus", "--print", "--index", "--", "-h", "--help"}
+
+
+def take_flag_sets(argv):
+    """--set's values are flags themselves ("--no-last-action"), which argparse would read as options: take them out
+    here, up to the next option of the sweep's own. -> argv without them, the flag sets (None: no --set)"""
+    if "--set" not in argv[: argv.index("--") if "--" in argv else len(argv)]:
+        return argv, None
+    start = argv.index("--set")
+    end = next((i for i in range(start + 1, len(argv)) if argv[i].split("=")[0] in OPTIONS), len(argv))
+    return argv[:start] + argv[end:], argv[start + 1 : end]
+
+
+def main(argv=None):
+    argv, flag_sets = take_flag_sets(sys.argv[1:] if argv is None else list(argv))
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    parser = argparse.ArgumentParser(prog="python -m cleanmarl.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--scripts", nargs="+", default=["qmix"], help="qmix, qmix_lstm, qmix_memefficient, ...")
+    parser.add_argument("--envs", nargs="+", required=True, help="--env-name of each env")
+    parser.add_argument("--seeds", nargs="+", default=["1"], help="1-5, or 1 2 3")
+    parser.add_argument("--set", nargs="+", help='flag sets, each one quoted string ("" is the defaults), e.g. --set "" '
+                        '"--td-lambda 0" --no-last-action')  # fmt: skip
+    parser.add_argument("--out", required=True, help="sweep directory")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (and Ray CPUs) per run")
+    parser.add_argument("--workers", type=int, help="runs at once, local backend (default: cores / --threads)")
+    parser.add_argument("--ray-address", help="a running Ray cluster (default: start a local instance)")
+    parser.add_argument("--gpus", type=float, default=0, help="GPUs per run, Ray backend")
+    parser.add_argument("--print", action="store_true", help="print the commands, one per line, and exit")
+    parser.add_argument("--index", type=int, help="run combination INDEX only (0-based; a slurm array task)")
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    args.extra, args.set = extra, flag_sets
+    args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
+    unknown = [s for s in args.scripts if not (ROOT / f"{s.removesuffix('.py')}.py").exists()]
+    if unknown:
+        sys.exit(
+            f"sweep: error: no script {unknown[0]!r} in {ROOT} (qmix, qmix_lstm, qmix_memefficient, qmix_multienvs)"
+        )
+    runs = grid(args)
+    if args.print:
+        print("\n".join(f"cd {Path(args.out) / run.name} && {shlex.join(run.command())}" for run in runs))
+        return 0
+    if args.index is not None:
+        if not 0 <= args.index < len(runs):
+            sys.exit(f"sweep: error: --index {args.index} not in [0, {len(runs)})")
+        runs = [runs[args.index]]
+    results = run_all(runs, args)
+    failed = [(name, status) for name, status, _ in results if status.startswith("failed")]
+    done = sum(status == "done" for _, status, _ in results)
+    skipped = sum(status == "skipped" for _, status, _ in results)
+    print(f"sweep: {done} done, {skipped} skipped (finished before), {len(failed)} failed, of {len(runs)} runs")
+    for name, status in sorted(failed):
+        print(f"  {name}: {status}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

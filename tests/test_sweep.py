@@ -1,0 +1,113 @@
+"""python -m cleanmarl.sweep and python -m cleanmarl.report on tiny grids: records, failures, re-runs, Ray, the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cleanmarl import report, sweep
+
+LBF = "Foraging-8x8-2p-2f-coop-v3"
+TINY = ["--", "--total-timesteps", "300", "--batch-size", "4", "--eval-steps", "2"]
+
+
+def statuses(capsys):
+    out = capsys.readouterr().out
+    return out, out.strip().splitlines()
+
+
+def test_a_tiny_grid_runs_records_reports_and_skips_what_is_done(tmp_path, capsys):
+    """2 scripts x 2 seeds on LBF, and an env that does not exist: its runs fail, are reported with their last log
+    line, and the others finish; a second sweep skips the finished ones; the report reads them all."""
+    grid = ["--scripts", "qmix", "qmix_memefficient", "--envs", LBF, "no_such_env_v0", "--seeds", "1-2"]
+    code = sweep.main([*grid, "--out", str(tmp_path), "--workers", "2", *TINY])
+    out, lines = statuses(capsys)
+    assert code == 1 and "4 done, 0 skipped (finished before), 4 failed, of 8 runs" in out
+    failed = [line for line in lines if "no_such_env_v0" in line and "failed (exit 1)" in line]
+    assert len(failed) == 4 and all("error:" in line for line in failed)  # the script's own one-line error
+    for script in ("qmix", "qmix_memefficient"):
+        for seed in (1, 2):
+            folder = tmp_path / f"{script}__{LBF}__defaults__{seed}"
+            meta = json.loads((folder / "meta.json").read_text())
+            assert (folder / "done").exists() and meta["seed"] == seed and "torch" in meta["versions"]
+            assert meta["git_commit"] and f"--seed {seed}" in (folder / "command.txt").read_text()
+            (records,) = folder.glob("runs/*/evaluations.jsonl")
+            evaluations = [json.loads(line) for line in records.read_text().splitlines()]
+            assert len(evaluations) >= 3 and all(len(e["returns"]) == 5 for e in evaluations)
+    code = sweep.main([*grid, "--out", str(tmp_path), "--workers", "2", *TINY])
+    out, _ = statuses(capsys)
+    assert code == 1 and "0 done, 4 skipped (finished before), 4 failed" in out
+    assert report.main([str(tmp_path)]) == 0
+    made = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"report.md", "table.csv", "marl_eval.json", "performance_profiles.png"} <= made
+    assert f"curve_steps_{LBF}.png" in made and f"curve_time_{LBF}.png" in made
+    exported = json.loads((tmp_path / "report" / "marl_eval.json").read_text())
+    runs = exported["lbf"][LBF]["qmix"]
+    assert set(runs) == {"run_1", "run_2"} and runs["run_1"]["step_0"]["step_count"] > 0
+    # qmix_memefficient keeps qmix.py's arithmetic: the same seed evaluates to the same returns
+    assert runs == exported["lbf"][LBF]["qmix_memefficient"]
+
+
+def test_an_interrupted_run_is_continued_from_its_state(tmp_path, capsys):
+    """A run without its `done` mark (stopped, preempted) continues from its training state with --resume: a longer
+    --total-timesteps extends it."""
+    grid = ["--envs", LBF, "--out", str(tmp_path)]
+    assert sweep.main([*grid, *TINY]) == 0
+    (folder,) = tmp_path.iterdir()
+    (folder / "done").unlink()
+    assert sweep.main([*grid, *TINY[:2], "600", *TINY[3:]]) == 0
+    assert (
+        "--resume runs/" in (folder / "command.txt").read_text()
+        and json.loads((folder / "meta.json").read_text())["resumed"]
+    )
+    (records,) = folder.glob("runs/*/evaluations.jsonl")
+    steps = [json.loads(line)["step"] for line in records.read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] >= 600 and len(list(folder.glob("runs/*"))) == 1
+
+
+def test_print_and_index(tmp_path, capsys):
+    """--print lists every combination's command (flag sets with and without values); --index runs one of them."""
+    grid = ["--envs", LBF, "--seeds", "1-3", "--set", "", "--td-lambda 0", "--no-last-action", "--out", str(tmp_path)]
+    assert sweep.main([*grid, "--print", *TINY]) == 0
+    out, lines = statuses(capsys)
+    assert len(lines) == 9 and all("--total-timesteps 300" in line for line in lines)
+    assert sum("--td-lambda 0" in line for line in lines) == sum("--no-last-action" in line for line in lines) == 3
+    assert sweep.main([*grid, "--index", "4", *TINY]) == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name == f"qmix__{LBF}__td-lambda_0__2".replace("td-lambda", "td_lambda")
+    with pytest.raises(SystemExit, match="--index 9 not in"):
+        sweep.main([*grid, "--index", "9", *TINY])
+
+
+def test_ray_backend(tmp_path, capsys):
+    """The same grid through a local Ray instance: each run a Ray task of --threads CPUs."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        code = sweep.main(["--envs", LBF, "--seeds", "1-2", "--out", str(tmp_path), "--backend", "ray", *TINY])
+    finally:
+        ray.shutdown()
+    out, _ = statuses(capsys)
+    assert code == 0 and "2 done, 0 skipped (finished before), 0 failed, of 2 runs" in out
+    assert len(list(tmp_path.glob("*/runs/*/evaluations.jsonl"))) == 2
+
+
+def test_the_reports_iqm_and_improvement_are_rliables():
+    """On synthetic scores, the report's aggregate equals rliable called directly with the same random state."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.random((5, 3)), "b": rng.random((5, 3)) + 0.2}
+    iqm = report.aggregate(scores, reps=500, seed=4)
+    np.random.seed(4)  # rliable's stratified bootstrap draws from numpy's global generator, not from random_state
+    points, intervals = rly.get_interval_estimates(
+        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=500, random_state=np.random.RandomState(4)
+    )
+    for line in scores:
+        assert iqm[line] == (points[line][0], intervals[line][0, 0], intervals[line][1, 0])
+        assert iqm[line][0] == pytest.approx(metrics.aggregate_iqm(scores[line]))
+    better = report.improvement(scores, reps=500, seed=4)
+    assert better["b", "a"][0] == pytest.approx(metrics.probability_of_improvement(scores["b"], scores["a"]))
+    mean, low, high = report.bootstrap_ci(scores["a"][:, 0])
+    assert low <= mean <= high and mean == pytest.approx(scores["a"][:, 0].mean())
