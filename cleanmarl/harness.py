@@ -357,6 +357,8 @@ def start_run(args, resume=None):
     """The run directory (runs/{env_name}__{exp_name}__{seed}__{unix time}, or the resumed run's), W&B when asked, and
     the TensorBoard writer. A resumed run writes on in its own TensorBoard and W&B runs: what was logged after its saved
     state is purged, not doubled (SummaryWriter's purge_step). -> run_dir, writer, wandb_run (or None)"""
+    if args.use_wnb and not wandb_importable():  # before a run directory is made for nothing
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: --use-wnb needs wandb: pip install wandb")
     run_name = f"{args.env_name.replace(':', '_').replace('/', '_')}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.normpath(args.resume) if resume else make_run_dir(run_name)
     print(f"run directory: {run_dir} (tensorboard --logdir {os.path.dirname(run_dir)})", flush=True)
@@ -392,11 +394,18 @@ def end_run(envs, progress, saver, model_path):
         print(f"model saved to {model_path}")
 
 
+def wandb_importable():
+    """Whether `import wandb` works (an import, not find_spec: a broken install counts as missing)."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def start_wandb(args, run_name, run_id=None):
     """wandb.init syncing the TensorBoard logs; run_id (a resumed run's) continues that W&B run. -> the W&B run."""
-    try:
-        import wandb
-    except ImportError:
-        raise ValueError("--use-wnb needs wandb: pip install wandb") from None
+    import wandb
+
     return wandb.init(project=args.wnb_project or None, entity=args.wnb_entity or None, sync_tensorboard=True,
                       config=vars(args), name=run_name, save_code=True, id=run_id, resume=run_id and "allow")  # fmt: skip

@@ -191,11 +191,16 @@ def test_unusable_device_gives_one_error_line(tmp_path):
     assert proc.returncode != 0 and len(lines) == 1 and "--device" in lines[0], proc.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="checks the error without wandb")
-def test_use_wnb_without_wandb_gives_one_error_line(tmp_path):
-    proc = run(tmp_path, *LBF, "--use-wnb", "--total-timesteps", "10", check=False)
+# Runs a script as if wandb were not installed (None in sys.modules makes `import wandb` raise ImportError).
+WITHOUT_WANDB = "import runpy, sys; sys.modules['wandb'] = None; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_use_wnb_without_wandb_gives_one_error_line(tmp_path, script):
+    proc = run(tmp_path, *LBF, "--use-wnb", "--total-timesteps", "10", check=False, script=script, code=WITHOUT_WANDB)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and "pip install wandb" in lines[0], proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run directory made
 
 
 def test_a_checkpoint_for_other_env_inputs_is_one_line_naming_the_shapes(tmp_path):
