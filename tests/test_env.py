@@ -887,6 +887,24 @@ def test_random_state_on_a_fresh_env_gives_the_same_episodes(case, tmp_path):
             assert not trajectories_equal(run_episode(partial, random_policy, max_steps=max_steps), expected)
 
 
+def test_lbf_random_state_carries_where_the_players_stand(tmp_path):
+    """LBF's reset() keeps each player off the cells the players stood on when the last episode ended, so an episode's
+    start depends on them: random_state carries the positions. On a crowded 5x5 grid with 4 players, each of 30
+    episode boundaries handed to a fresh env gives the same next episode; without the positions some differ."""
+    pytest.importorskip("lbforaging", reason="needs lbforaging")
+    env = make_env("lbf", "Foraging-5x5-4p-1f-coop-v3", seed=3, time_limit=5)
+    differed = 0
+    for _ in range(30):
+        state = saved_and_loaded(env.random_state, tmp_path / "random_state.pt")
+        restored, unplaced = (make_env("lbf", "Foraging-5x5-4p-1f-coop-v3", seed=3, time_limit=5) for _ in range(2))
+        restored.random_state = state
+        unplaced.random_state = {**state, "positions": [None] * 4}
+        expected = run_episode(env, random_policy)
+        assert_same_trajectory(run_episode(restored, random_policy), expected)
+        differed += not trajectories_equal(run_episode(unplaced, random_policy), expected)
+    assert differed > 0
+
+
 def test_random_state_before_the_first_reset_keeps_the_seed(case, tmp_path):
     """Taken before any episode, random_state carries make_env's seed: the fresh env's first reset seeds with it,
     and a generator the fresh env has not made yet is made from the saved state."""

@@ -72,5 +72,18 @@ class LBFEnv(MultiAgentEnv):
         rewards = np.asarray(rewards, dtype=np.float32)
         return obs, obs.reshape(-1), self._avail_actions(), rewards, terminated, truncated, info
 
+    @property
+    def random_state(self):
+        """MultiAgentEnv.random_state and the players' positions: LBF's reset() places each player on a cell that is
+        free of the players' previous positions too, so an episode's start depends on where the last one ended."""
+        positions = [None if p.position is None else [int(x) for x in p.position] for p in self._env.players]
+        return {**MultiAgentEnv.random_state.fget(self), "positions": positions}
+
+    @random_state.setter
+    def random_state(self, state):
+        MultiAgentEnv.random_state.fset(self, state)
+        for player, position in zip(self._env.players, state["positions"], strict=True):
+            player.position = None if position is None else tuple(position)
+
     def close(self):
         self._env.close()
