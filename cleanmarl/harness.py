@@ -10,6 +10,7 @@ import json
 import mmap
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 STATE_FILE = "training_state.cleanmarl"  # in the run directory, next to the TensorBoard events
 EVAL_FILE = "evaluations.jsonl"  # every evaluation's episodes, one JSON line per evaluation (cleanmarl.report reads it)
+MODELS_FILE = "models.json"  # --save-model's latest checkpoint (its step) and best one (its step and evaluation score)
 # What --resume lets change: how the run is watched and how long it goes on. Every other flag is the saved run's.
 RESUME_MAY_CHANGE = {"resume", "total_timesteps", "checkpoint_every", "progress_bar", "device", "torch_threads"}
 
@@ -143,12 +145,68 @@ def atomic_save(obj, path):
     return True
 
 
-def save_model(path, networks, args, reward_scale):
-    """--save-model's checkpoint: the networks' state dicts (name -> network), the flags, and the reward scale that
-    turns the mixer's Q_tot into reward units (Q_tot * reward_scale). Atomic (atomic_save)."""
+def save_model(path, networks, args, reward_scale, step=None):
+    """--save-model's checkpoint: the networks' state dicts (name -> network), the flags, the reward scale that turns
+    the mixer's Q_tot into reward units (Q_tot * reward_scale) and the env step. Atomic (atomic_save). With a step, the
+    run directory's models.json names it the latest, and keep_best() may copy it as the best. -> whether it was saved"""
     checkpoint = {name: network.state_dict() for name, network in networks.items()}
-    checkpoint["args"], checkpoint["reward_scale"] = vars(args), reward_scale
-    return atomic_save(checkpoint, path)
+    checkpoint["args"], checkpoint["reward_scale"], checkpoint["step"] = vars(args), reward_scale, step
+    if not atomic_save(checkpoint, path):
+        return False
+    if step is not None:
+        run_dir, latest = os.path.dirname(path) or ".", dict(path=os.path.basename(path), step=int(step))
+        write_json(
+            read_json(os.path.join(run_dir, MODELS_FILE)) | {"latest": latest}, os.path.join(run_dir, MODELS_FILE)
+        )
+        keep_best(run_dir)
+    return True
+
+
+def read_json(path):
+    """The JSON object in path; {} when there is none."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
+def write_json(obj, path):
+    """json.dump to path.tmp, then renamed over path (atomic: a kill mid-write keeps the previous file)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def evaluation_score(record):
+    """An evaluation's score for choosing the best model: the win rate where the env reports battles, else the mean
+    return. -> (score, metric name)"""
+    if "battle_won" in record:
+        return float(np.mean(record["battle_won"])), "battle_won"
+    return float(np.mean(record["returns"])), "return"
+
+
+def keep_best(run_dir):
+    """Keep best/<exp>.cleanmarl_model: a copy of the latest checkpoint when its evaluation scores at least as high as
+    every earlier one's (the later of equals: more training behind it). It is the checkpoint that the protocol's
+    absolute metric re-evaluates with 10x the episodes (Gorsane et al., 2022; cleanmarl.sweep --absolute), not a
+    running maximum of noisy evaluations. Called after each save and each recorded evaluation, as either may come
+    second (qmix_multienvs saves when its evaluation starts and records it when it ends)."""
+    models = read_json(os.path.join(run_dir, MODELS_FILE))
+    latest, best = models.get("latest"), models.get("best")
+    if not latest or (best and best["step"] >= latest["step"]):
+        return
+    with contextlib.suppress(FileNotFoundError), open(os.path.join(run_dir, EVAL_FILE)) as f:
+        record = next((r for r in map(json.loads, f) if r["step"] == latest["step"]), None)
+        if record is None or (best and evaluation_score(record)[0] < best["score"]):
+            return
+        score, metric = evaluation_score(record)
+        name = os.path.join("best", latest["path"])  # best/qmix.cleanmarl_model: a folder keeps names and globs apart
+        os.makedirs(os.path.join(run_dir, "best"), exist_ok=True)
+        shutil.copyfile(os.path.join(run_dir, latest["path"]), os.path.join(run_dir, name + ".tmp"))
+        os.replace(os.path.join(run_dir, name + ".tmp"), os.path.join(run_dir, name))
+        best = dict(path=name, step=latest["step"], score=score, metric=metric)
+        write_json(models | {"best": best}, os.path.join(run_dir, MODELS_FILE))
 
 
 def load_checkpoint(path, flags, networks):
@@ -344,13 +402,21 @@ def record_evaluation(run_dir, step, returns, lengths, won=None):
         record["battle_won"] = [float(w) for w in won]
     with open(os.path.join(run_dir, EVAL_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")
+    keep_best(run_dir)
     return float(np.mean(returns))
 
 
-def print_evaluation(returns, lengths, won):
-    """--eval-only's summary line of evaluate()'s results."""
+def print_evaluation(checkpoint, returns, lengths, won):
+    """--eval-only's summary line of evaluate()'s results; its episodes are also written next to the checkpoint, in
+    <checkpoint name>.eval.json (best/qmix.eval.json: the absolute metric of a best checkpoint: keep_best, cleanmarl.report)."""
     summary = f"eval over {len(returns)} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
     print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
+    record = dict(checkpoint=os.path.basename(checkpoint), returns=[float(r) for r in returns],
+                  lengths=[int(n) for n in lengths]) | ({"battle_won": [float(w) for w in won]} if won else {})  # fmt: skip
+    try:
+        write_json(record, checkpoint.removesuffix(".cleanmarl_model") + ".eval.json")
+    except OSError as e:  # a read-only folder: the line above is the result
+        print(f"{os.path.basename(sys.argv[0])}: warning: could not write the episodes next to {checkpoint} ({e})")
 
 
 def start_run(args, resume=None):

@@ -485,7 +485,7 @@ if __name__ == "__main__":
     except ValueError as e:  # EnvError is one
         sys.exit(f"{PROG}: error: {e}")
     if args.eval_only:
-        sys.exit(harness.print_evaluation(*evaluate(eval_env, q_network, args.num_eval_ep)))
+        sys.exit(harness.print_evaluation(args.load_model, *evaluate(eval_env, q_network, args.num_eval_ep)))
 
     # Only real steps cost memory: the worst case (every episode at the limit) is said, and warned about.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
@@ -583,7 +583,7 @@ if __name__ == "__main__":
             if won is not None:
                 writer.add_scalar("eval/battle_won", np.mean(won), global_step)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
-                harness.save_model(model_path, nets, args, reward_scale=scale or 1.0)  # Q_tot * scale: reward units
+                harness.save_model(model_path, nets, args, scale or 1.0, global_step)  # Q_tot * scale: reward units
 
         # SAVE: the training state (--resume) every --checkpoint-every minutes, at the end, and after a stop signal
         if saver.due(end=global_step >= args.total_timesteps):

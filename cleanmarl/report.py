@@ -9,7 +9,10 @@ mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples), 
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
 final score of any run on that env, then the interquartile mean (IQM) with stratified bootstrap CIs, the probability
 of improvement between every two lines, and performance profiles (rliable: Agarwal et al., 2021), over the seeds
-actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), env steps, wall time, steps/s.
+actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the absolute metric where the
+sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
+--threshold X the env steps to X (the first evaluation at which the mean over it and the --window - 1 before it
+reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time, steps/s.
 """
 
 import argparse
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanmarl.harness import EVAL_FILE
+from cleanmarl.harness import EVAL_FILE, MODELS_FILE
 
 REPS = 2000
 
@@ -39,9 +42,30 @@ def load(sweep_dir):
         wall = float(done.read_text()) if done.exists() else records[-1]["time"] - records[0]["time"]
         line = meta["script"].removesuffix(".py") + (f" {meta['flag_set']}" if meta["flag_set"].strip() else "")
         runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=wall,
+                         absolute=reevaluation(meta_path.parent),
                          steps=np.array([r["step"] for r in records]),
                          times=np.array([r["time"] - records[0]["time"] for r in records])))  # fmt: skip
     return runs
+
+
+def reevaluation(folder):
+    """The absolute metric's record of a run (its best checkpoint's --eval-only episodes), or None."""
+    for models in sorted(Path(folder).glob(f"runs/*/{MODELS_FILE}")):
+        best = json.loads(models.read_text()).get("best")
+        found = best and models.parent / best["path"].replace(".cleanmarl_model", ".eval.json")
+        if found and found.exists():
+            return json.loads(found.read_text())
+    return None
+
+
+def steps_to(run, metric, threshold, window):
+    """The env step of the first evaluation at which the mean score over it and the window - 1 before it reaches
+    threshold, or None."""
+    values = scores(run, metric)
+    for k in range(window - 1, len(values)):
+        if values[k - window + 1 : k + 1].mean() >= threshold:
+            return int(run["steps"][k])
+    return None
 
 
 def scores(run, metric):
@@ -115,7 +139,8 @@ def improvement(score_dict, reps=REPS, seed=0):
 
 def marl_eval(runs, metric):
     """marl-eval's JSON layout: {env family: {task: {algorithm: {run_i: {step_k: {step_count, return}, absolute_metrics}}}}}
-    (absolute_metrics: the last evaluation's episodes; no separate 10x re-evaluation here)."""
+    (absolute_metrics: the best checkpoint's re-evaluation where the sweep ran it with --absolute, else the last
+    evaluation's episodes)."""
     from cleanmarl.env import resolve_env_type
 
     key = "win_rate" if metric == "battle_won" else "return"
@@ -125,7 +150,7 @@ def marl_eval(runs, metric):
         for k, record in enumerate(run["records"]):
             values = record["battle_won"] if metric == "battle_won" else record["returns"]
             per_run[f"step_{k}"] = {"step_count": record["step"], key: values}
-        last = run["records"][-1]
+        last = run["absolute"] or run["records"][-1]  # the re-evaluation where the sweep ran it
         per_run["absolute_metrics"] = {key: last["battle_won"] if metric == "battle_won" else last["returns"]}
         out[family][run["env"]][run["line"]][f"run_{run['seed']}"] = per_run
     return json.loads(json.dumps(out))
@@ -136,6 +161,8 @@ def main(argv=None):
     parser.add_argument("sweep_dir")
     parser.add_argument("--out", help="report directory (default: SWEEP_DIR/report)")
     parser.add_argument("--metric", choices=["return", "battle_won"], default="return")
+    parser.add_argument("--threshold", type=float, help="add the env steps each run took to reach this score")
+    parser.add_argument("--window", type=int, default=10, help="evaluations averaged by --threshold")
     args = parser.parse_args(argv)
     runs = load(args.sweep_dir)
     if not runs:
@@ -169,20 +196,31 @@ def main(argv=None):
     for (env, line), members in sorted(groups.items()):
         final = bootstrap_ci([scores(r, args.metric)[-1] for r in members])
         best = bootstrap_ci([scores(r, args.metric).max() for r in members])
+        absolute = [np.mean(a[key(args.metric)]) for r in members if (a := r["absolute"])]
+        absolute = bootstrap_ci(absolute) if len(absolute) == len(members) else (np.nan,) * 3  # every seed, or none
+        if args.threshold is not None:
+            to = [s for r in members if (s := steps_to(r, args.metric, args.threshold, args.window)) is not None]
+            to_ci = bootstrap_ci(to) if to else (np.nan,) * 3
         steps, wall = np.mean([r["steps"][-1] for r in members]), np.mean([r["wall"] for r in members])
         rows.append(dict(env=env, line=line, seeds=len(members), final=final[0], final_low=final[1],
-                         final_high=final[2], best=best[0], best_low=best[1], best_high=best[2], env_steps=steps,
-                         wall_time_s=wall, steps_per_s=steps / wall if wall else float("nan")))  # fmt: skip
+                         final_high=final[2], best=best[0], best_low=best[1], best_high=best[2], absolute=absolute[0],
+                         absolute_low=absolute[1], absolute_high=absolute[2], env_steps=steps, wall_time_s=wall,
+                         steps_per_s=steps / wall if wall else float("nan")))  # fmt: skip
+        if args.threshold is not None:
+            rows[-1] |= dict(steps_to=to_ci[0], steps_to_low=to_ci[1], steps_to_high=to_ci[2], reached=len(to))
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    md += ["| env | script and flags | seeds | final (95% CI) | best (95% CI) | env steps | wall time | steps/s |",
-           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    has_absolute, to = any(np.isfinite(r["absolute"]) for r in rows), args.threshold
+    md += ["| env | script and flags | seeds | final (95% CI) | best (95% CI) | "
+           + ("absolute (95% CI) | " if has_absolute else "") + (f"steps to {to:g} (95% CI) | " if to is not None else "")
+           + "env steps | wall time | steps/s |", "|---" * (8 + has_absolute + (to is not None)) + "|"]  # fmt: skip
     for r in rows:
-        md.append(f"| {r['env']} | {r['line']} | {r['seeds']} | {r['final']:.3g} ({r['final_low']:.3g}, "
-                  f"{r['final_high']:.3g}) | {r['best']:.3g} ({r['best_low']:.3g}, {r['best_high']:.3g}) | "
-                  f"{r['env_steps']:,.0f} | {r['wall_time_s'] / 60:.1f} min | {r['steps_per_s']:,.0f} |")  # fmt: skip
+        absolute = f"{ci(r, 'absolute')} | " if has_absolute else ""
+        steps_to_x = f"{ci(r, 'steps_to', ',.0f')} ({r['reached']}/{r['seeds']}) | " if to is not None else ""
+        md.append(f"| {r['env']} | {r['line']} | {r['seeds']} | {ci(r, 'final')} | {ci(r, 'best')} | {absolute}"
+                  f"{steps_to_x}{r['env_steps']:,.0f} | {r['wall_time_s'] / 60:.1f} min | {r['steps_per_s']:,.0f} |")  # fmt: skip
     score_dict, envs = normalised_finals(runs, args.metric)
     if len(score_dict) > 1 and all(len(v) for v in score_dict.values()):
         iqm = aggregate(score_dict)
@@ -207,6 +245,17 @@ def main(argv=None):
     (out / "report.md").write_text("\n".join(md) + "\n")
     print(f"report: {out / 'report.md'} ({len(runs)} runs)")
     return 0
+
+
+def key(metric):
+    return "battle_won" if metric == "battle_won" else "returns"
+
+
+def ci(row, name, spec=".3g"):
+    """A table cell: mean (low, high), or - where there is none."""
+    if not np.isfinite(row[name]):
+        return "-"
+    return f"{row[name]:{spec}} ({row[name + '_low']:{spec}}, {row[name + '_high']:{spec}})"
 
 
 def rly_profiles(score_dict, thresholds, reps=REPS, seed=0):

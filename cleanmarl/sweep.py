@@ -9,27 +9,36 @@ line and the others go on; the sweep ends with a summary, exit status 1 if any f
 skips the finished runs and continues interrupted ones from their training state (--resume). Backends: local worker
 threads (default), Ray (--backend ray, a local instance or --ray-address), or none: --print lists the commands and
 --index I runs combination I alone (a slurm array: --index $SLURM_ARRAY_TASK_ID). No training code lives here.
+
+--stop-at X stops a run (SIGTERM: it saves its state and ends) once the mean score of its last --stop-window
+evaluations reaches X (win rate where the env reports battles, else return); it counts as finished. --absolute K
+re-evaluates each finished run's best checkpoint (--save-model keeps it) with K times its evaluation episodes: the
+absolute metric of Gorsane et al. (2022), which cleanmarl.report puts in its table.
 """
 
 import argparse
 import concurrent.futures
+import contextlib
 import importlib.metadata
 import itertools
 import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from cleanmarl.harness import STATE_FILE
+from cleanmarl.harness import EVAL_FILE, MODELS_FILE, STATE_FILE, evaluation_score
 
 ROOT = Path(__file__).resolve().parent
+POLL_SECONDS = 5  # how often a run's evaluations are read (--stop-at, the progress bar)
 PACKAGES = ("torch", "numpy", "gymnasium", "pettingzoo", "mpe2", "lbforaging", "smaclite", "tyro")
 
 
@@ -68,10 +77,8 @@ def parse_seeds(text):
 def grid(args):
     seeds = [s for text in args.seeds for s in parse_seeds(text)]
     combos = itertools.product(args.scripts, args.envs, args.set or [""], seeds)
-    return [
-        Run(script.removesuffix(".py"), env, flag_set, seed, tuple(args.extra))
-        for script, env, flag_set, seed in combos
-    ]
+    extra = tuple(args.extra) + (("--save-model",) if args.absolute and "--save-model" not in args.extra else ())
+    return [Run(script.removesuffix(".py"), env, flag_set, seed, extra) for script, env, flag_set, seed in combos]
 
 
 def versions():
@@ -92,12 +99,42 @@ def git_commit():
         return None
 
 
-def execute(run, out, threads):
-    """Run one combination in out/<name>/ (skipped when done; continued from its training state when interrupted).
-    -> (name, "done" | "skipped" | "failed: <last log line>", seconds)"""
+def evaluations(folder):
+    """The evaluation records of the run in a combination's folder (its evaluations.jsonl), oldest first."""
+    found = sorted(Path(folder).glob(f"runs/*/{EVAL_FILE}"))
+    return [json.loads(line) for line in found[-1].read_text().splitlines() if line.strip()] if found else []
+
+
+def reached(records, stop_at, window):
+    """Whether the mean score of the last `window` evaluations reaches stop_at (harness.evaluation_score)."""
+    return len(records) >= window and np.mean([evaluation_score(r)[0] for r in records[-window:]]) >= stop_at
+
+
+def absolute_command(run, folder, factor):
+    """The --eval-only command that re-evaluates the run's best checkpoint with factor x its evaluation episodes, the
+    result landing next to it (best/<exp>.eval.json); None when that is done or there is no best checkpoint."""
+    found = sorted(Path(folder).glob(f"runs/*/{MODELS_FILE}"))
+    best = json.loads(found[-1].read_text()).get("best") if found else None
+    if not best or not (records := evaluations(folder)):
+        return None
+    checkpoint = (found[-1].parent / best["path"]).relative_to(folder)
+    if (folder / str(checkpoint).replace(".cleanmarl_model", ".eval.json")).exists():
+        return None
+    episodes = factor * len(records[-1]["returns"])
+    script = str(ROOT / f"{run.script}.py")
+    return [sys.executable, script, "--no-progress-bar", "--eval-only", "--load-model", str(checkpoint),
+            "--num-eval-ep", str(episodes)]  # fmt: skip
+
+
+def execute(run, out, threads, stop_at=None, window=10, absolute=0):
+    """Run one combination in out/<name>/ (skipped when done; continued from its training state when interrupted),
+    stopped early once it reaches stop_at, and its best checkpoint re-evaluated when absolute (a factor) is given.
+    -> (name, "done" | "stopped at step N" | "skipped" | "failed: <last log line>", seconds)"""
     folder = Path(out) / run.name
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join([str(ROOT.parent), *sys.path])}
     if (folder / "done").exists():
-        return run.name, "skipped", 0.0
+        command = absolute and absolute_command(run, folder, absolute)
+        return (run.name, "skipped", 0.0) if not command else reevaluate(run, folder, command, env, "done", 0.0)
     folder.mkdir(parents=True, exist_ok=True)
     states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
     command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
@@ -105,16 +142,44 @@ def execute(run, out, threads):
     meta.update(command=command, git_commit=git_commit(), versions=versions(), resumed=bool(states))
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "command.txt").write_text(shlex.join(command) + "\n")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join([str(ROOT.parent), *sys.path])}
-    start = time.time()
+    start, status = time.time(), "done"
     with open(folder / "log.txt", "a") as log:
-        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        proc = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=POLL_SECONDS)
+            if (
+                proc.returncode is None
+                and stop_at is not None
+                and reached(records := evaluations(folder), stop_at, window)
+            ):
+                status = f"stopped at step {records[-1]['step']}"  # the script saves its state on SIGTERM and ends
+                log.write(f"sweep: {status}: the last {window} evaluations average >= {stop_at}\n")
+                log.flush()
+                proc.send_signal(signal.SIGTERM)
+                proc.wait()
     seconds = time.time() - start
-    if code == 0:
+    if proc.returncode == 0 or status != "done":
         (folder / "done").write_text(f"{seconds:.1f}\n")
-        return run.name, "done", seconds
+        command = absolute and absolute_command(run, folder, absolute)
+        return (run.name, status, seconds) if not command else reevaluate(run, folder, command, env, status, seconds)
+    return run.name, f"failed (exit {proc.returncode}): {last_line(folder)}", seconds
+
+
+def last_line(folder):
     lines = (folder / "log.txt").read_text().strip().splitlines() or ["(no output)"]
-    return run.name, f"failed (exit {code}): {lines[-1]}", seconds
+    return lines[-1]
+
+
+def reevaluate(run, folder, command, env, status, seconds):
+    """Run the absolute metric's --eval-only command (absolute_command) after the run's log. -> execute()'s result"""
+    with open(folder / "log.txt", "a") as log:
+        log.write(f"sweep: the absolute metric: {shlex.join(command)}\n")
+        log.flush()
+        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    if code:
+        return run.name, f"failed (exit {code}, the absolute metric's re-evaluation): {last_line(folder)}", seconds
+    return run.name, status, seconds
 
 
 def total_steps(run):
@@ -122,9 +187,30 @@ def total_steps(run):
     return int(flags[flags.index("--total-timesteps") + 1]) if "--total-timesteps" in flags else 1_000_000
 
 
+def steps_done(run, out):
+    """The env step of a run's latest evaluation (0 before its first): the progress bar's view of a run under way."""
+    found = sorted((Path(out) / run.name).glob(f"runs/*/{EVAL_FILE}"))
+    if not found:
+        return 0
+    with open(found[-1], "rb") as f:  # the last line only: the file grows with every evaluation
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+        lines = f.read().splitlines()
+    with contextlib.suppress(ValueError, KeyError, IndexError):
+        return int(json.loads(lines[-1])["step"])
+    return 0
+
+
 def run_all(runs, args):
-    """Run every combination on the chosen backend, a progress bar over them; -> [(name, status, seconds)]."""
-    results, bar = [], tqdm(total=sum(map(total_steps, runs)), unit="step", desc=f"0/{len(runs)} runs", smoothing=0)
+    """Run every combination on the chosen backend, one progress bar over them all (runs done, env steps done, ETA:
+    finished runs count their full length, runs under way their latest evaluation's step). -> [(name, status, s)]"""
+    results, finished = [], set()
+    bar = tqdm(total=sum(map(total_steps, runs)), unit="step", desc=f"0/{len(runs)} runs", smoothing=0.1)
+    options = dict(stop_at=args.stop_at, window=args.stop_window, absolute=args.absolute)
+
+    def show():
+        bar.n = sum(total_steps(r) if r in finished else steps_done(r, args.out) for r in runs)
+        bar.set_description(f"{len(results)}/{len(runs)} runs")
+
     if args.backend == "ray":
         try:
             import ray
@@ -132,25 +218,40 @@ def run_all(runs, args):
             sys.exit("sweep: error: --backend ray needs ray: pip install -e '.[sweep]'")
         ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False)
         task = ray.remote(num_cpus=args.threads, num_gpus=args.gpus)(execute)
-        pending = {task.remote(run, str(Path(args.out).resolve()), args.threads): run for run in runs}
+        pending = {task.remote(run, str(Path(args.out).resolve()), args.threads, **options): run for run in runs}
         while pending:
-            (ref,), _ = ray.wait(list(pending))
-            results.append(ray.get(ref))
-            bar.update(total_steps(pending.pop(ref)))
-            bar.set_description(f"{len(results)}/{len(runs)} runs")
+            ready, _ = ray.wait(list(pending), timeout=POLL_SECONDS)
+            for ref in ready:
+                results.append(ray.get(ref))
+                finished.add(pending.pop(ref))
+            show()
     else:
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
-            futures = {pool.submit(execute, run, args.out, args.threads): run for run in runs}
-            for future in concurrent.futures.as_completed(futures):
-                results.append(future.result())  # execute() catches a run's failure: an exception here is a bug
-                bar.update(total_steps(futures[future]))
-                bar.set_description(f"{len(results)}/{len(runs)} runs")
+            futures = {pool.submit(execute, run, args.out, args.threads, **options): run for run in runs}
+            while len(finished) < len(runs):
+                done, _ = concurrent.futures.wait(set(futures) - {f for f in futures if futures[f] in finished},
+                                                  timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")  # fmt: skip
+                for future in done:
+                    results.append(future.result())  # execute() catches a run's failure: an exception here is a bug
+                    finished.add(futures[future])
+                show()
     bar.close()
     return results
 
 
 OPTIONS = {"--scripts", "--envs", "--seeds", "--set", "--out", "--backend", "--threads", "--workers"}
-OPTIONS |= {"--ray-address", "--gpus", "--print", "--index", "--", "-h", "--help"}
+OPTIONS |= {
+    "--ray-address",
+    "--gpus",
+    "--print",
+    "--index",
+    "--stop-at",
+    "--stop-window",
+    "--absolute",
+    "--",
+    "-h",
+    "--help",
+}
 
 
 def take_flag_sets(argv):
@@ -180,6 +281,11 @@ def main(argv=None):
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per run, Ray backend")
     parser.add_argument("--print", action="store_true", help="print the commands, one per line, and exit")
     parser.add_argument("--index", type=int, help="run combination INDEX only (0-based; a slurm array task)")
+    parser.add_argument("--stop-at", type=float, help="stop a run once its last --stop-window evaluations average "
+                        "this score (win rate where the env reports battles, else return), e.g. 0.9")  # fmt: skip
+    parser.add_argument("--stop-window", type=int, default=10, help="evaluations averaged by --stop-at")
+    parser.add_argument("--absolute", type=int, default=0, metavar="K", help="re-evaluate each finished run's best "
+                        "checkpoint with K x its evaluation episodes (adds --save-model), e.g. 10")  # fmt: skip
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.extra, args.set = extra, flag_sets
     args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
@@ -198,9 +304,11 @@ def main(argv=None):
         runs = [runs[args.index]]
     results = run_all(runs, args)
     failed = [(name, status) for name, status, _ in results if status.startswith("failed")]
-    done = sum(status == "done" for _, status, _ in results)
+    stopped = sum(status.startswith("stopped") for _, status, _ in results)
+    done = sum(status == "done" for _, status, _ in results) + stopped
     skipped = sum(status == "skipped" for _, status, _ in results)
-    print(f"sweep: {done} done, {skipped} skipped (finished before), {len(failed)} failed, of {len(runs)} runs")
+    early = f" ({stopped} stopped early: --stop-at {args.stop_at})" if stopped else ""
+    print(f"sweep: {done} done{early}, {skipped} skipped (finished before), {len(failed)} failed, of {len(runs)} runs")
     for name, status in sorted(failed):
         print(f"  {name}: {status}")
     return 1 if failed else 0

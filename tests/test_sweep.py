@@ -111,3 +111,115 @@ def test_the_reports_iqm_and_improvement_are_rliables():
     assert better["b", "a"][0] == pytest.approx(metrics.probability_of_improvement(scores["b"], scores["a"]))
     mean, low, high = report.bootstrap_ci(scores["a"][:, 0])
     assert low <= mean <= high and mean == pytest.approx(scores["a"][:, 0].mean())
+
+
+def test_the_best_checkpoint_is_kept_whichever_comes_second(tmp_path):
+    """keep_best: the latest checkpoint is copied to best/ when its evaluation scores at least as high as every earlier
+    one (the later of equals), whether the save (qmix.py) or the evaluation's record (qmix_multienvs) comes second;
+    battle_won decides where the env reports it."""
+    import torch
+
+    from cleanmarl import harness
+
+    net, path = torch.nn.Linear(2, 1), str(tmp_path / "qmix.cleanmarl_model")
+    args = argparse_namespace()
+
+    def best():
+        models = json.loads((tmp_path / "models.json").read_text())
+        saved = torch.load(tmp_path / models["best"]["path"], weights_only=False)
+        return models["best"]["step"], saved["step"], saved["net"]["bias"].item()
+
+    for step, returns, save_first in [
+        (10, [1, 2], False),
+        (20, [0, 0], True),
+        (30, [1.5, 1.5], False),
+        (40, [5], True),
+    ]:
+        net.bias.data.fill_(step)
+        if save_first:
+            harness.save_model(path, {"net": net}, args, 1.0, step)
+            harness.record_evaluation(str(tmp_path), step, returns, [1] * len(returns))
+        else:
+            harness.record_evaluation(str(tmp_path), step, returns, [1] * len(returns))
+            harness.save_model(path, {"net": net}, args, 1.0, step)
+        expected = {10: 10, 20: 10, 30: 30, 40: 40}[step]  # 30 ties 10 at 1.5 and is later
+        assert best() == (expected, expected, expected)
+    battles = tmp_path / "battles"  # where the env reports battles, the win rate decides, not the return
+    battles.mkdir()
+    for step, returns, won in [(10, [20.0], [1.0]), (20, [30.0], [0.0])]:
+        harness.record_evaluation(str(battles), step, returns, [1], won)
+        harness.save_model(str(battles / "qmix.cleanmarl_model"), {"net": net}, args, 1.0, step)
+    best = json.loads((battles / "models.json").read_text())["best"]
+    assert (best["step"], best["score"], best["metric"]) == (10, 1.0, "battle_won")
+
+
+def argparse_namespace():
+    import argparse
+
+    return argparse.Namespace(seed=1)
+
+
+def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
+    """--stop-at ends a run (SIGTERM, state saved) once its last --stop-window evaluations reach the score, and it
+    counts as finished; --absolute re-evaluates its best checkpoint with K x the episodes, which the report's table
+    and marl-eval export carry; a finished run without the re-evaluation gets only that on a later sweep."""
+    grid = ["--envs", LBF, "--out", str(tmp_path), "--stop-at", "0", "--stop-window", "3"]
+    long = ["--", "--total-timesteps", "1000000", "--batch-size", "4", "--eval-steps", "2"]
+    assert sweep.main([*grid, *long]) == 0  # no --absolute: no --save-model, no re-evaluation
+    out, _ = statuses(capsys)
+    assert "1 done (1 stopped early: --stop-at 0.0)" in out
+    (folder,) = tmp_path.iterdir()
+    assert "stopped by SIGTERM" in (folder / "log.txt").read_text() and (folder / "done").exists()
+    assert len(list(folder.glob("runs/*/training_state.cleanmarl"))) == 1 and not list(folder.glob("runs/*/best"))
+    steps = [
+        json.loads(line)["step"] for line in next(folder.glob("runs/*/evaluations.jsonl")).read_text().splitlines()
+    ]
+    assert 3 <= len(steps) and steps[-1] < 1_000_000
+    (folder / "done").unlink()  # now with --absolute: --save-model joins the flags, and the run is continued...
+    for path in folder.glob("runs/*"):
+        path.rename(tmp_path / "old")
+    assert sweep.main([*grid, "--absolute", "3", *long]) == 0
+    (run_dir,) = folder.glob("runs/*")
+    models = json.loads((run_dir / "models.json").read_text())
+    reevaluation = json.loads((run_dir / "best" / "qmix.eval.json").read_text())
+    assert models["best"]["path"] == "best/qmix.cleanmarl_model" and len(reevaluation["returns"]) == 15
+    records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    best_score = max(np.mean(r["returns"]) for r in records)
+    assert (
+        models["best"]["score"]
+        == best_score
+        == max(np.mean(r["returns"]) for r in records if r["step"] <= models["best"]["step"])
+    )
+    assert report.main([str(tmp_path)]) == 0
+    row = next(csv_rows(tmp_path / "report" / "table.csv"))
+    assert float(row["absolute"]) == pytest.approx(np.mean(reevaluation["returns"]))
+    exported = json.loads((tmp_path / "report" / "marl_eval.json").read_text())["lbf"][LBF]["qmix"]["run_1"]
+    assert exported["absolute_metrics"]["return"] == reevaluation["returns"]
+    (run_dir / "best" / "qmix.eval.json").unlink()  # a finished run: only the re-evaluation runs again
+    log_lines = len((folder / "log.txt").read_text().splitlines())
+    assert sweep.main([*grid, "--absolute", "3", *long]) == 0
+    new = (folder / "log.txt").read_text().splitlines()[log_lines:]
+    assert len(new) == 2 and "--eval-only" in new[0] and "eval over 15 episodes" in new[1]
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        yield from csv.DictReader(f)
+
+
+def test_steps_to_a_threshold_and_the_progress_bars_steps(tmp_path):
+    """report.steps_to: the first evaluation at which the window's mean reaches the threshold; sweep.steps_done: the
+    step of a run's latest evaluation."""
+    records = [{"step": 100 * k, "returns": [r]} for k, r in enumerate([0, 1, 0, 1, 1, 1, 0])]
+    run = {"records": records, "steps": np.array([r["step"] for r in records])}
+    assert report.steps_to(run, "return", 1.0, 1) == 100
+    assert report.steps_to(run, "return", 1.0, 3) == 500
+    assert report.steps_to(run, "return", 2 / 3, 3) == 300
+    assert report.steps_to(run, "return", 1.0, 4) is None
+    task = sweep.Run("qmix", LBF, "", 1, ())
+    assert sweep.steps_done(task, tmp_path) == 0
+    (tmp_path / task.name / "runs" / "r").mkdir(parents=True)
+    (tmp_path / task.name / "runs" / "r" / "evaluations.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
+    assert sweep.steps_done(task, tmp_path) == 600
