@@ -58,6 +58,17 @@ def lazy_zeros(shape, dtype):
     return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
 
 
+def buffer_too_big(buffer_size, slot_bytes, episode_limit):
+    """The padded replay buffer can grow to buffer_size slots of slot_bytes: the error line when that exceeds the
+    memory available (refused before it runs out hours in), else None."""
+    available = available_memory()
+    if available is None or buffer_size * slot_bytes <= available:
+        return None
+    return (f"the replay buffer needs {buffer_size * slot_bytes / 2**30:.1f} GiB (episodes padded to {episode_limit} "
+            f"steps), {available / 2**30:.1f} GiB are available: use --buffer-size {available // slot_bytes} or less, "
+            "or cleanmarl/qmix_memefficient.py (each real step stored once)")  # fmt: skip
+
+
 def available_memory():
     """Bytes this process can still take: Linux's MemAvailable, within its cgroup's (container's) limit; else None."""
     try:
@@ -392,9 +403,10 @@ def resume_args(cli, args_class, state, run_dir):
     return args
 
 
-def record_evaluation(run_dir, step, returns, lengths, won=None):
+def record_evaluation(run_dir, step, returns, lengths, won=None, writer=None, env=None):
     """Append an evaluation's per-episode returns, lengths (and battle_won) at env step `step` to run_dir/EVAL_FILE: the
-    protocol's statistics need the episodes, not the TensorBoard mean (Gorsane et al., 2022). -> the mean return."""
+    protocol's statistics need the episodes, not the TensorBoard mean (Gorsane et al., 2022). With a writer, log its
+    eval/* scalars there; with an env that recorded an episode (--capture-video), write its video. -> the mean return"""
     record = dict(
         step=int(step), time=time.time(), returns=[float(r) for r in returns], lengths=[int(n) for n in lengths]
     )
@@ -403,12 +415,79 @@ def record_evaluation(run_dir, step, returns, lengths, won=None):
     with open(os.path.join(run_dir, EVAL_FILE), "a") as f:
         f.write(json.dumps(record) + "\n")
     keep_best(run_dir)
+    if writer is not None:
+        writer.add_scalar("eval/ep_reward", np.mean(returns), step)
+        writer.add_scalar("eval/std_ep_reward", np.std(returns), step)
+        writer.add_scalar("eval/ep_length", np.mean(lengths), step)
+        if won is not None:
+            writer.add_scalar("eval/battle_won", np.mean(won), step)
+    if env is not None and (frames := env.take_frames()):
+        write_video(frames, os.path.join(run_dir, "videos", f"eval_step_{int(step)}"), writer, step)
     return float(np.mean(returns))
 
 
-def print_evaluation(checkpoint, returns, lengths, won):
+VIDEO_FPS = 10  # frames (env steps) per second in the videos of --capture-video
+
+
+def prepare_video(env, capture_video):
+    """With --capture-video: fail now, in one line (ValueError), where the env cannot draw or no video writer is
+    installed, rather than at the first evaluation; then the env records its next episode (the first evaluation's, or
+    --eval-only's). Drawing uses no random state: a run is the same with or without videos."""
+    if capture_video:
+        try:
+            import imageio.v3  # noqa: F401
+        except ImportError:
+            raise ValueError("--capture-video needs imageio: pip install 'cleanmarl[video]'") from None
+        env.render_frame()  # EnvError (a ValueError) where it cannot
+        env.recording = True
+
+
+def video_due(args, run_dir):
+    """Whether this evaluation's first episode is recorded: every --video-every-th evaluation, the first included."""
+    if not args.capture_video:
+        return False
+    with contextlib.suppress(FileNotFoundError), open(os.path.join(run_dir, EVAL_FILE)) as f:
+        return sum(1 for _ in f) % args.video_every == 0
+    return True
+
+
+def write_video(frames, path, writer=None, step=None):
+    """frames [T, H, W, 3] uint8 -> path.mp4 (H.264 through imageio-ffmpeg), or path.gif where ffmpeg is missing; also
+    an animated GIF in TensorBoard (an image summary: TensorBoard plays GIFs) and in W&B when a W&B run is on.
+    -> the file written"""
+    import imageio.v3 as iio
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    frames = np.stack(frames)
+    pad = [(0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)]  # H.264 wants even sides
+    frames = np.pad(frames, pad, mode="edge") if any(p[1] for p in pad) else frames
+    try:  # imageio's ffmpeg plugin (imageio-ffmpeg)
+        import imageio
+
+        with imageio.get_writer(path + ".mp4", fps=VIDEO_FPS, macro_block_size=2, ffmpeg_log_level="error") as video:
+            for frame in frames:
+                video.append_data(frame)
+        written = path + ".mp4"
+    except (ImportError, OSError, RuntimeError):  # no ffmpeg here: a GIF (pillow)
+        written = path + ".gif"
+        iio.imwrite(written, frames, duration=1000 / VIDEO_FPS, loop=0)
+    if writer is not None:
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        small = frames[:, :: max(1, frames.shape[1] // 256), :: max(1, frames.shape[2] // 256)]  # small event files
+        gif = iio.imwrite("<bytes>", small, extension=".gif", duration=1000 / VIDEO_FPS, loop=0)
+        image = Summary.Image(height=small.shape[1], width=small.shape[2], colorspace=3, encoded_image_string=gif)
+        writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag="eval/video", image=image)]), step)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.run.log({"eval/video": wandb.Video(written, format=written[-3:])}, commit=False)
+    return written
+
+
+def print_evaluation(checkpoint, env, returns, lengths, won):
     """--eval-only's summary line of evaluate()'s results; its episodes are also written next to the checkpoint, in
-    <checkpoint name>.eval.json (best/qmix.eval.json: the absolute metric of a best checkpoint: keep_best, cleanmarl.report)."""
+    <checkpoint name>.eval.json (best/qmix.eval.json: the absolute metric of a best checkpoint: keep_best, cleanmarl.report),
+    and the video of its first episode where env recorded it (--capture-video), as <checkpoint name>.mp4."""
     summary = f"eval over {len(returns)} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
     print(summary + f", length {np.mean(lengths):.1f}" + (f", battle_won {np.mean(won):.2f}" if won else ""))
     record = dict(checkpoint=os.path.basename(checkpoint), returns=[float(r) for r in returns],
@@ -417,6 +496,8 @@ def print_evaluation(checkpoint, returns, lengths, won):
         write_json(record, checkpoint.removesuffix(".cleanmarl_model") + ".eval.json")
     except OSError as e:  # a read-only folder: the line above is the result
         print(f"{os.path.basename(sys.argv[0])}: warning: could not write the episodes next to {checkpoint} ({e})")
+    if frames := env.take_frames():
+        print(f"video: {write_video(frames, checkpoint.removesuffix('.cleanmarl_model'))}")
 
 
 def start_run(args, resume=None):

@@ -1,4 +1,4 @@
-# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmix_lstmpy
+# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix_lstm.md
 # qmix.py with recurrent agents (the paper's GRU, DRQN): whole episodes unrolled from t = 0; optional TBPTT.
 import copy
 import os
@@ -21,7 +21,7 @@ PROG = os.path.basename(__file__)  # names the script in its error lines
 
 @dataclass
 class Args:
-    """QMIX (Rashid et al., ICML 2018) with the paper's recurrent agents: a GRU carries what each agent saw (docs/qmix.md).
+    """QMIX (Rashid et al., ICML 2018) with the paper's recurrent agents: a GRU carries what each agent saw (docs/qmix_lstm.md).
 
     Example: python cleanmarl/qmix_lstm.py --env-name Foraging-2s-8x8-2p-2f-coop-v3 --seed 1 --save-model
     """
@@ -37,6 +37,10 @@ class Args:
     """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
+    capture_video: bool = False
+    """draw the first greedy episode of every --video-every-th evaluation (runs/{run_name}/videos/, TensorBoard, W&B)"""
+    video_every: int = 10
+    """with --capture-video: record every video_every-th evaluation, the first included (evaluations)"""
     save_model: bool = False
     """save networks, targets and flags to runs/{run_name}/{exp_name}.cleanmarl_model at every evaluation"""
     load_model: str = ""
@@ -134,8 +138,8 @@ CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
-    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep hidden_dim".split()
-    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every".split()
+    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep video_every".split()
+    positive += "hidden_dim hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every".split()
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
     rules += [(not 0 <= getattr(args, n) <= 1, f"--{n.replace('_', '-')} must be in [0, 1], got {getattr(args, n)}")
               for n in ("start_e", "end_e", "gamma", "td_lambda")]  # fmt: skip
@@ -465,6 +469,7 @@ if __name__ == "__main__":
         env_kwargs = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
+        harness.prepare_video(eval_env, args.capture_video)  # where it cannot draw: one line now, not hours in
         q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
         mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)  # fmt: skip
         target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
@@ -475,15 +480,12 @@ if __name__ == "__main__":
     except ValueError as e:  # EnvError is one
         sys.exit(f"{PROG}: error: {e}")
     if args.eval_only:
-        sys.exit(harness.print_evaluation(args.load_model, *evaluate(eval_env, q_network, args.num_eval_ep)))
+        sys.exit(harness.print_evaluation(args.load_model, eval_env, *evaluate(eval_env, q_network, args.num_eval_ep)))
 
     # The padded buffer can grow to buffer_size episodes at the limit: refuse it before it runs out hours in.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes), harness.available_memory()
-    if available is not None and args.buffer_size * slot_bytes > available:
-        sys.exit(f"{PROG}: error: the replay buffer needs {args.buffer_size * slot_bytes / 2**30:.1f} GiB (episodes "
-                 f"padded to {env.episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
-                 f"{available // slot_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)")  # fmt: skip
+    if error := harness.buffer_too_big(args.buffer_size, EpisodeBuffer.bytes_per_episode(*sizes), env.episode_limit):
+        sys.exit(f"{PROG}: error: {error}")
 
     run_dir, writer, wandb_run = harness.start_run(args, resume)  # runs/{env_name}__{exp_name}__{seed}__{time}
     model_path = f"{run_dir}/{args.exp_name}.cleanmarl_model"
@@ -564,13 +566,10 @@ if __name__ == "__main__":
 
         # EVAL
         if num_episodes % args.eval_steps == 0 or global_step >= args.total_timesteps:
+            eval_env.recording = harness.video_due(args, run_dir)  # --capture-video: its first episode drawn
             returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
-            eval_return = harness.record_evaluation(run_dir, global_step, returns, lengths, won)  # each episode's
-            writer.add_scalar("eval/ep_reward", eval_return, global_step)
-            writer.add_scalar("eval/std_ep_reward", np.std(returns), global_step)
-            writer.add_scalar("eval/ep_length", np.mean(lengths), global_step)
-            if won is not None:
-                writer.add_scalar("eval/battle_won", np.mean(won), global_step)
+            # evaluations.jsonl (each episode's return), the eval/* scalars, and the video when one was recorded
+            eval_return = harness.record_evaluation(run_dir, global_step, returns, lengths, won, writer, eval_env)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
                 harness.save_model(model_path, nets, args, scale or 1.0, global_step)  # Q_tot * scale: reward units
 

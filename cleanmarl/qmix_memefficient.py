@@ -1,4 +1,4 @@
-# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmix_memefficientpy
+# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix_memefficient.md
 # qmix.py with a replay buffer that keeps each real step once: no padding, no second copy as the next step.
 import copy
 import os
@@ -21,7 +21,7 @@ PROG = os.path.basename(__file__)  # names the script in its error lines
 
 @dataclass
 class Args:
-    """QMIX (Rashid et al., ICML 2018) as qmix.py, with a replay buffer that keeps each real step once (docs/qmix.md).
+    """QMIX (Rashid et al., ICML 2018) as qmix.py, with a replay buffer that keeps each real step once (docs/qmix_memefficient.md).
 
     Example: python cleanmarl/qmix_memefficient.py --env-name 27m_vs_30m --seed 1 --save-model
     """
@@ -37,6 +37,10 @@ class Args:
     """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
+    capture_video: bool = False
+    """draw the first greedy episode of every --video-every-th evaluation (runs/{run_name}/videos/, TensorBoard, W&B)"""
+    video_every: int = 10
+    """with --capture-video: record every video_every-th evaluation, the first included (evaluations)"""
     save_model: bool = False
     """save networks, targets and flags to runs/{run_name}/{exp_name}.cleanmarl_model at every evaluation"""
     load_model: str = ""
@@ -132,8 +136,8 @@ CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
-    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep hidden_dim".split()
-    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every".split()
+    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep video_every".split()
+    positive += "hidden_dim hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every".split()
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
     rules += [(not 0 <= getattr(args, n) <= 1, f"--{n.replace('_', '-')} must be in [0, 1], got {getattr(args, n)}")
               for n in ("start_e", "end_e", "gamma", "td_lambda")]  # fmt: skip
@@ -475,6 +479,7 @@ if __name__ == "__main__":
         env_kwargs = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         env = make_env(args.env_type, args.env_name, seed=args.seed, **env_kwargs)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **env_kwargs)
+        harness.prepare_video(eval_env, args.capture_video)  # where it cannot draw: one line now, not hours in
         q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
         mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)  # fmt: skip
         target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
@@ -485,7 +490,7 @@ if __name__ == "__main__":
     except ValueError as e:  # EnvError is one
         sys.exit(f"{PROG}: error: {e}")
     if args.eval_only:
-        sys.exit(harness.print_evaluation(args.load_model, *evaluate(eval_env, q_network, args.num_eval_ep)))
+        sys.exit(harness.print_evaluation(args.load_model, eval_env, *evaluate(eval_env, q_network, args.num_eval_ep)))
 
     # Only real steps cost memory: the worst case (every episode at the limit) is said, and warned about.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
@@ -575,13 +580,10 @@ if __name__ == "__main__":
 
         # EVAL
         if num_episodes % args.eval_steps == 0 or global_step >= args.total_timesteps:
+            eval_env.recording = harness.video_due(args, run_dir)  # --capture-video: its first episode drawn
             returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
-            eval_return = harness.record_evaluation(run_dir, global_step, returns, lengths, won)  # each episode's
-            writer.add_scalar("eval/ep_reward", eval_return, global_step)
-            writer.add_scalar("eval/std_ep_reward", np.std(returns), global_step)
-            writer.add_scalar("eval/ep_length", np.mean(lengths), global_step)
-            if won is not None:
-                writer.add_scalar("eval/battle_won", np.mean(won), global_step)
+            # evaluations.jsonl (each episode's return), the eval/* scalars, and the video when one was recorded
+            eval_return = harness.record_evaluation(run_dir, global_step, returns, lengths, won, writer, eval_env)
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy
                 harness.save_model(model_path, nets, args, scale or 1.0, global_step)  # Q_tot * scale: reward units
 

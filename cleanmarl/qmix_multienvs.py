@@ -1,4 +1,4 @@
-# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix.md#qmix_multienvspy
+# Docs: https://github.com/cleanmarl/cleanmarl/blob/main/docs/qmix_multienvs.md
 # qmix.py collecting episodes from --num-envs envs stepped at once in worker processes; --n-epochs updates per episode.
 import copy
 import os
@@ -22,7 +22,7 @@ PROG = os.path.basename(__file__)  # names the script in its error lines
 
 @dataclass
 class Args:
-    """QMIX (Rashid et al., ICML 2018) collecting from --num-envs envs at once, each in a worker process (docs/qmix.md).
+    """QMIX (Rashid et al., ICML 2018) collecting from --num-envs envs at once, each in a worker process (docs/qmix_multienvs.md).
 
     Example: python cleanmarl/qmix_multienvs.py --env-name 2s3z --num-envs 8 --seed 1 --save-model
     """
@@ -38,6 +38,10 @@ class Args:
     """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
     torch_threads: int = 1
     """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
+    capture_video: bool = False
+    """draw the first greedy episode of every --video-every-th evaluation (runs/{run_name}/videos/, TensorBoard, W&B)"""
+    video_every: int = 10
+    """with --capture-video: record every video_every-th evaluation, the first included (evaluations)"""
     save_model: bool = False
     """save networks, targets and flags to runs/{run_name}/{exp_name}.cleanmarl_model at every evaluation"""
     load_model: str = ""
@@ -139,8 +143,8 @@ CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
 def check_args(args: Args) -> str | None:
     """One line describing the first bad value or combination, or None."""
-    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep hidden_dim".split()
-    positive += "hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every num_envs n_epochs".split()  # fmt: skip
+    positive = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep video_every".split()
+    positive += "hidden_dim hyper_dim mixer_embed_dim torch_threads target_network_update_freq checkpoint_every num_envs n_epochs".split()  # fmt: skip
     rules = [(getattr(args, n) <= 0, f"--{n.replace('_', '-')} must be > 0, got {getattr(args, n)}") for n in positive]
     rules += [(not 0 <= getattr(args, n) <= 1, f"--{n.replace('_', '-')} must be in [0, 1], got {getattr(args, n)}")
               for n in ("start_e", "end_e", "gamma", "td_lambda")]  # fmt: skip
@@ -499,13 +503,8 @@ def log_evaluation(writer, step, eval_envs):
     except WorkerError as e:  # the vector env has stopped its workers
         sys.exit(f"{PROG}: error: {e}")
     won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
-    eval_return = harness.record_evaluation(writer.log_dir, step, returns, lengths, won)  # each episode's
-    writer.add_scalar("eval/ep_reward", eval_return, step)
-    writer.add_scalar("eval/std_ep_reward", np.std(returns), step)
-    writer.add_scalar("eval/ep_length", np.mean(lengths), step)
-    if won is not None:
-        writer.add_scalar("eval/battle_won", np.mean(won), step)
-    return eval_return
+    # evaluations.jsonl (each episode's return), the eval/* scalars, and the video when one was recorded
+    return harness.record_evaluation(writer.log_dir, step, returns, lengths, won, writer, eval_envs)
 
 
 if __name__ == "__main__":
@@ -530,6 +529,7 @@ if __name__ == "__main__":
         else:  # training evaluates in workers of its own, env i seeded with seed + 10000 + i
             env = VectorEnv(args.env_type, args.env_name, args.num_envs, seed=args.seed, **env_kwargs)
             eval_env = VectorEnv(args.env_type, args.env_name, min(args.num_envs, args.num_eval_ep), args.seed + 10_000, **env_kwargs)  # fmt: skip
+        harness.prepare_video(eval_env, args.capture_video)  # where it cannot draw: one line now, not hours in
         q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
         mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers).to(device)  # fmt: skip
         target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
@@ -540,15 +540,12 @@ if __name__ == "__main__":
     except ValueError as e:  # EnvError is one
         sys.exit(f"{PROG}: error: {e}")
     if args.eval_only:
-        sys.exit(harness.print_evaluation(args.load_model, *evaluate(eval_env, q_network, args.num_eval_ep)))
+        sys.exit(harness.print_evaluation(args.load_model, eval_env, *evaluate(eval_env, q_network, args.num_eval_ep)))
 
     # The padded buffer can grow to buffer_size episodes at the limit: refuse it before it runs out hours in.
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    slot_bytes, available = EpisodeBuffer.bytes_per_episode(*sizes), harness.available_memory()
-    if available is not None and args.buffer_size * slot_bytes > available:
-        sys.exit(f"{PROG}: error: the replay buffer needs {args.buffer_size * slot_bytes / 2**30:.1f} GiB (episodes "
-                 f"padded to {env.episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
-                 f"{available // slot_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)")  # fmt: skip
+    if error := harness.buffer_too_big(args.buffer_size, EpisodeBuffer.bytes_per_episode(*sizes), env.episode_limit):
+        sys.exit(f"{PROG}: error: {error}")
 
     run_dir, writer, wandb_run = harness.start_run(args, resume)  # runs/{env_name}__{exp_name}__{seed}__{time}
     model_path = f"{run_dir}/{args.exp_name}.cleanmarl_model"
@@ -633,6 +630,7 @@ if __name__ == "__main__":
         if pending_eval is not None and (due or eval_env.play_ready()):  # one evaluation at a time
             eval_return, pending_eval = log_evaluation(writer, pending_eval, eval_env), None
         if due:
+            eval_env.recording = harness.video_due(args, run_dir)  # --capture-video: its first episode drawn
             start_evaluation(eval_env, q_network, args.num_eval_ep)
             pending_eval = global_step  # the step it started at, to log it there
             if args.save_model:  # at every evaluation, so that a run stopped early keeps its latest policy

@@ -1,5 +1,5 @@
-"""Docs that cannot drift: the Args reference is --help itself, every logged metric is documented,
-and CI runs exactly the README's test command."""
+"""Docs that cannot drift: the Args reference is --help itself, each script has its page and links to it, every logged
+metric is documented, every figure has a caption, and CI runs exactly the README's test command."""
 
 import re
 import sys
@@ -16,13 +16,57 @@ def test_args_reference_is_current():
         assert committed == gen_help.help_text(script), f"run python docs/gen_help.py ({script} --help changed)"
 
 
+def script_pages():
+    return {script: ROOT / "docs" / script.replace(".py", ".md") for script in gen_help.SCRIPTS}
+
+
+def test_each_script_has_its_page():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for script, page in script_pages().items():
+        assert page.exists(), f"{script} has no docs page {page.name}"
+        assert f": {page.name}\n" in nav, f"{page.name} is not in mkdocs.yml's nav"
+        text = page.read_text()
+        assert text.startswith(f"# `{script}`\n"), f"{page.name} does not open with its script's name"
+        assert f'--8<-- "docs/args/{script.replace(".py", ".txt")}"' in text, f"{page.name} lacks its Args reference"
+
+
+def test_each_script_links_its_page():
+    """Line 1 of a script links its page (style guide, section 1), and the heading it names exists."""
+    for script, page in script_pages().items():
+        first = (ROOT / "cleanmarl" / script).read_text().splitlines()[0]
+        match = re.fullmatch(
+            r"# Docs: https://github\.com/cleanmarl/cleanmarl/blob/main/docs/([\w.]+?)(?:#([\w-]+))?", first
+        )
+        assert match and match.group(1) == page.name, f"line 1 of {script} should link docs/{page.name}: {first}"
+        headings = re.findall(r"^#+ (.+?)(?: \{ #([\w-]+) \})?$", page.read_text(), flags=re.M)
+        slugs = {
+            explicit or re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+            for text, explicit in headings
+        }
+        assert match.group(2) in slugs | {None}, (
+            f"line 1 of {script} links #{match.group(2)}, no heading of {page.name}"
+        )
+
+
 def test_every_logged_metric_is_documented():
-    source = "".join(path.read_text() for path in (ROOT / "cleanmarl").glob("qmix*.py"))
+    scripts = [*(ROOT / "cleanmarl").glob("qmix*.py"), ROOT / "cleanmarl" / "harness.py"]  # harness logs eval/*
+    source = "".join(path.read_text() for path in scripts)
     metrics = set(re.findall(r'"((?:rollout|train|eval|charts)/[A-Za-z_]+)"', source))
     assert {"train/loss", "eval/ep_reward", "charts/SPS"} <= metrics
-    docs = (ROOT / "docs" / "qmix.md").read_text()
+    docs = "".join(page.read_text() for page in script_pages().values())
     missing = sorted(m for m in metrics if f"`{m}`" not in docs)
-    assert not missing, f"metrics logged but not documented in docs/qmix.md: {missing}"
+    assert not missing, f"metrics logged but not documented on the script pages (docs/qmix*.md): {missing}"
+
+
+def test_every_figure_has_a_caption():
+    """An image is a figure with a caption saying what was run (tests/test_site.py checks the same in a browser)."""
+    for page in (ROOT / "docs").glob("*.md"):
+        lines = [line.strip() for line in page.read_text().splitlines()]
+        for i, line in enumerate(lines):
+            if line.startswith("!["):
+                assert lines[i - 1] == "<figure markdown>" and lines[i + 1].startswith("<figcaption"), (
+                    f"{page.name}:{i + 1}: put the image in <figure markdown> with a <figcaption> saying what was run"
+                )
 
 
 def test_ci_runs_the_readme_test_command():

@@ -7,6 +7,8 @@ available actions, so all families behave the same.
 """
 
 import importlib
+import inspect
+import os
 
 import numpy as np
 
@@ -115,6 +117,8 @@ class MultiAgentEnv:
         raw_obs, state, avail, info = self._reset(seed)
         self.t = 0
         self._avail = avail
+        if self.recording:  # --capture-video: this episode's frames, from its first state on
+            self.frames = [video_frame(self.render_frame())]
         return self._with_ids(raw_obs), self._timed(state), avail, info
 
     def step(self, actions):
@@ -132,7 +136,42 @@ class MultiAgentEnv:
         info["rewards"] = rewards
         self._avail = avail
         obs, state = self._with_ids(raw_obs, actions), self._timed(state)
+        if self.recording:
+            self.frames.append(video_frame(self.render_frame()))
+            self.recording = not (terminated or truncated)  # one episode per request
         return obs, state, avail, float(rewards.sum()), terminated, truncated, info
+
+    # --capture-video: set `recording` and the next episode is drawn, frame by frame, into `frames` (take_frames()).
+    recording = False
+    frames = ()
+
+    def render_frame(self):
+        """The env as it is now, an RGB image [H, W, 3] uint8, drawn by the family's own renderer in its rgb_array mode
+        (pygame: no window; LBF and rware draw with pyglet, which needs a display: xvfb-run keeps it virtual). Raises
+        EnvError (one line) where the family cannot draw here; None before the first reset where there is nothing yet."""
+        core = self._core()
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (MPE, SMAClite): no window, no display needed
+        os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+        old_api = "mode" in inspect.signature(core.render).parameters  # LBF, rware: render(mode="rgb_array")
+        try:
+            if getattr(core, "render_mode", None) != "rgb_array":
+                core.render_mode = "rgb_array"
+            frame = core.render(mode="rgb_array") if old_api else core.render()
+        except Exception as e:
+            display = "Display" in repr(e)
+            if self._avail is None and not display:
+                return None  # before the first reset LBF has nothing to draw: the display is what can be checked
+            needs = ": it draws with pyglet, which needs a display (run under xvfb-run -a)" if display else ""
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise EnvError(f"{type(self).__name__} cannot render frames here ({reason}){needs}") from None
+        if frame is None or np.ndim(frame) != 3:
+            raise EnvError(f"{type(self).__name__} cannot render frames: its env draws no rgb_array")
+        return np.ascontiguousarray(np.asarray(frame)[..., :3], dtype=np.uint8)
+
+    def take_frames(self):
+        """The frames recorded since the last call (list of [H, W, 3] uint8), and forget them."""
+        frames, self.frames = list(self.frames), ()
+        return frames
 
     def _core(self):
         """The family's own env object (under its wrappers), whose attributes hold its random generators."""
@@ -177,6 +216,13 @@ class MultiAgentEnv:
 
     def close(self):
         pass
+
+
+def video_frame(frame, max_side=512):
+    """A recorded frame, every k-th pixel so that no side exceeds max_side: an episode's frames stay in memory until
+    written (SMAClite draws 1024 px and more)."""
+    k = -(-max(frame.shape[:2]) // max_side)
+    return frame[::k, ::k].copy() if k > 1 else frame
 
 
 def action_space_mask(sizes):

@@ -127,6 +127,15 @@ class _WorkerEnv(gym.Env):
     # or None). With actions, the episode is replayed and `acting` holds the obs, state and avail_actions to act on.
     restored = property(fset=lambda self, value: self._call(self._restore, *value))
 
+    # --capture-video: set through set_attr, read through call (the env's own, in this worker).
+    recording = property(lambda self: self.env.recording, lambda self, value: setattr(self.env, "recording", value))
+
+    def take_frames(self):
+        return self._call(self.env.take_frames)
+
+    def render_frame(self):
+        return self._call(self.env.render_frame)
+
     def play(self, episode_fn, args, num_episodes, num_envs):
         """Episodes index, index + num_envs, ... of num_episodes, each episode_fn(env, *args), one after another."""
         return [self._call(episode_fn, self.env, *args) for _ in range(len(range(self.index, num_episodes, num_envs)))]
@@ -233,6 +242,23 @@ class VectorEnv:
         """Wait for what play_async started. -> its num_episodes results, in episode order."""
         per_worker, num_episodes = self._guarded(self._envs.call_wait), self._playing
         return [per_worker[j % self.num_envs][j // self.num_envs] for j in range(num_episodes)]
+
+    @property
+    def recording(self):
+        return self._guarded(self._envs.get_attr, "recording")[0]
+
+    @recording.setter
+    def recording(self, value):
+        """--capture-video: the first worker draws the first episode it plays next (play_async: episode 0)."""
+        self._guarded(self._envs.set_attr, "recording", [bool(value)] + [False] * (self.num_envs - 1))
+
+    def take_frames(self):
+        """The first worker's recorded frames (MultiAgentEnv.take_frames)."""
+        return self._guarded(self._envs.call, "take_frames")[0]
+
+    def render_frame(self):
+        """The first worker's env drawn now (MultiAgentEnv.render_frame); WorkerError (one line) where it cannot."""
+        return self._guarded(self._envs.call, "render_frame")[0]
 
     def start_states(self):
         """Each env's random state at the start of its current episode (MultiAgentEnv.random_state), for restore()."""

@@ -1,0 +1,143 @@
+"""The docs site as a reader sees it: built with mkdocs, served on localhost and every page loaded in headless
+Chromium. Each mermaid diagram must have become an SVG (from docs/javascripts/mermaid.min.js: nothing is fetched from
+outside), every image must have loaded and carry a caption, and no page may log an error or request a missing file.
+
+Needs a chromium binary (Debian: apt-get install chromium) and playwright (the docs extra); skips without them."""
+
+import contextlib
+import functools
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
+# Hosts a page may ask for and do without: mkdocs-material reads the repository's stars and forks from GitHub's API.
+OPTIONAL_HOSTS = {"api.github.com"}
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary to load the site in (apt-get install chromium)"
+)
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The built site's folder and the URL it is served at."""
+    out = tmp_path_factory.mktemp("site")
+    build = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(out)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield out, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install -e '.[docs]')"
+    )
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM)
+        yield browser
+        browser.close()
+
+
+def rendered_mermaid(page):
+    """SVGs that mkdocs-material rendered: each diagram's <pre class="mermaid"> becomes a <div class="mermaid">
+    holding the SVG in a closed shadow root, which only the DevTools protocol's DOM (pierce) reaches."""
+    session = page.context.new_cdp_session(page)
+    root = session.send("DOM.getDocument", {"depth": -1, "pierce": True})["root"]
+    session.detach()
+    found, stack = [], [root]
+    while stack:
+        node = stack.pop()
+        attributes = dict(zip(node.get("attributes", [])[::2], node.get("attributes", [])[1::2], strict=True))
+        if node.get("nodeName") == "DIV" and "mermaid" in attributes.get("class", "").split():
+            children = [child for shadow in node.get("shadowRoots", []) for child in shadow.get("children", [])]
+            found.append([child for child in children if child.get("nodeName", "").lower() == "svg"])
+        stack += node.get("children", []) + node.get("shadowRoots", [])
+    return found
+
+
+def open_offline(browser, url):
+    """A page loaded with every request to another host aborted (the test runs as a reader without the internet
+    does), with the errors it logged and the hosts it asked."""
+    page = browser.new_page()
+    errors, outside = [], set()
+
+    def on_console(msg):
+        if msg.type == "error" and urlparse(msg.location.get("url") or url).hostname not in OPTIONAL_HOSTS:
+            errors.append(f"console: {msg.text} ({msg.location.get('url')})")
+
+    def on_response(response):
+        if response.status >= 400:
+            errors.append(f"HTTP {response.status}: {response.url}")
+
+    def only_local(route, request):
+        host = urlparse(request.url).hostname
+        if host == "127.0.0.1":
+            route.continue_()
+        else:
+            outside.add(host)
+            route.abort()
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    page.on("response", on_response)
+    page.route("**/*", only_local)
+    page.goto(url, wait_until="load")
+    return page, errors, outside
+
+
+def test_every_page_renders_offline(site, browser):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    out, url = site
+    pages = sorted(path.relative_to(out).parent.as_posix() for path in out.rglob("index.html"))
+    assert {".", "qmix", "qmix_memefficient", "qmix_lstm", "qmix_multienvs", "env", "benchmarks"} <= set(pages)
+    diagrams_seen = 0
+    for name in pages:
+        html = (out / name / "index.html").read_text()
+        n_diagrams = len(re.findall(r'<pre class="mermaid"', html))
+        diagrams_seen += n_diagrams
+        page, errors, outside = open_offline(browser, url + ("" if name == "." else name + "/"))
+        if n_diagrams:
+            with contextlib.suppress(PlaywrightTimeoutError):  # the assertions below say what is missing
+                page.wait_for_function(
+                    f"document.querySelectorAll('div.mermaid').length >= {n_diagrams}", timeout=15_000, polling=100
+                )
+            svgs = rendered_mermaid(page)
+            assert len(svgs) == n_diagrams and all(svgs), f"{name}: {n_diagrams} mermaid diagrams, rendered: {svgs}"
+            assert page.locator("pre.mermaid").count() == 0, f"{name}: a diagram is left as text"
+        images = page.evaluate(
+            """() => Array.from(document.querySelectorAll('.md-content img')).map(img => ({
+                src: img.getAttribute('src'), loaded: img.complete && img.naturalWidth > 0,
+                caption: (img.closest('figure')?.querySelector('figcaption')?.textContent || '').trim()}))"""
+        )
+        broken = [image["src"] for image in images if not image["loaded"]]
+        assert not broken, f"{name}: images that did not load: {broken}"
+        uncaptioned = [image["src"] for image in images if len(image["caption"]) < 20]
+        assert not uncaptioned, f"{name}: figures without a caption saying what was run: {uncaptioned}"
+        assert not errors, f"{name}: {errors}"
+        assert outside <= OPTIONAL_HOSTS, f"{name} asks other hosts for files: {sorted(outside - OPTIONAL_HOSTS)}"
+        page.close()
+    assert diagrams_seen >= 1, "no mermaid diagram found on any page"
