@@ -19,6 +19,7 @@ absolute metric of Gorsane et al. (2022), which cleanmarl.report puts in its tab
 import argparse
 import concurrent.futures
 import contextlib
+import fcntl
 import importlib.metadata
 import itertools
 import json
@@ -131,11 +132,29 @@ def execute(run, out, threads, stop_at=None, window=10, absolute=0):
     stopped early once it reaches stop_at, and its best checkpoint re-evaluated when absolute (a factor) is given.
     -> (name, "done" | "stopped at step N" | "skipped" | "failed: <last log line>", seconds)"""
     folder = Path(out) / run.name
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": os.pathsep.join([str(ROOT.parent), *sys.path])}
+    folder.mkdir(parents=True, exist_ok=True)
+    # One process per run folder: the lock is held by this sweep and, inherited, by the run's own process, so a second
+    # sweep over the same folder (restarted while a stopped run is still saving its state, a repeated slurm task)
+    # leaves it alone instead of resuming it from an older state beside the first.
+    with open(folder / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return run.name, "skipped (under way in another process)", 0.0
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": str(threads),
+            "PYTHONPATH": os.pathsep.join([str(ROOT.parent), *sys.path]),
+        }
+        env["CLEANMARL_SWEEP_LOCK_FD"] = str(lock.fileno())
+        return locked_execute(run, folder, env, stop_at, window, absolute)
+
+
+def locked_execute(run, folder, env, stop_at, window, absolute):
+    """execute() once the run folder's lock is held (its fd, inherited by the run's processes, in env)."""
     if (folder / "done").exists():
         command = absolute and absolute_command(run, folder, absolute)
         return (run.name, "skipped", 0.0) if not command else reevaluate(run, folder, command, env, "done", 0.0)
-    folder.mkdir(parents=True, exist_ok=True)
     states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
     command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
     meta = dict(script=f"{run.script}.py", env=run.env, flag_set=run.flag_set, seed=run.seed, extra=list(run.extra))
@@ -144,7 +163,9 @@ def execute(run, out, threads, stop_at=None, window=10, absolute=0):
     (folder / "command.txt").write_text(shlex.join(command) + "\n")
     start, status = time.time(), "done"
     with open(folder / "log.txt", "a") as log:
-        proc = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=lock_fd(env)
+        )
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=POLL_SECONDS)
@@ -166,6 +187,10 @@ def execute(run, out, threads, stop_at=None, window=10, absolute=0):
     return run.name, f"failed (exit {proc.returncode}): {last_line(folder)}", seconds
 
 
+def lock_fd(env):
+    return (int(env["CLEANMARL_SWEEP_LOCK_FD"]),)
+
+
 def last_line(folder):
     lines = (folder / "log.txt").read_text().strip().splitlines() or ["(no output)"]
     return lines[-1]
@@ -176,7 +201,8 @@ def reevaluate(run, folder, command, env, status, seconds):
     with open(folder / "log.txt", "a") as log:
         log.write(f"sweep: the absolute metric: {shlex.join(command)}\n")
         log.flush()
-        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=lock_fd(env))
+        code = code.returncode
     if code:
         return run.name, f"failed (exit {code}, the absolute metric's re-evaluation): {last_line(folder)}", seconds
     return run.name, status, seconds
@@ -307,8 +333,10 @@ def main(argv=None):
     stopped = sum(status.startswith("stopped") for _, status, _ in results)
     done = sum(status == "done" for _, status, _ in results) + stopped
     skipped = sum(status == "skipped" for _, status, _ in results)
+    busy = [name for name, status, _ in results if status.startswith("skipped (under way")]
     early = f" ({stopped} stopped early: --stop-at {args.stop_at})" if stopped else ""
-    print(f"sweep: {done} done{early}, {skipped} skipped (finished before), {len(failed)} failed, of {len(runs)} runs")
+    elsewhere = f", {len(busy)} under way in another process (left alone)" if busy else ""
+    print(f"sweep: {done} done{early}, {skipped} skipped (finished before){elsewhere}, {len(failed)} failed, of {len(runs)} runs")  # fmt: skip
     for name, status in sorted(failed):
         print(f"  {name}: {status}")
     return 1 if failed else 0

@@ -1,6 +1,13 @@
 """python -m cleanmarl.sweep and python -m cleanmarl.report on tiny grids: records, failures, re-runs, Ray, the report."""
 
+import fcntl
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +230,38 @@ def test_steps_to_a_threshold_and_the_progress_bars_steps(tmp_path):
     (tmp_path / task.name / "runs" / "r").mkdir(parents=True)
     (tmp_path / task.name / "runs" / "r" / "evaluations.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
     assert sweep.steps_done(task, tmp_path) == 600
+
+
+def test_a_run_under_way_in_another_process_is_left_alone(tmp_path, capsys):
+    """The run folder's lock is held by the sweep and inherited by the run's own process: with the sweep killed and
+    its run still going (as when a sweep is restarted while a stopped run saves its state), a second sweep leaves that
+    run alone instead of resuming it from an older state beside it; once the run has ended, the folder is free."""
+    grid = ["--envs", LBF, "--out", str(tmp_path), "--", "--total-timesteps", "1000000", "--eval-steps", "2"]
+    env = {**os.environ, "PYTHONPATH": str(sweep.ROOT.parent)}
+    first = subprocess.Popen([sys.executable, "-m", "cleanmarl.sweep", *grid], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("*/runs/*/evaluations.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    first.kill()  # the sweep only: its run goes on, holding the inherited lock
+    first.wait()
+    (folder,) = tmp_path.iterdir()
+    (pid,) = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and cwd(p) == str(folder)]
+    try:
+        # --stop-at: were the run (wrongly) started again here, it would stop at the first poll instead of running on
+        assert sweep.main(grid[:4] + ["--workers", "1", "--stop-at=-1e9", "--stop-window", "1"] + grid[4:]) == 0
+        out, _ = statuses(capsys)
+        assert "1 under way in another process (left alone)" in out
+        assert not json.loads((folder / "meta.json").read_text())["resumed"]  # written by the first sweep only
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    while Path(f"/proc/{pid}").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    with open(folder / "lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once the run's process is gone
+
+
+def cwd(proc):
+    try:
+        return os.readlink(proc / "cwd")
+    except OSError:
+        return None
