@@ -201,9 +201,8 @@ def reevaluate(run, folder, command, env, status, seconds):
     with open(folder / "log.txt", "a") as log:
         log.write(f"sweep: the absolute metric: {shlex.join(command)}\n")
         log.flush()
-        code = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=lock_fd(env))
-        code = code.returncode
-    if code:
+        proc = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=lock_fd(env))
+    if code := proc.returncode:
         return run.name, f"failed (exit {code}, the absolute metric's re-evaluation): {last_line(folder)}", seconds
     return run.name, status, seconds
 
