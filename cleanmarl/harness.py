@@ -25,6 +25,9 @@ EVAL_FILE = "evaluations.jsonl"  # every evaluation's episodes, one JSON line pe
 MODELS_FILE = "models.json"  # --save-model's latest checkpoint (its step) and best one (its step and evaluation score)
 # What --resume lets change: how the run is watched and how long it goes on. Every other flag is the saved run's.
 RESUME_MAY_CHANGE = {"resume", "total_timesteps", "checkpoint_every", "progress_bar", "device", "torch_threads"}
+# When the run's training time began, had it run without a break: start_run sets it (a resumed run's saved elapsed time
+# subtracted), so each evaluation record's "elapsed" is the run's wall time summed over its resumes, not the calendar.
+RUN_CLOCK = [time.time()]
 
 
 def torch_device(name, threads):
@@ -407,9 +410,8 @@ def record_evaluation(run_dir, step, returns, lengths, won=None, writer=None, en
     """Append an evaluation's per-episode returns, lengths (and battle_won) at env step `step` to run_dir/EVAL_FILE: the
     protocol's statistics need the episodes, not the TensorBoard mean (Gorsane et al., 2022). With a writer, log its
     eval/* scalars there; with an env that recorded an episode (--capture-video), write its video. -> the mean return"""
-    record = dict(
-        step=int(step), time=time.time(), returns=[float(r) for r in returns], lengths=[int(n) for n in lengths]
-    )
+    record = dict(step=int(step), time=time.time(), elapsed=round(time.time() - RUN_CLOCK[0], 3))
+    record.update(returns=[float(r) for r in returns], lengths=[int(n) for n in lengths])
     if won is not None:
         record["battle_won"] = [float(w) for w in won]
     with open(os.path.join(run_dir, EVAL_FILE), "a") as f:
@@ -511,6 +513,7 @@ def start_run(args, resume=None):
     print(f"run directory: {run_dir} (tensorboard --logdir {os.path.dirname(run_dir)})", flush=True)
     wandb_run = args.use_wnb and start_wandb(args, os.path.basename(run_dir), resume and resume["wandb_id"]) or None
     writer = SummaryWriter(run_dir, purge_step=resume and resume["loop"][0] + 1)
+    RUN_CLOCK[0] = time.time() - (resume["loop"][-1] if resume else 0.0)  # every script's loop ends with its elapsed
     if resume and os.path.exists(records := os.path.join(run_dir, EVAL_FILE)):  # the same purge for the records
         with open(records) as f:
             kept = [line for line in f if json.loads(line)["step"] <= resume["loop"][0]]

@@ -3,16 +3,17 @@ a table, and marl-eval's JSON layout, from each run's evaluation records (evalua
 
     python -m cleanmarl.report sweeps/lambda              # writes sweeps/lambda/report/: report.md, *.png, *.csv, *.json
 
-Per env: the greedy evaluation return (or battle_won, --metric) against env steps and against wall time (from the first
-evaluation on), the
-mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples), one line per script and flag set.
+Per env: the greedy evaluation return (or battle_won, --metric) against env steps and against wall time (the run's own
+clock, summed over its resumes), the mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples),
+one line per script and flag set.
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
 final score of any run on that env, then the interquartile mean (IQM) with stratified bootstrap CIs, the probability
 of improvement between every two lines, and performance profiles (rliable: Agarwal et al., 2021), over the seeds
 actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the absolute metric where the
 sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
 --threshold X the env steps to X (the first evaluation at which the mean over it and the --window - 1 before it
-reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time, steps/s.
+reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time (to the last evaluation),
+steps/s. A combination's run is its newest run directory (the one the sweep continues).
 """
 
 import argparse
@@ -34,28 +35,34 @@ def load(sweep_dir):
     runs = []
     for meta_path in sorted(Path(sweep_dir).glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
-        records = [json.loads(line) for path in meta_path.parent.glob(f"runs/*/{EVAL_FILE}") for line in open(path)]
+        run_dir = current_run(meta_path.parent)
+        records = [json.loads(line) for line in open(run_dir / EVAL_FILE)] if run_dir else []
         if not records:
             continue
         records.sort(key=lambda r: r["step"])
-        done = meta_path.parent / "done"  # the run's wall time, written by the sweep when it finished
-        wall = float(done.read_text()) if done.exists() else records[-1]["time"] - records[0]["time"]
+        if all("elapsed" in r for r in records):  # the run's own clock, summed over its resumes
+            times = np.array([r["elapsed"] for r in records])
+        else:  # records written before the clock: the calendar from the first evaluation on (a resume's break counts)
+            times = np.array([r["time"] - records[0]["time"] for r in records])
         line = meta["script"].removesuffix(".py") + (f" {meta['flag_set']}" if meta["flag_set"].strip() else "")
-        runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=wall,
-                         absolute=reevaluation(meta_path.parent),
-                         steps=np.array([r["step"] for r in records]),
-                         times=np.array([r["time"] - records[0]["time"] for r in records])))  # fmt: skip
+        runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=float(times[-1]),
+                         absolute=reevaluation(run_dir), steps=np.array([r["step"] for r in records]), times=times))  # fmt: skip
     return runs
 
 
-def reevaluation(folder):
+def current_run(folder):
+    """The run directory of a sweep's combination that the sweep continues (the newest: a run directory is only begun
+    anew when no training state was saved, e.g. a run killed before its first), or None. Older ones are left out."""
+    found = sorted(folder.glob(f"runs/*/{EVAL_FILE}"))  # as the sweep sorts them: names end with the unix time
+    return found[-1].parent if found else None
+
+
+def reevaluation(run_dir):
     """The absolute metric's record of a run (its best checkpoint's --eval-only episodes), or None."""
-    for models in sorted(Path(folder).glob(f"runs/*/{MODELS_FILE}")):
-        best = json.loads(models.read_text()).get("best")
-        found = best and models.parent / best["path"].replace(".cleanmarl_model", ".eval.json")
-        if found and found.exists():
-            return json.loads(found.read_text())
-    return None
+    models = run_dir / MODELS_FILE
+    best = models.exists() and json.loads(models.read_text()).get("best")
+    found = best and run_dir / best["path"].replace(".cleanmarl_model", ".eval.json")
+    return json.loads(found.read_text()) if found and found.exists() else None
 
 
 def steps_to(run, metric, threshold, window):

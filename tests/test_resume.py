@@ -184,3 +184,19 @@ def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
     run(tmp_path, "--resume", str(run_dir), "--total-timesteps", "400")
     runs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and runs[0].split("-")[-1] == runs[1].split("-")[-1], runs
+
+
+def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
+    """Each evaluation record's `elapsed` counts the run's own seconds, summed over its resumes: it goes on from the
+    saved state's and leaves out the break (here 3 s) and the resumed process's start, so that the report's wall time
+    of a resumed run is its training time, not the calendar."""
+    script = SCRIPTS[0]
+    proc, run_dir = start(tmp_path, script)
+    proc.kill()
+    proc.communicate()
+    time.sleep(3)
+    resume(tmp_path, script, run_dir)
+    records = [json.loads(line) for line in open(run_dir / harness.EVAL_FILE)]
+    elapsed = [r["elapsed"] for r in records]
+    assert len(records) > 5 and elapsed == sorted(elapsed) and elapsed[0] > 0
+    assert elapsed[-1] <= records[-1]["time"] - records[0]["time"] + elapsed[0] - 3

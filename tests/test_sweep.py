@@ -265,3 +265,21 @@ def cwd(proc):
         return os.readlink(proc / "cwd")
     except OSError:
         return None
+
+
+def test_the_report_reads_the_run_the_sweep_continues_and_its_own_clock(tmp_path):
+    """A combination's folder can hold an older run directory (a run killed before its first training state; the sweep
+    then began anew): the report reads only the newest, as the sweep does, and its wall time is the records' `elapsed`
+    (the run's own clock over its resumes), not the calendar between the first and the last record."""
+    folder = tmp_path / sweep.Run("qmix", LBF, "", 1, ()).name
+    meta = dict(script="qmix.py", env=LBF, flag_set="", seed=1)
+    (folder / "runs").mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    for name, scores in (("x__qmix__1__1700000000", [0.0, 0.0, 0.0]), ("x__qmix__1__1700000500", [0.5, 1.0])):
+        (folder / "runs" / name).mkdir()
+        records = [dict(step=100 * (k + 1), time=1e9 + 1000 * k, elapsed=10.0 * (k + 1), returns=[s], lengths=[5])
+                   for k, s in enumerate(scores)]  # fmt: skip
+        (folder / "runs" / name / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run,) = report.load(tmp_path)
+    assert list(run["steps"]) == [100, 200] and report.scores(run, "return").tolist() == [0.5, 1.0]
+    assert list(run["times"]) == [10.0, 20.0] and run["wall"] == 20.0
