@@ -7,7 +7,7 @@ Per env: the greedy evaluation return (or battle_won, --metric) against env step
 clock, summed over its resumes), the mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples),
 one line per script and flag set.
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
-final score of any run on that env, then the interquartile mean (IQM) with stratified bootstrap CIs, the probability
+final score of any run on that env (a win rate is kept as it is), then the interquartile mean (IQM) with stratified bootstrap CIs, the probability
 of improvement between every two lines, and performance profiles (rliable: Agarwal et al., 2021), over the seeds
 actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the absolute metric where the
 sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
@@ -105,11 +105,14 @@ def curves(runs, metric, x="steps", points=100):
 
 def normalised_finals(runs, metric):
     """line -> [seeds, envs] final scores normalised per env by the lowest and highest final score on it (rliable's
-    input); only seeds every env has for that line, so the matrix is full."""
+    input); only seeds every env has for that line, so the matrix is full. A win rate is on [0, 1] already and is kept
+    as it is (min-max would turn maps every run wins into 0s)."""
     finals = {(run["env"], run["line"], run["seed"]): scores(run, metric)[-1] for run in runs}
     envs = sorted({env for env, _, _ in finals})
     bounds = {env: (min(v for k, v in finals.items() if k[0] == env), max(v for k, v in finals.items() if k[0] == env))
               for env in envs}  # fmt: skip
+    if metric == "battle_won":
+        bounds = dict.fromkeys(envs, (0.0, 1.0))
     out = {}
     for line in sorted({line for _, line, _ in finals}):
         seeds = sorted(set.intersection(*({s for e, ln, s in finals if e == env and ln == line} for env in envs)))

@@ -120,6 +120,20 @@ def test_the_reports_iqm_and_improvement_are_rliables():
     assert low <= mean <= high and mean == pytest.approx(scores["a"][:, 0].mean())
 
 
+def test_the_aggregates_scores_are_normalised_per_env_except_a_win_rate():
+    """normalised_finals: returns min-max normalised per env over every run's final score; a win rate kept as it is (a
+    map every run wins stays 1.0, not 0)."""
+
+    def run(env, line, seed, final):
+        return dict(env=env, line=line, seed=seed, records=[{"returns": [final], "battle_won": [final]}])
+
+    runs = [run("a", "x", 1, 0.5), run("a", "y", 1, 1.0), run("b", "x", 1, 1.0), run("b", "y", 1, 1.0)]
+    by_return, envs = report.normalised_finals(runs, "return")
+    assert envs == ["a", "b"] and by_return["x"].tolist() == [[0.0, 0.0]] and by_return["y"].tolist() == [[1.0, 0.0]]
+    by_win_rate, _ = report.normalised_finals(runs, "battle_won")
+    assert by_win_rate["x"].tolist() == [[0.5, 1.0]] and by_win_rate["y"].tolist() == [[1.0, 1.0]]
+
+
 def test_the_best_checkpoint_is_kept_whichever_comes_second(tmp_path):
     """keep_best: the latest checkpoint is copied to best/ when its evaluation scores at least as high as every earlier
     one (the later of equals), whether the save (qmix.py) or the evaluation's record (qmix_multienvs) comes second;
