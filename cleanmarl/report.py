@@ -70,7 +70,7 @@ def steps_to(run, metric, threshold, window):
     threshold, or None."""
     values = scores(run, metric)
     for k in range(window - 1, len(values)):
-        if values[k - window + 1 : k + 1].mean() >= threshold:
+        if values[k - window + 1 : k + 1].mean() >= threshold - 1e-9:  # 45 battles won of 50 is 0.9, however rounded
             return int(run["steps"][k])
     return None
 

@@ -108,7 +108,9 @@ def evaluations(folder):
 
 def reached(records, stop_at, window):
     """Whether the mean score of the last `window` evaluations reaches stop_at (harness.evaluation_score)."""
-    return len(records) >= window and np.mean([evaluation_score(r)[0] for r in records[-window:]]) >= stop_at
+    if len(records) < window:
+        return False
+    return np.mean([evaluation_score(r)[0] for r in records[-window:]]) >= stop_at - 1e-9  # 45 won of 50 is 0.9
 
 
 def absolute_command(run, folder, factor):

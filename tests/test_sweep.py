@@ -239,6 +239,10 @@ def test_steps_to_a_threshold_and_the_progress_bars_steps(tmp_path):
     assert report.steps_to(run, "return", 1.0, 3) == 500
     assert report.steps_to(run, "return", 2 / 3, 3) == 300
     assert report.steps_to(run, "return", 1.0, 4) is None
+    exact = [{"step": k, "returns": [r], "battle_won": [r]} for k, r in enumerate([0.8, 1.0, 1.0, 0.8])]
+    assert np.mean([0.8, 1.0, 1.0, 0.8]) < 0.9  # floating point: 0.8999999999999999
+    assert report.steps_to({"records": exact, "steps": np.arange(4)}, "battle_won", 0.9, 4) == 3
+    assert sweep.reached(exact, 0.9, 4) and not sweep.reached(exact, 0.95, 4) and not sweep.reached(exact[:3], 0.5, 4)
     task = sweep.Run("qmix", LBF, "", 1, ())
     assert sweep.steps_done(task, tmp_path) == 0
     (tmp_path / task.name / "runs" / "r").mkdir(parents=True)
