@@ -27,3 +27,47 @@ def test_reached_counts_an_exact_threshold_and_reports_never():
     assert step is None and best < 0.95
     step, best = plot_curves.reached(steps[:3], wins[:3], 0.5, 4)  # fewer values than the window
     assert step is None and best != best
+
+
+spec = importlib.util.spec_from_file_location("hard_maps", ROOT / "benchmarks" / "hard_maps.py")
+hard_maps = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(hard_maps)
+
+
+def fake_run(sweep, env, seed, won, done=True, script="qmix.py"):
+    """A sweep's combination folder as cleanmarl.sweep leaves it: meta.json, done, one run's evaluations."""
+    import json
+
+    folder = sweep / f"{script[:-3]}__{env}__defaults__{seed}"
+    (folder / "runs" / f"{env}__qmix__{seed}__1700000000").mkdir(parents=True)
+    (folder / "meta.json").write_text(json.dumps(dict(script=script, env=env, flag_set="", seed=seed)))
+    if done:
+        (folder / "done").write_text("1.0\n")
+    records = [dict(step=1000 * (k + 1), time=k, elapsed=60.0 * (k + 1), returns=[0.0], lengths=[1], battle_won=[w])
+               for k, w in enumerate(won)]  # fmt: skip
+    (folder / "runs" / f"{env}__qmix__{seed}__1700000000" / "evaluations.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in records)
+    )
+
+
+def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(tmp_path, capsys):
+    """Steps to 90% over the seeds that got there (k/n), the final win rate as the mean of the last 10 evaluations, a
+    run under way named with its steps, PyMARL2's SC2 figure beside it, and the IQM over the finished maps."""
+    sweep = tmp_path / "sweep"
+    fake_run(sweep, "MMM2", 1, [0.0] * 5 + [0.8, 1.0] * 5)  # windows: the first >= 0.9 ends at the 15th: step 15000
+    fake_run(sweep, "MMM2", 2, [0.0] * 4 + [1.0] * 10)  # the 13th (one loss in it): step 13000
+    fake_run(sweep, "MMM2", 3, [0.2] * 12)  # finished without reaching it
+    fake_run(sweep, "corridor", 1, [1.0] * 10, script="qmix_memefficient.py")
+    fake_run(sweep, "corridor", 2, [0.0] * 4, done=False, script="qmix_memefficient.py")
+    assert hard_maps.main([str(sweep), "--out", str(tmp_path / "img")]) == 0
+    out = capsys.readouterr().out
+    mmm2 = next(line for line in out.splitlines() if line.startswith("| `MMM2`"))
+    assert "| 3 of 3 | 14,000 [13,000, 15,000] (2/3) |" in mmm2 and "| 100% / 100% |" in mmm2
+    assert f"| {np.mean([0.9, 1.0, 0.2]):.2f} [" in mmm2  # final: the last 10 evaluations' mean per seed
+    corridor = next(line for line in out.splitlines() if line.startswith("| `corridor`"))
+    assert "| `qmix_memefficient.py` | 1 of 2; seed 2 under way: 4,000 steps, 0.00 won | 10,000 (1/1) |" in corridor
+    assert "--scripts qmix_memefficient --envs corridor --seeds 1-3" in out
+    assert (
+        "IQM of the best checkpoints' win rate over MMM2, corridor (seeds [1])" in out
+    )  # seed 1: the one both finished
+    assert {"curves.png", "aggregate.png"} <= {p.name for p in (tmp_path / "img").iterdir()}

@@ -1,0 +1,194 @@
+"""QMIX on SMAClite's hard maps (docs/smaclite_hard_maps.md): the results table and figures from a sweep of them.
+
+    python benchmarks/hard_maps.py sweeps/hard_maps --out docs/img/hard_maps    # prints the Markdown table
+
+Reads the sweep with cleanmarl.report (each combination's newest run). Per map: the seeds run and how many are finished
+(`done`); the env steps to 90% won (the first evaluation at which it and the 9 before it average >= 0.9, the sweep's
+--stop-at rule), mean with its 95% bootstrap CI over the seeds that got there and "k/n"; the final win rate (the mean
+of the last 10 evaluations), mean and CI over seeds; the absolute metric (the best checkpoint re-evaluated with 10x
+the episodes, --absolute 10), mean over seeds; the wall time per run (the run's own clock, summed over its resumes);
+PyMARL2's QMIX on SC2.4.10 beside it, as its README lists it (a different simulator: StarCraft II, not SMAClite).
+Figures: the win rate of each run against env steps and against wall time, one panel per map (`curves.png`: each
+evaluation faint, the mean over it and the 9 before it, which --stop-at reads, solid), and the
+aggregate over maps (`aggregate.png`): the IQM of the finished runs' best-checkpoint win rates (the absolute metric;
+the final window where it is missing) with rliable's stratified bootstrap 95% CI (Agarwal et al., 2021), over the
+seeds every finished map has.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cleanmarl import report  # noqa: E402
+
+WINDOW, THRESHOLD = 10, 0.9
+# PyMARL2 README (Hu et al., 2021), QMIX on SC2.4.10: "general" = its re-evaluation with one set of hyperparameters,
+# "fine-tuned" = per-map tuned (3s5z_vs_3s6z with 4 envs). None where the README lists no number.
+PYMARL2 = {
+    "5m_vs_6m": (0.90, 0.90),
+    "MMM2": (1.00, 1.00),
+    "3s5z_vs_3s6z": (0.75, 0.85),
+    "corridor": (1.00, 1.00),
+    "27m_vs_30m": (1.00, 1.00),
+    "2c_vs_64zg": (1.00, 1.00),
+    "3s_vs_5z": (1.00, 1.00),
+    "10m_vs_11m": (None, None),
+}
+SWEEP = (
+    "python -m cleanmarl.sweep --scripts {script} --envs {env} --seeds 1-3 --stop-at 0.9 --stop-window 10 "
+    "--absolute 10 -- --save-model --total-timesteps 2000000"
+)
+
+
+def final_win_rate(run, window=WINDOW):
+    """The mean win rate of a run's last `window` evaluations."""
+    return float(report.scores(run, "battle_won")[-window:].mean())
+
+
+def absolute_win_rate(run):
+    """The best checkpoint's win rate over the sweep's --absolute re-evaluation, else the final win rate: the score
+    the aggregate takes (Gorsane et al., 2022; a stopped run's final window is >= 0.9 by the stop rule itself)."""
+    return float(np.mean(run["absolute"]["battle_won"])) if run["absolute"] else final_win_rate(run)
+
+
+def mean_ci(values, spec=".2f"):
+    """'mean [low, high]' over seeds (95% percentile bootstrap), or the value alone for one seed."""
+    if len(values) == 1:
+        return f"{values[0]:{spec}}"
+    mean, low, high = report.bootstrap_ci(values)
+    return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def rows(runs, finished):
+    """One dict per map, in PYMARL2's order (then any other map)."""
+    by_map = {}
+    for run in runs:
+        by_map.setdefault(run["env"], []).append(run)
+    order = [m for m in PYMARL2 if m in by_map] + sorted(set(by_map) - set(PYMARL2))
+    out = []
+    for env in order:
+        members = sorted(by_map[env], key=lambda r: r["seed"])
+        done = [r for r in members if finished(r)]
+        reached = [s for r in done if (s := report.steps_to(r, "battle_won", THRESHOLD, WINDOW)) is not None]
+        absolute = [absolute_win_rate(r) for r in done if r["absolute"]]
+        out.append(
+            dict(
+                env=env,
+                script=members[0]["line"],
+                seeds=[r["seed"] for r in members],
+                done=len(done),
+                steps_to=(mean_ci(reached, ",.0f") + f" ({len(reached)}/{len(done)})") if done else "-",
+                final=mean_ci([final_win_rate(r) for r in done]) if done else "-",
+                absolute=mean_ci(absolute) if absolute else "-",
+                wall=(f"{np.mean([r['wall'] for r in done]) / 60:.0f} min" if done else "-"),
+                under_way=[(r["seed"], int(r["steps"][-1]), final_win_rate(r)) for r in members if not finished(r)],
+                pymarl2=PYMARL2.get(env, (None, None)),
+            )
+        )
+    return out
+
+
+def markdown(table):
+    pct = lambda p: "-" if p is None else f"{p:.0%}"  # noqa: E731
+    lines = [
+        "| map | script | seeds finished | env steps to 90% won (k/n) | final win rate | best checkpoint, 50 battles "
+        "| wall time per run | PyMARL2 QMIX on SC2 (general / fine-tuned) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        note = "".join(f"; seed {s} under way: {n:,} steps, {w:.2f} won" for s, n, w in r["under_way"])
+        lines.append(
+            f"| `{r['env']}` | `{r['script']}.py` | {r['done']} of {len(r['seeds'])}{note} | {r['steps_to']} "
+            f"| {r['final']} | {r['absolute']} | {r['wall']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+        )
+    lines += ["", "Commands, one per row:", "", "```bash"]
+    lines += [SWEEP.format(script=r["script"], env=r["env"]) for r in table]
+    return "\n".join(lines + ["```"])
+
+
+def aggregate(runs, finished):
+    """(IQM, low, high, maps, seeds) of the best checkpoints' win rates over the finished maps (rliable), or None."""
+    done = [r for r in runs if finished(r)]
+    maps = sorted({r["env"] for r in done})
+    seeds = sorted(set.intersection(*({r["seed"] for r in done if r["env"] == m} for m in maps))) if maps else []
+    if not seeds:
+        return None
+    final = {(r["env"], r["seed"]): absolute_win_rate(r) for r in done}
+    scores = np.array([[final[m, s] for m in maps] for s in seeds])
+    iqm, low, high = report.aggregate({"QMIX": scores})["QMIX"]
+    return iqm, low, high, maps, seeds
+
+
+def plot(runs, out, agg):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maps = [m for m in PYMARL2 if any(r["env"] == m for r in runs)]
+    fig, axes = plt.subplots(2, len(maps), figsize=(3.2 * len(maps), 5.6), squeeze=False)
+    for col, env in enumerate(maps):
+        for run in sorted((r for r in runs if r["env"] == env), key=lambda r: r["seed"]):
+            won = report.scores(run, "battle_won")
+            window = np.array([won[max(0, k - WINDOW + 1) : k + 1].mean() for k in range(len(won))])  # --stop-at's
+            for row, (x, scale) in enumerate((("steps", 1e3), ("times", 60))):
+                line = axes[row, col].plot(run[x] / scale, window, lw=1.2, label=f"seed {run['seed']}")[0]
+                axes[row, col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
+        axes[0, col].set_title(env)
+        axes[0, col].set_xlabel("env steps (thousands)")
+        axes[1, col].set_xlabel("wall time (minutes)")
+        for row in range(2):
+            axes[row, col].axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
+            axes[row, col].set_ylim(-0.03, 1.03)
+            axes[row, col].legend(fontsize=7, loc="lower right")
+    for row in range(2):
+        axes[row, 0].set_ylabel("greedy battles won")
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    if agg:
+        iqm, low, high, maps, seeds = agg
+        fig, ax = plt.subplots(figsize=(5, 1.6))
+        ax.barh([0], [iqm], xerr=[[iqm - low], [high - iqm]], color="tab:blue", capsize=4)
+        ax.set_yticks([0], ["QMIX"])
+        ax.set_xlim(0, 1.02)
+        ax.set_xlabel(f"IQM of the best checkpoints' win rate, {len(maps)} maps x {len(seeds)} seeds (95% CI)")
+        fig.tight_layout()
+        fig.savefig(out / "aggregate.png", dpi=110)
+        plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--out", default="docs/img/hard_maps", help="folder of the figures")
+    args = parser.parse_args(argv)
+    runs = [r for r in report.load(args.sweep_dir) if "battle_won" in r["records"][0]]
+    if not runs:
+        sys.exit(f"hard_maps: error: no SMAClite evaluation records under {args.sweep_dir}")
+    folder = {(m["env"], m["seed"]): p for p in Path(args.sweep_dir).iterdir() if (m := _meta(p))}
+    finished = lambda r: (folder[r["env"], r["seed"]] / "done").exists()  # noqa: E731
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(runs, finished)
+    plot(runs, out, agg)
+    print(markdown(rows(runs, finished)))
+    if agg:
+        print(
+            f"\nIQM of the best checkpoints' win rate over {', '.join(agg[3])} (seeds {agg[4]}): {agg[0]:.3f} [{agg[1]:.3f}, {agg[2]:.3f}]"
+        )
+    return 0
+
+
+def _meta(path):
+    import json
+
+    meta = path / "meta.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
