@@ -1,6 +1,8 @@
 """QMIX on SMAClite's hard maps (docs/smaclite_hard_maps.md): the results table and figures from a sweep of them.
 
-    python benchmarks/hard_maps.py sweeps/hard_maps --out docs/img/hard_maps    # prints the Markdown table
+    python benchmarks/hard_maps.py sweeps/hard_maps --out docs/img/hard_maps
+
+writes into --out: curves.png, aggregate.png, table.md (the docs page's table) and summary.md (the home page's rows).
 
 Reads the sweep with cleanmarl.report (each combination's newest run). Per map: the seeds run and how many are finished
 (`done`); the env steps to 90% won (the first evaluation at which it and the 9 before it average >= 0.9, the sweep's
@@ -24,7 +26,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cleanmarl import report  # noqa: E402
 
-WINDOW, THRESHOLD = 10, 0.9
+WINDOW, THRESHOLD, SEEDS = 10, 0.9, 3  # the sweep's --stop-window, --stop-at, and the grid's seeds per map
 # PyMARL2 README (Hu et al., 2021), QMIX on SC2.4.10: "general" = its re-evaluation with one set of hyperparameters,
 # "fine-tuned" = per-map tuned (3s5z_vs_3s6z with 4 envs). None where the README lists no number.
 PYMARL2 = {
@@ -95,15 +97,18 @@ def markdown(table):
     pct = lambda p: "-" if p is None else f"{p:.0%}"  # noqa: E731
     lines = [
         "| map | script | seeds finished | env steps to 90% won (k/n) | final win rate | best checkpoint, 50 battles "
-        "| wall time per run | PyMARL2 QMIX on SC2 (general / fine-tuned) |",
+        "| wall time per run | PyMARL2 on SC2 |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
-        note = "".join(f"; seed {s} under way: {n:,} steps, {w:.2f} won" for s, n, w in r["under_way"])
         lines.append(
-            f"| `{r['env']}` | `{r['script']}.py` | {r['done']} of {len(r['seeds'])}{note} | {r['steps_to']} "
-            f"| {r['final']} | {r['absolute']} | {r['wall']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+            f"| `{r['env']}` | `{r['script']}` | {r['done']} of {SEEDS} | {r['steps_to']} | {r['final']} "
+            f"| {r['absolute']} | {r['wall']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
         )
+    under_way = [f"`{r['env']}` seed {s} at {n:,} steps ({w:.2f} won over its last 10 evaluations)"
+                 for r in table for s, n, w in r["under_way"]]  # fmt: skip
+    if under_way:
+        lines += ["", "Under way: " + "; ".join(under_way) + "."]
     lines += ["", "Commands, one per row:", "", "```bash"]
     lines += [SWEEP.format(script=r["script"], env=r["env"]) for r in table]
     return "\n".join(lines + ["```"])
@@ -175,12 +180,34 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     agg = aggregate(runs, finished)
     plot(runs, out, agg)
-    print(markdown(rows(runs, finished)))
+    table = rows(runs, finished)
+    hours = sum(r["wall"] for r in runs) / 3600
+    text = markdown(table) + f"\n\nWall time of these runs together: {hours:.1f} hours of one CPU core each.\n"
     if agg:
-        print(
-            f"\nIQM of the best checkpoints' win rate over {', '.join(agg[3])} (seeds {agg[4]}): {agg[0]:.3f} [{agg[1]:.3f}, {agg[2]:.3f}]"
+        iqm, low, high, maps, seeds = agg
+        text += (
+            f"\nIQM of the best checkpoints' win rate over {', '.join(f'`{m}`' for m in maps)} (seeds "
+            f"{', '.join(map(str, seeds))}): {iqm:.3f}, 95% CI [{low:.3f}, {high:.3f}].\n"
         )
+    (out / "table.md").write_text(text)
+    (out / "summary.md").write_text(summary(table))
+    print(text)
     return 0
+
+
+def summary(table):
+    """The home page's rows: map, script, seeds finished, steps to 90%, best checkpoint's win rate, PyMARL2's."""
+    pct = lambda p: "-" if p is None else f"{p:.0%}"  # noqa: E731
+    lines = [
+        "| map | script | seeds finished | env steps to 90% won | best checkpoint, 50 battles won | PyMARL2 on SC2 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        lines.append(
+            f"| [`{r['env']}`](smaclite_hard_maps.md) | `{r['script']}` | {r['done']} of {SEEDS} "
+            f"| {r['steps_to']} | {r['absolute']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _meta(path):

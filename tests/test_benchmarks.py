@@ -65,9 +65,16 @@ def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(
     assert "| 3 of 3 | 14,000 [13,000, 15,000] (2/3) |" in mmm2 and "| 100% / 100% |" in mmm2
     assert f"| {np.mean([0.9, 1.0, 0.2]):.2f} [" in mmm2  # final: the last 10 evaluations' mean per seed
     corridor = next(line for line in out.splitlines() if line.startswith("| `corridor`"))
-    assert "| `qmix_memefficient.py` | 1 of 2; seed 2 under way: 4,000 steps, 0.00 won | 10,000 (1/1) |" in corridor
+    assert "| `qmix_memefficient` | 1 of 3 | 10,000 (1/1) |" in corridor
+    assert "Under way: `corridor` seed 2 at 4,000 steps (0.00 won over its last 10 evaluations)." in out
     assert "--scripts qmix_memefficient --envs corridor --seeds 1-3" in out
     assert (
-        "IQM of the best checkpoints' win rate over MMM2, corridor (seeds [1])" in out
+        "IQM of the best checkpoints' win rate over `MMM2`, `corridor` (seeds 1): 0.950" in out
     )  # seed 1: the one both finished
-    assert {"curves.png", "aggregate.png"} <= {p.name for p in (tmp_path / "img").iterdir()}
+    assert {"curves.png", "aggregate.png", "table.md", "summary.md"} <= {p.name for p in (tmp_path / "img").iterdir()}
+    assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
+    home = (tmp_path / "img" / "summary.md").read_text()
+    assert (
+        "| [`corridor`](smaclite_hard_maps.md) | `qmix_memefficient` | 1 of 3 | 10,000 (1/1) | - | 100% / 100% |"
+        in home
+    )
