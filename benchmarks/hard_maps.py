@@ -183,6 +183,7 @@ def main(argv=None):
     table = rows(runs, finished)
     hours = sum(r["wall"] for r in runs) / 3600
     text = markdown(table) + f"\n\nWall time of these runs together: {hours:.1f} hours of one CPU core each.\n"
+    text += f"\nSMAClite physics, as the runs printed it: {physics(Path(args.sweep_dir), runs)}.\n"
     if agg:
         iqm, low, high, maps, seeds = agg
         text += (
@@ -208,6 +209,20 @@ def summary(table):
             f"| {r['steps_to']} | {r['absolute']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def physics(sweep_dir, runs):
+    """What the runs' logs say of SMAClite's physics ("SMAClite physics: ..."; the numpy and the C++ RVO2 are different
+    simulators in detail), counted over the runs' folders."""
+    said = {}
+    for folder in sweep_dir.iterdir():
+        log = folder / "log.txt"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        for line in {
+            line.split(" (")[0].removeprefix("SMAClite physics: ") for line in lines if "SMAClite physics" in line
+        }:
+            said[line] = said.get(line, 0) + 1
+    return "; ".join(f"{k} ({n} of {len(runs)} runs)" for k, n in sorted(said.items())) or "not printed"
 
 
 def _meta(path):

@@ -59,6 +59,10 @@ def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(
     fake_run(sweep, "MMM2", 3, [0.2] * 12)  # finished without reaching it
     fake_run(sweep, "corridor", 1, [1.0] * 10, script="qmix_memefficient.py")
     fake_run(sweep, "corridor", 2, [0.0] * 4, done=False, script="qmix_memefficient.py")
+    for folder in sweep.iterdir():  # the line the runs print; one run resumed once
+        physics = "SMAClite physics: C++ RVO2, fast path (docs/env.md, SMAClite speed)\n"
+        (folder / "log.txt").write_text(physics * (2 if "MMM2__defaults__1" in folder.name else 1))
+    (sweep / "qmix__MMM2__defaults__3" / "log.txt").write_text("SMAClite physics: numpy RVO2, fast path (docs)\n")
     assert hard_maps.main([str(sweep), "--out", str(tmp_path / "img")]) == 0
     out = capsys.readouterr().out
     mmm2 = next(line for line in out.splitlines() if line.startswith("| `MMM2`"))
@@ -68,6 +72,7 @@ def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(
     assert "| `qmix_memefficient` | 1 of 3 | 10,000 (1/1) |" in corridor
     assert "Under way: `corridor` seed 2 at 4,000 steps (0.00 won over its last 10 evaluations)." in out
     assert "--scripts qmix_memefficient --envs corridor --seeds 1-3" in out
+    assert "printed it: C++ RVO2, fast path (4 of 5 runs); numpy RVO2, fast path (1 of 5 runs)." in out
     assert (
         "IQM of the best checkpoints' win rate over `MMM2`, `corridor` (seeds 1): 0.950" in out
     )  # seed 1: the one both finished
