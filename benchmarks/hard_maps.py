@@ -40,8 +40,8 @@ PYMARL2 = {
     "10m_vs_11m": (None, None),
 }
 SWEEP = (
-    "python -m cleanmarl.sweep --scripts {script} --envs {env} --seeds 1-3 --stop-at 0.9 --stop-window 10 "
-    "--absolute 10 -- --save-model --total-timesteps 2000000"
+    "python -m cleanmarl.sweep --scripts {script} --envs {env} --seeds 1-3 --out sweeps/hard_maps --stop-at 0.9 "
+    "--stop-window 10 --absolute 10 -- --save-model --total-timesteps 2000000"
 )
 
 
@@ -64,33 +64,44 @@ def mean_ci(values, spec=".2f"):
     return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
-def rows(runs, finished):
-    """One dict per map, in PYMARL2's order (then any other map)."""
-    by_map = {}
-    for run in runs:
-        by_map.setdefault(run["env"], []).append(run)
-    order = [m for m in PYMARL2 if m in by_map] + sorted(set(by_map) - set(PYMARL2))
+def finished(run):
+    """Whether the sweep marked the run finished (its folder's `done`: 2M steps, or stopped at 90%)."""
+    return (run["folder"] / "done").exists()
+
+
+def map_order(runs):
+    """The maps run, in PYMARL2's order, then any other."""
+    maps = {r["env"] for r in runs}
+    return [m for m in PYMARL2 if m in maps] + sorted(maps - set(PYMARL2))
+
+
+def rows(runs):
+    """One dict per map and line (script and flag set), maps in map_order."""
     out = []
-    for env in order:
-        members = sorted(by_map[env], key=lambda r: r["seed"])
-        done = [r for r in members if finished(r)]
-        reached = [s for r in done if (s := report.steps_to(r, "battle_won", THRESHOLD, WINDOW)) is not None]
-        absolute = [absolute_win_rate(r) for r in done if r["absolute"]]
-        out.append(
-            dict(
-                env=env,
-                script=members[0]["line"],
-                seeds=[r["seed"] for r in members],
-                done=len(done),
-                steps_to=(mean_ci(reached, ",.0f") + f" ({len(reached)}/{len(done)})") if done else "-",
-                final=mean_ci([final_win_rate(r) for r in done]) if done else "-",
-                absolute=mean_ci(absolute) if absolute else "-",
-                wall=(f"{np.mean([r['wall'] for r in done]) / 60:.0f} min" if done else "-"),
-                under_way=[(r["seed"], int(r["steps"][-1]), final_win_rate(r)) for r in members if not finished(r)],
-                pymarl2=PYMARL2.get(env, (None, None)),
-            )
-        )
+    for env in map_order(runs):
+        for line in sorted({r["line"] for r in runs if r["env"] == env}):
+            members = sorted((r for r in runs if (r["env"], r["line"]) == (env, line)), key=lambda r: r["seed"])
+            out.append(row(env, line, members))
     return out
+
+
+def row(env, line, members):
+    """The table's numbers for one map and line over its runs (members, by seed)."""
+    done = [r for r in members if finished(r)]
+    reached = [s for r in done if (s := report.steps_to(r, "battle_won", THRESHOLD, WINDOW)) is not None]
+    absolute = [absolute_win_rate(r) for r in done if r["absolute"]]
+    return dict(
+        env=env,
+        script=line,
+        seeds=[r["seed"] for r in members],
+        done=len(done),
+        steps_to=f"{mean_ci(reached, ',.0f') if reached else '-'} ({len(reached)}/{len(done)})" if done else "-",
+        final=mean_ci([final_win_rate(r) for r in done]) if done else "-",
+        absolute=mean_ci(absolute) if absolute else "-",
+        wall=(f"{np.mean([r['wall'] for r in done]) / 60:.0f} min" if done else "-"),
+        under_way=[(r["seed"], int(r["steps"][-1]), final_win_rate(r)) for r in members if not finished(r)],
+        pymarl2=PYMARL2.get(env, (None, None)),
+    )
 
 
 def markdown(table):
@@ -114,17 +125,25 @@ def markdown(table):
     return "\n".join(lines + ["```"])
 
 
-def aggregate(runs, finished):
-    """(IQM, low, high, maps, seeds) of the best checkpoints' win rates over the finished maps (rliable), or None."""
-    done = [r for r in runs if finished(r)]
-    maps = sorted({r["env"] for r in done})
-    seeds = sorted(set.intersection(*({r["seed"] for r in done if r["env"] == m} for m in maps))) if maps else []
-    if not seeds:
-        return None
-    final = {(r["env"], r["seed"]): absolute_win_rate(r) for r in done}
-    scores = np.array([[final[m, s] for m in maps] for s in seeds])
-    iqm, low, high = report.aggregate({"QMIX": scores})["QMIX"]
-    return iqm, low, high, maps, seeds
+def algorithm(line):
+    """The aggregate's name for a line: qmix_memefficient.py is qmix.py's QMIX (the same losses for the same seed) with
+    another buffer, so their maps pool; other scripts and flag sets stay apart."""
+    return line.replace("qmix_memefficient", "qmix")
+
+
+def aggregate(runs):
+    """[(algorithm, IQM, low, high, maps, seeds)]: the best checkpoints' win rates over the maps each algorithm
+    finished runs on, the seeds every one of them has (rliable's IQM and stratified bootstrap CI)."""
+    out = []
+    for name in sorted({algorithm(r["line"]) for r in runs}):
+        done = [r for r in runs if finished(r) and algorithm(r["line"]) == name]
+        maps = sorted({r["env"] for r in done})
+        seeds = sorted(set.intersection(*({r["seed"] for r in done if r["env"] == m} for m in maps))) if maps else []
+        if seeds:
+            final = {(r["env"], r["seed"]): absolute_win_rate(r) for r in done}
+            scores = np.array([[final[m, s] for m in maps] for s in seeds])
+            out.append((name, *report.aggregate({name: scores})[name], maps, seeds))
+    return out
 
 
 def plot(runs, out, agg):
@@ -133,7 +152,7 @@ def plot(runs, out, agg):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    maps = [m for m in PYMARL2 if any(r["env"] == m for r in runs)]
+    maps = map_order(runs)
     fig, axes = plt.subplots(2, len(maps), figsize=(3.2 * len(maps), 5.6), squeeze=False)
     for col, env in enumerate(maps):
         for run in sorted((r for r in runs if r["env"] == env), key=lambda r: r["seed"]):
@@ -155,12 +174,13 @@ def plot(runs, out, agg):
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
     if agg:
-        iqm, low, high, maps, seeds = agg
-        fig, ax = plt.subplots(figsize=(5, 1.6))
-        ax.barh([0], [iqm], xerr=[[iqm - low], [high - iqm]], color="tab:blue", capsize=4)
-        ax.set_yticks([0], ["QMIX"])
+        fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(agg)))
+        for k, (_, iqm, low, high, maps, seeds) in enumerate(agg):
+            ax.barh([k], [iqm], xerr=[[iqm - low], [high - iqm]], color="tab:blue", capsize=4)
+            ax.text(0.02, k, f"{len(maps)} maps x {len(seeds)} seeds", va="center", color="white", fontsize=8)
+        ax.set_yticks(range(len(agg)), [a[0] for a in agg])
         ax.set_xlim(0, 1.02)
-        ax.set_xlabel(f"IQM of the best checkpoints' win rate, {len(maps)} maps x {len(seeds)} seeds (95% CI)")
+        ax.set_xlabel("IQM of the best checkpoints' win rate (95% CI)")
         fig.tight_layout()
         fig.savefig(out / "aggregate.png", dpi=110)
         plt.close(fig)
@@ -174,21 +194,19 @@ def main(argv=None):
     runs = [r for r in report.load(args.sweep_dir) if "battle_won" in r["records"][0]]
     if not runs:
         sys.exit(f"hard_maps: error: no SMAClite evaluation records under {args.sweep_dir}")
-    folder = {(m["env"], m["seed"]): p for p in Path(args.sweep_dir).iterdir() if (m := _meta(p))}
-    finished = lambda r: (folder[r["env"], r["seed"]] / "done").exists()  # noqa: E731
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    agg = aggregate(runs, finished)
+    agg = aggregate(runs)
     plot(runs, out, agg)
-    table = rows(runs, finished)
+    table = rows(runs)
     hours = sum(r["wall"] for r in runs) / 3600
     text = markdown(table) + f"\n\nWall time of these runs together: {hours:.1f} hours of one CPU core each.\n"
-    text += f"\nSMAClite physics, as the runs printed it: {physics(Path(args.sweep_dir), runs)}.\n"
-    if agg:
-        iqm, low, high, maps, seeds = agg
+    text += f"\nSMAClite physics, as the runs printed it: {physics(runs)}.\n"
+    for name, iqm, low, high, maps, seeds in agg:
+        ci = f"95% CI [{low:.3f}, {high:.3f}]" if len(seeds) > 1 else "one seed per map: no CI"
         text += (
-            f"\nIQM of the best checkpoints' win rate over {', '.join(f'`{m}`' for m in maps)} (seeds "
-            f"{', '.join(map(str, seeds))}): {iqm:.3f}, 95% CI [{low:.3f}, {high:.3f}].\n"
+            f"\nIQM of the best checkpoints' win rate, `{name}`, over {', '.join(f'`{m}`' for m in maps)} (seeds "
+            f"{', '.join(map(str, seeds))}): {iqm:.3f}, {ci}.\n"
         )
     (out / "table.md").write_text(text)
     (out / "summary.md").write_text(summary(table))
@@ -211,25 +229,18 @@ def summary(table):
     return "\n".join(lines) + "\n"
 
 
-def physics(sweep_dir, runs):
+def physics(runs):
     """What the runs' logs say of SMAClite's physics ("SMAClite physics: ..."; the numpy and the C++ RVO2 are different
-    simulators in detail), counted over the runs' folders."""
+    simulators in detail), counted over the runs."""
     said = {}
-    for folder in sweep_dir.iterdir():
-        log = folder / "log.txt"
+    for run in runs:
+        log = run["folder"] / "log.txt"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         for line in {
             line.split(" (")[0].removeprefix("SMAClite physics: ") for line in lines if "SMAClite physics" in line
         }:
             said[line] = said.get(line, 0) + 1
     return "; ".join(f"{k} ({n} of {len(runs)} runs)" for k, n in sorted(said.items())) or "not printed"
-
-
-def _meta(path):
-    import json
-
-    meta = path / "meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else None
 
 
 if __name__ == "__main__":

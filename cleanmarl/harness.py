@@ -25,8 +25,9 @@ EVAL_FILE = "evaluations.jsonl"  # every evaluation's episodes, one JSON line pe
 MODELS_FILE = "models.json"  # --save-model's latest checkpoint (its step) and best one (its step and evaluation score)
 # What --resume lets change: how the run is watched and how long it goes on. Every other flag is the saved run's.
 RESUME_MAY_CHANGE = {"resume", "total_timesteps", "checkpoint_every", "progress_bar", "device", "torch_threads"}
-# When the run's training time began, had it run without a break: start_run sets it (a resumed run's saved elapsed time
-# subtracted), so each evaluation record's "elapsed" is the run's wall time summed over its resumes, not the calendar.
+# When the run's training time began, had it run without a break: StateSaver sets it as the scripts set their start_time
+# (a resumed run's saved elapsed time subtracted, once its state is restored), so each evaluation record's "elapsed" is
+# the run's wall time summed over its resumes, not the calendar, and agrees with the elapsed time its state saves.
 RUN_CLOCK = [time.time()]
 
 
@@ -314,6 +315,7 @@ class StateSaver:
         self.run_dir, self.script, self.args, self.objects = run_dir, script, args, objects
         self.writer, self.wandb_run, self.stop_signals = writer, wandb_run, catch_stop_signals(defer=True)
         self.time, self.state_step, self.stopping = time.time(), None, False
+        RUN_CLOCK[0] = time.time()  # a new run's training time starts here (restore() moves it back for a resumed one)
 
     def due(self, end=False):
         """Whether to save now: at the end, after a stop signal (the signals are read once here, and `stopping` keeps
@@ -362,6 +364,7 @@ class StateSaver:
         np.random.set_state(state["rngs"]["numpy"])
         random.setstate(state["rngs"]["random"])
         self.state_step = state["loop"][0]
+        RUN_CLOCK[0] = time.time() - state["loop"][-1]  # every script's loop ends with its elapsed seconds
         return state["loop"]
 
 
@@ -513,7 +516,6 @@ def start_run(args, resume=None):
     print(f"run directory: {run_dir} (tensorboard --logdir {os.path.dirname(run_dir)})", flush=True)
     wandb_run = args.use_wnb and start_wandb(args, os.path.basename(run_dir), resume and resume["wandb_id"]) or None
     writer = SummaryWriter(run_dir, purge_step=resume and resume["loop"][0] + 1)
-    RUN_CLOCK[0] = time.time() - (resume["loop"][-1] if resume else 0.0)  # every script's loop ends with its elapsed
     if resume and os.path.exists(records := os.path.join(run_dir, EVAL_FILE)):  # the same purge for the records
         with open(records) as f:
             kept = [line for line in f if json.loads(line)["step"] <= resume["loop"][0]]

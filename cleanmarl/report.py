@@ -7,9 +7,9 @@ Per env: the greedy evaluation return (or battle_won, --metric) against env step
 clock, summed over its resumes), the mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples),
 one line per script and flag set.
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
-final score of any run on that env (a win rate is kept as it is), then the interquartile mean (IQM) with stratified bootstrap CIs, the probability
-of improvement between every two lines, and performance profiles (rliable: Agarwal et al., 2021), over the seeds
-actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the absolute metric where the
+final score of any run on that env (a win rate is kept as it is), then the interquartile mean (IQM) with stratified
+bootstrap CIs, the probability of improvement between every two lines, and performance profiles (rliable: Agarwal et
+al., 2021), over the seeds actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the absolute metric where the
 sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
 --threshold X the env steps to X (the first evaluation at which the mean over it and the --window - 1 before it
 reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time (to the last evaluation),
@@ -31,7 +31,8 @@ REPS = 2000
 
 
 def load(sweep_dir):
-    """Every run of a sweep -> list of dicts: env, line (script and flag set), seed, steps, times, scores, records."""
+    """Every run of a sweep -> list of dicts: env, line (script and flag set), seed, steps, times, records, wall time,
+    absolute (the re-evaluation), folder (the combination's)."""
     runs = []
     for meta_path in sorted(Path(sweep_dir).glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
@@ -46,7 +47,8 @@ def load(sweep_dir):
             times = np.array([r["time"] - records[0]["time"] for r in records])
         line = meta["script"].removesuffix(".py") + (f" {meta['flag_set']}" if meta["flag_set"].strip() else "")
         runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=float(times[-1]),
-                         absolute=reevaluation(run_dir), steps=np.array([r["step"] for r in records]), times=times))  # fmt: skip
+                         absolute=reevaluation(run_dir), steps=np.array([r["step"] for r in records]), times=times,
+                         folder=meta_path.parent))  # fmt: skip
     return runs
 
 
@@ -109,10 +111,11 @@ def normalised_finals(runs, metric):
     as it is (min-max would turn maps every run wins into 0s)."""
     finals = {(run["env"], run["line"], run["seed"]): scores(run, metric)[-1] for run in runs}
     envs = sorted({env for env, _, _ in finals})
-    bounds = {env: (min(v for k, v in finals.items() if k[0] == env), max(v for k, v in finals.items() if k[0] == env))
-              for env in envs}  # fmt: skip
     if metric == "battle_won":
         bounds = dict.fromkeys(envs, (0.0, 1.0))
+    else:
+        bounds = {env: (min(v for k, v in finals.items() if k[0] == env), max(v for k, v in finals.items() if k[0] == env))
+                  for env in envs}  # fmt: skip
     out = {}
     for line in sorted({line for _, line, _ in finals}):
         seeds = sorted(set.intersection(*({s for e, ln, s in finals if e == env and ln == line} for env in envs)))

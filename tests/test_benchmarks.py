@@ -1,9 +1,13 @@
 """The pure helpers of benchmarks/ (their end-to-end runs are in test_smoke.py where cheap)."""
 
 import importlib.util
+import json
+import shlex
 from pathlib import Path
 
 import numpy as np
+
+from cleanmarl import sweep as cleanmarl_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("plot_curves", ROOT / "benchmarks" / "plot_curves.py")
@@ -36,8 +40,6 @@ spec.loader.exec_module(hard_maps)
 
 def fake_run(sweep, env, seed, won, done=True, script="qmix.py"):
     """A sweep's combination folder as cleanmarl.sweep leaves it: meta.json, done, one run's evaluations."""
-    import json
-
     folder = sweep / f"{script[:-3]}__{env}__defaults__{seed}"
     (folder / "runs" / f"{env}__qmix__{seed}__1700000000").mkdir(parents=True)
     (folder / "meta.json").write_text(json.dumps(dict(script=script, env=env, flag_set="", seed=seed)))
@@ -59,22 +61,28 @@ def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(
     fake_run(sweep, "MMM2", 3, [0.2] * 12)  # finished without reaching it
     fake_run(sweep, "corridor", 1, [1.0] * 10, script="qmix_memefficient.py")
     fake_run(sweep, "corridor", 2, [0.0] * 4, done=False, script="qmix_memefficient.py")
+    fake_run(sweep, "MMM2", 1, [0.0] * 20, script="qmix_lstm.py")  # another script on a map: a row of its own
     for folder in sweep.iterdir():  # the line the runs print; one run resumed once
         physics = "SMAClite physics: C++ RVO2, fast path (docs/env.md, SMAClite speed)\n"
         (folder / "log.txt").write_text(physics * (2 if "MMM2__defaults__1" in folder.name else 1))
     (sweep / "qmix__MMM2__defaults__3" / "log.txt").write_text("SMAClite physics: numpy RVO2, fast path (docs)\n")
     assert hard_maps.main([str(sweep), "--out", str(tmp_path / "img")]) == 0
     out = capsys.readouterr().out
-    mmm2 = next(line for line in out.splitlines() if line.startswith("| `MMM2`"))
-    assert "| 3 of 3 | 14,000 [13,000, 15,000] (2/3) |" in mmm2 and "| 100% / 100% |" in mmm2
+    mmm2, lstm = (line for line in out.splitlines() if line.startswith("| `MMM2`"))
+    assert "| `qmix_lstm` | 1 of 3 | - (0/1) | 0.00 | - | 20 min |" in lstm
+    assert "| 3 of 3 | 14,000 [13,000, 15,000] (2/3) |" in mmm2 and "| 14 min | 100% / 100% |" in mmm2
     assert f"| {np.mean([0.9, 1.0, 0.2]):.2f} [" in mmm2  # final: the last 10 evaluations' mean per seed
     corridor = next(line for line in out.splitlines() if line.startswith("| `corridor`"))
     assert "| `qmix_memefficient` | 1 of 3 | 10,000 (1/1) |" in corridor
     assert "Under way: `corridor` seed 2 at 4,000 steps (0.00 won over its last 10 evaluations)." in out
     assert "--scripts qmix_memefficient --envs corridor --seeds 1-3" in out
-    assert "printed it: C++ RVO2, fast path (4 of 5 runs); numpy RVO2, fast path (1 of 5 runs)." in out
+    assert "printed it: C++ RVO2, fast path (5 of 6 runs); numpy RVO2, fast path (1 of 6 runs)." in out
+    for command in out.split("```bash\n")[1].split("```")[0].splitlines():  # each row's command, as the sweep reads it
+        argv = shlex.split(command)[3:]
+        assert cleanmarl_sweep.main([*argv[: argv.index("--")], "--print", *argv[argv.index("--") :]]) == 0
     assert (
-        "IQM of the best checkpoints' win rate over `MMM2`, `corridor` (seeds 1): 0.950" in out
+        "IQM of the best checkpoints' win rate, `qmix`, over `MMM2`, `corridor` (seeds 1): 0.950, one seed per map: no CI."
+        in out
     )  # seed 1: the one both finished
     assert {"curves.png", "aggregate.png", "table.md", "summary.md"} <= {p.name for p in (tmp_path / "img").iterdir()}
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
