@@ -16,6 +16,7 @@ import sys
 import time
 
 import numpy as np
+import threadpoolctl
 import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
@@ -32,8 +33,13 @@ RUN_CLOCK = [time.time()]
 
 
 def torch_device(name, threads):
-    """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's CPU threads set."""
+    """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's CPU threads and
+    numpy's BLAS threads set to threads."""
     torch.set_num_threads(threads)
+    # The acting forward is numpy (q_values_numpy). Left alone, numpy's OpenBLAS runs it on a thread per core, and on a
+    # machine busy with other runs those threads can wait on each other: 1-18 ms per forward at 27m_vs_30m's sizes
+    # beside two runs on 2 cores, against 0.044 ms on one thread (docs/qmix.md, implementation detail 15).
+    threadpoolctl.threadpool_limits(threads, user_api="blas")
     name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
     try:
         device = torch.device(name)

@@ -37,7 +37,7 @@ class Args:
     device: str = "cpu"
     """torch device: cpu, cuda, cuda:N, mps, or auto (cuda when available)"""
     torch_threads: int = 1
-    """CPU threads for torch (tiny nets: one thread beats more; see docs)"""
+    """CPU threads for torch and numpy's BLAS (tiny nets: one thread beats more; see docs)"""
     capture_video: bool = False
     """draw the first greedy episode of every --video-every-th evaluation (runs/{run_name}/videos/, TensorBoard, W&B)"""
     video_every: int = 10

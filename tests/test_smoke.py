@@ -504,3 +504,17 @@ def test_warm_start_loads_the_target_networks(tmp_path):
         assert torch.equal(warm["q_network"][name], tensor) and torch.equal(
             warm["target_q_network"][name], first["target_q_network"][name]
         )
+
+
+def test_torch_threads_caps_numpys_blas_threads_too():
+    """--torch-threads sets numpy's BLAS threads with torch's (harness.torch_device): the acting forward is numpy, and
+    an uncapped OpenBLAS slows it by up to ~400x on a machine busy with other runs (docs/qmix.md, detail 15)."""
+    import threadpoolctl
+    import torch
+
+    from cleanmarl import harness
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):  # as many as 2 cores give it; restored afterwards
+        harness.torch_device("cpu", 1)
+        blas = [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and all(n == 1 for n in blas) and torch.get_num_threads() == 1
