@@ -214,3 +214,26 @@ def test_the_fast_path_plays_the_same_episodes(env_name, use_cpp_rvo2):
     original, fast = (episode_hashes(env_name, use_cpp_rvo2, fast_path, steps) for fast_path in (False, True))
     first_difference = next((t for t, (a, b) in enumerate(zip(original, fast, strict=True)) if a != b), None)
     assert first_difference is None, f"{env_name}: step {first_difference} differs"
+
+
+@NEEDS_SMACLITE
+def test_smaclites_own_point_inside_circle_is_not_called_on_the_fast_path(monkeypatch):
+    """Reset, step and what the wrapper asks after them (the avail mask, the obs, the state: half of the calls) all
+    run inside the fast path, so SMAClite's own point_inside_circle is never called there."""
+    util, calls = importlib.import_module("smaclite.env.util"), []
+    theirs = util.point_inside_circle
+
+    def counted(*args):
+        calls.append(1)
+        return theirs(*args)
+
+    for name in ("smaclite.env.util", *POINT_IN_CIRCLE_USERS):  # SMAClite's function, counted, wherever it is bound
+        monkeypatch.setattr(importlib.import_module(name), "point_inside_circle", counted)
+    for fast_path in (False, True):
+        env = make_env("smaclite", "3s5z_vs_3s6z", seed=0, fast_path=fast_path)
+        calls.clear()
+        env.reset(seed=0)
+        for _ in range(20):
+            env.step(env.sample_actions())
+        env.close()
+        assert (len(calls) == 0) == fast_path, (fast_path, len(calls))
