@@ -9,8 +9,8 @@ one line per script and flag set.
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
 final score of any run on that env (a win rate is kept as it is), then the interquartile mean (IQM) with stratified
 bootstrap CIs, the probability of improvement between every two lines, and performance profiles (rliable: Agarwal et
-al., 2021), over the seeds actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the absolute metric where the
-sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
+al., 2021), over the seeds actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the
+absolute metric where the sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
 --threshold X the env steps to X (the first evaluation at which the mean over it and the --window - 1 before it
 reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time (to the last evaluation),
 steps/s. A combination's run is its newest run directory (the one the sweep continues).

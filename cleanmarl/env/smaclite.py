@@ -171,24 +171,24 @@ class SMACliteEnv(MultiAgentEnv):
         )
 
     def _observe(self, obs):
-        with self._fast:  # the avail mask asks point_inside_circle of every agent-target pair: half its calls
-            avail = np.array(self._env.get_avail_actions(), dtype=bool)
-            return np.asarray(obs, dtype=np.float32), self._env.get_state(), avail
+        """Called inside the fast path: the avail mask asks point_inside_circle of every agent-target pair (half of its
+        calls in a step)."""
+        avail = np.array(self._env.get_avail_actions(), dtype=bool)
+        return np.asarray(obs, dtype=np.float32), self._env.get_state(), avail
 
     def _reset(self, seed):
         with self._fast:
             obs, info = self._env.reset(seed=seed)
-        # SMAClite keeps the last joint action (part of the state) across resets: clear it, or
-        # every episode's first state would carry the previous episode's final actions.
-        self._env.last_actions = np.zeros_like(self._env.last_actions)
-        return *self._observe(obs), info
+            # SMAClite keeps the last joint action (part of the state) across resets: clear it, or
+            # every episode's first state would carry the previous episode's final actions.
+            self._env.last_actions = np.zeros_like(self._env.last_actions)
+            return *self._observe(obs), info
 
     def _step(self, actions):
         # SMAClite asserts Python ints, and action 0 (no-op) for dead agents (its mask says so too).
         with self._fast:
             obs, reward, terminated, _, info = self._env.step(actions.tolist())
-        rewards = np.array([reward], dtype=np.float32)
-        return *self._observe(obs), rewards, terminated, False, info
+            return *self._observe(obs), np.array([reward], dtype=np.float32), terminated, False, info
 
     def close(self):
         self._env.close()
