@@ -1,8 +1,12 @@
 """QMIX on SMAClite's hard maps (docs/smaclite_hard_maps.md): the results table and figures from a sweep of them.
 
-    python benchmarks/hard_maps.py sweeps/hard_maps --out docs/img/hard_maps
+    python benchmarks/hard_maps.py sweeps/hard_maps --keep benchmarks/results/hard_maps --out docs/img/hard_maps
 
 writes into --out: curves.png, aggregate.png, table.md (the docs page's table) and summary.md (the home page's rows).
+--keep DIR first copies each finished run's records into DIR (only what the report reads: meta.json, done, the
+evaluations, the best checkpoint's re-evaluation and the physics line of its log; no checkpoints, no training state)
+and then reads DIR instead, so the table is made from records kept in the repository: a sweep's runs from several
+machines or sessions add up there, and `python benchmarks/hard_maps.py benchmarks/results/hard_maps` redraws it.
 
 Reads the sweep with cleanmarl.report (each combination's newest run). Per map: the seeds run and how many are finished
 (`done`); the env steps to 90% won (the first evaluation at which it and the 9 before it average >= 0.9, the sweep's
@@ -18,6 +22,8 @@ seeds every finished map has.
 """
 
 import argparse
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -186,11 +192,46 @@ def plot(runs, out, agg):
         plt.close(fig)
 
 
+def keep(sweep_dir, keep_dir):
+    """Copy each finished run of sweep_dir (its combination folder has `done`) into keep_dir, as the report reads it:
+    meta.json, done, the physics and sweep lines of log.txt, and of its newest run directory evaluations.jsonl,
+    models.json and the best checkpoint's re-evaluation. A run already kept is replaced. -> the names copied"""
+    copied = []
+    for folder in sorted(p.parent for p in Path(sweep_dir).glob("*/done")):
+        run_dir = report.current_run(folder)
+        if run_dir is None:
+            continue
+        target = Path(keep_dir) / folder.name
+        shutil.rmtree(target, ignore_errors=True)
+        (target / run_dir.relative_to(folder)).mkdir(parents=True)
+        for name in ("meta.json", "done"):
+            shutil.copy(folder / name, target / name)
+        log = (folder / "log.txt").read_text(errors="replace").splitlines() if (folder / "log.txt").exists() else []
+        said = [line for line in log if line.startswith(("SMAClite physics", "sweep:"))]  # physics(), the stop
+        (target / "log.txt").write_text("".join(line + "\n" for line in said))
+        names = [report.EVAL_FILE, report.MODELS_FILE]
+        if (run_dir / report.MODELS_FILE).exists() and (
+            best := json.loads((run_dir / report.MODELS_FILE).read_text()).get("best")
+        ):
+            names.append(best["path"].replace(".cleanmarl_model", ".eval.json"))  # report.reevaluation() reads it
+        for name in names:
+            if (run_dir / name).exists():
+                (target / run_dir.relative_to(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(run_dir / name, target / run_dir.relative_to(folder) / name)
+        copied.append(folder.name)
+    return copied
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     parser.add_argument("--out", default="docs/img/hard_maps", help="folder of the figures")
+    parser.add_argument("--keep", metavar="DIR", help="copy the finished runs' records into DIR, then read DIR")
     args = parser.parse_args(argv)
+    if args.keep:
+        copied = keep(args.sweep_dir, args.keep)
+        print(f"hard_maps: kept {len(copied)} finished runs' records in {args.keep}", file=sys.stderr)
+        args.sweep_dir = args.keep
     runs = [r for r in report.load(args.sweep_dir) if "battle_won" in r["records"][0]]
     if not runs:
         sys.exit(f"hard_maps: error: no SMAClite evaluation records under {args.sweep_dir}")

@@ -91,3 +91,33 @@ def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(
         "| [`corridor`](smaclite_hard_maps.md) | `qmix_memefficient` | 1 of 3 | 10,000 (1/1) | - | 100% / 100% |"
         in home
     )
+
+
+def test_hard_maps_keep_copies_the_finished_runs_records_only_and_the_table_reads_them(tmp_path, capsys):
+    """--keep copies what the report reads of each finished run (no checkpoint, no training state, no unfinished run),
+    replaces a run kept before, and the table made from the kept folder is the sweep's own, the runs under way aside."""
+    sweep, kept = tmp_path / "sweep", tmp_path / "kept"
+    fake_run(sweep, "MMM2", 1, [0.0] * 5 + [1.0] * 10)
+    fake_run(sweep, "MMM2", 2, [0.0] * 4, done=False)
+    run_dir = next((sweep / "qmix__MMM2__defaults__1" / "runs").iterdir())
+    (run_dir / "best").mkdir()
+    for name, text in [("training_state.cleanmarl", "state"), ("best/best.cleanmarl_model", "weights"),
+                       ("events.out.tfevents.1", "tb"), ("best/best.eval.json", json.dumps(dict(battle_won=[1.0] * 50))),
+                       ("models.json", json.dumps(dict(best=dict(path="best/best.cleanmarl_model", step=15000))))]:  # fmt: skip
+        (run_dir / name).write_text(text)
+    log = "run directory: runs/x\nSMAClite physics: C++ RVO2, fast path (docs)\nstep 1000 return 0.0\nsweep: stopped\n"
+    (sweep / "qmix__MMM2__defaults__1" / "log.txt").write_text(log)
+    (kept / "qmix__MMM2__defaults__1" / "runs" / "old").mkdir(parents=True)  # kept by an earlier session: replaced
+    assert hard_maps.main([str(sweep), "--out", str(tmp_path / "a")]) == 0
+    direct = capsys.readouterr().out
+    assert hard_maps.main([str(sweep), "--keep", str(kept), "--out", str(tmp_path / "b")]) == 0
+    from_kept = capsys.readouterr().out
+    files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
+    folder, runs = "qmix__MMM2__defaults__1", f"qmix__MMM2__defaults__1/runs/{run_dir.name}"
+    assert files == sorted([f"{folder}/meta.json", f"{folder}/done", f"{folder}/log.txt", f"{runs}/evaluations.jsonl",
+                            f"{runs}/models.json", f"{runs}/best/best.eval.json"])  # fmt: skip
+    assert (kept / folder / "log.txt").read_text() == "SMAClite physics: C++ RVO2, fast path (docs)\nsweep: stopped\n"
+    assert "| `MMM2` | `qmix` | 1 of 3 | 14,000 (1/1) | 1.00 | 1.00 |" in from_kept  # the re-evaluation was kept
+    assert "Under way: `MMM2` seed 2" in direct and "Under way" not in from_kept
+    rows = lambda text: [line for line in text.splitlines() if line.startswith("| `")]  # noqa: E731
+    assert rows(direct) == rows(from_kept)
