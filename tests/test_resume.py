@@ -192,11 +192,23 @@ def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
     of a resumed run is its training time, not the calendar."""
     script = SCRIPTS[0]
     proc, run_dir = start(tmp_path, script)
+    deadline = time.time() + 120
+    while True:  # killed once a saved state holds an evaluation and 2 s, so that records of both processes stay
+        lines = (run_dir / harness.EVAL_FILE).read_text().splitlines() if (run_dir / harness.EVAL_FILE).exists() else []
+        first = [json.loads(line) for line in lines[:1] if line.endswith("}")]  # a line being written is left
+        state = torch.load(run_dir / STATE, weights_only=True)  # written atomically: never half a file
+        if first and state["loop"][0] >= first[0]["step"] and state["loop"][-1] >= 2:  # 2 s: more than a resumed
+            break  # process's clock could show at its first evaluation had restore() not moved it on
+        assert proc.poll() is None and time.time() < deadline, "the run ended before a state after its first evaluation"
+        time.sleep(0.01)
     proc.kill()
     proc.communicate()
+    state = torch.load(run_dir / STATE, weights_only=True)
     time.sleep(3)
     resume(tmp_path, script, run_dir)
     records = [json.loads(line) for line in open(run_dir / harness.EVAL_FILE)]
     elapsed = [r["elapsed"] for r in records]
     assert len(records) > 5 and elapsed == sorted(elapsed) and elapsed[0] > 0
-    assert elapsed[-1] <= records[-1]["time"] - records[0]["time"] + elapsed[0] - 3
+    assert records[0]["step"] <= state["loop"][0] < records[-1]["step"]  # the first process's and the resumed one's
+    assert min(r["elapsed"] for r in records if r["step"] > state["loop"][0]) >= state["loop"][-1]  # goes on
+    assert elapsed[-1] <= records[-1]["time"] - records[0]["time"] + elapsed[0] - 3  # the 3 s break left out
