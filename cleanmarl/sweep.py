@@ -4,8 +4,8 @@
         --seeds 1-5 --set "" "--td-lambda 0" --out sweeps/lambda -- --total-timesteps 300000
 
 Each combination runs in DIR/<script>__<env>__<set>__<seed>/ (its runs/ folder, log.txt, command.txt, meta.json
-with the flags, git commit and package versions; `done` once it finished). A failed run is reported with its last log
-line and the others go on; the sweep ends with a summary, exit status 1 if any failed. Running the same sweep again
+with the flags, git commit, package versions and CPU; `done` once it finished). A failed run is reported with its
+last log line and the others go on; the sweep ends with a summary, exit status 1 if any failed. Running the same sweep again
 skips the finished runs and continues interrupted ones from their training state (--resume). Backends: local worker
 threads (default), Ray (--backend ray, a local instance or --ray-address), or none: --print lists the commands and
 --index I runs combination I alone (a slurm array: --index $SLURM_ARRAY_TASK_ID). No training code lives here.
@@ -24,6 +24,7 @@ import importlib.metadata
 import itertools
 import json
 import os
+import platform
 import re
 import shlex
 import signal
@@ -90,6 +91,14 @@ def versions():
         except importlib.metadata.PackageNotFoundError:
             pass
     return found
+
+
+def machine():
+    """The CPU the run ran on: a seed reproduces a run on one machine, not across machines (docs/qmix.md, detail 14)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return dict(cpu=model or platform.processor() or platform.machine(), arch=platform.machine(), cores=os.cpu_count())
 
 
 def git_commit():
@@ -160,7 +169,7 @@ def locked_execute(run, folder, env, stop_at, window, absolute):
     states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
     command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
     meta = dict(script=f"{run.script}.py", env=run.env, flag_set=run.flag_set, seed=run.seed, extra=list(run.extra))
-    meta.update(command=command, git_commit=git_commit(), versions=versions(), resumed=bool(states))
+    meta.update(command=command, git_commit=git_commit(), versions=versions(), machine=machine(), resumed=bool(states))
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "command.txt").write_text(shlex.join(command) + "\n")
     start, status = time.time(), "done"

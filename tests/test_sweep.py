@@ -38,6 +38,7 @@ def test_a_tiny_grid_runs_records_reports_and_skips_what_is_done(tmp_path, capsy
             meta = json.loads((folder / "meta.json").read_text())
             assert (folder / "done").exists() and meta["seed"] == seed and "torch" in meta["versions"]
             assert meta["git_commit"] and f"--seed {seed}" in (folder / "command.txt").read_text()
+            assert meta["machine"]["cpu"] and meta["machine"]["cores"] >= 1  # a seed reproduces on one machine only
             (records,) = folder.glob("runs/*/evaluations.jsonl")
             evaluations = [json.loads(line) for line in records.read_text().splitlines()]
             assert len(evaluations) >= 3 and all(len(e["returns"]) == 5 for e in evaluations)
