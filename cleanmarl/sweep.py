@@ -3,12 +3,13 @@
     python -m cleanmarl.sweep --scripts qmix qmix_lstm --envs Foraging-8x8-2p-2f-coop-v3 simple_spread_v3 \\
         --seeds 1-5 --set "" "--td-lambda 0" --out sweeps/lambda -- --total-timesteps 300000
 
-Each combination runs in DIR/<script>__<env>__<set>__<seed>/ (its runs/ folder, log.txt, command.txt, meta.json
-with the flags, git commit, package versions and CPU; `done` once it finished). A failed run is reported with its
-last log line and the others go on; the sweep ends with a summary, exit status 1 if any failed. Running the same sweep again
-skips the finished runs and continues interrupted ones from their training state (--resume). Backends: local worker
-threads (default), Ray (--backend ray, a local instance or --ray-address), or none: --print lists the commands and
---index I runs combination I alone (a slurm array: --index $SLURM_ARRAY_TASK_ID). No training code lives here.
+Each combination runs in DIR/<script>__<env>__<set>__<seed>/ (its runs/ folder, log.txt, command.txt, meta.json with
+the flags, git commit, package versions and CPU; `done` once it finished). A failed run is reported with its last
+log line and the others go on; the sweep ends with a summary, exit status 1 if any failed. Running the same sweep
+again skips the finished runs and continues interrupted ones from their training state (--resume). Backends: local
+worker threads (default), Ray (--backend ray, a local instance or --ray-address), or none: --print lists the
+commands and --index I runs combination I alone (a slurm array: --index $SLURM_ARRAY_TASK_ID). No training code
+lives here.
 
 --stop-at X stops a run (SIGTERM: it saves its state and ends) once the mean score of its last --stop-window
 evaluations reaches X (win rate where the env reports battles, else return); it counts as finished. --absolute K
