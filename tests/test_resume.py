@@ -22,8 +22,9 @@ EXTRA = {"qmix_multienvs.py": ["--num-envs", "3"]}  # several envs: episodes in 
 TAGS = ("train/loss", "eval/ep_reward", "rollout/ep_reward", "rollout/epsilon")
 
 
-def flags(script):
-    return [*FLAGS, *EXTRA.get(script.name, []), "--checkpoint-every", "0.003"]  # a state every 0.2 s
+def flags(script, total=5000):
+    run_flags = [str(total) if flag == "5000" else flag for flag in FLAGS]
+    return [*run_flags, *EXTRA.get(script.name, []), "--checkpoint-every", "0.003"]  # a state every 0.2 s
 
 
 def logs(run_dir):
@@ -51,10 +52,10 @@ def reference(script, tmp_path_factory):
     return REFERENCE[script.name]
 
 
-def start(tmp_path, script):
+def start(tmp_path, script, total=5000):
     """Start the run in the background; -> the process and its run directory once its first state is saved."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(script), "--no-progress-bar", *flags(script)]
+    command = [sys.executable, str(script), "--no-progress-bar", *flags(script, total)]
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list((tmp_path / "runs").glob(f"*/{STATE}")):
@@ -64,10 +65,10 @@ def start(tmp_path, script):
     return proc, run_dir
 
 
-def resume(tmp_path, script, run_dir, total=5000):
+def resume(tmp_path, script, run_dir, total=5000, *extra):
     saved_step = torch.load(run_dir / STATE, weights_only=True)["loop"][0]
     assert 0 < saved_step < total  # stopped in the middle of the run
-    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), script=script)
+    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), *extra, script=script)
     return saved_step
 
 
@@ -191,7 +192,7 @@ def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
     saved state's and leaves out the break (here 3 s) and the resumed process's start, so that the report's wall time
     of a resumed run is its training time, not the calendar."""
     script = SCRIPTS[0]
-    proc, run_dir = start(tmp_path, script)
+    proc, run_dir = start(tmp_path, script, total=10**7)  # never ends on its own, however fast the machine
     deadline = time.time() + 120
     while True:  # killed once a saved state holds an evaluation and 2 s, so that records of both processes stay
         lines = (run_dir / harness.EVAL_FILE).read_text().splitlines() if (run_dir / harness.EVAL_FILE).exists() else []
@@ -205,7 +206,8 @@ def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
     proc.communicate()
     state = torch.load(run_dir / STATE, weights_only=True)
     time.sleep(3)
-    resume(tmp_path, script, run_dir)
+    total = state["loop"][0] + 3000  # the resumed process ends 3000 steps on (a few evaluations)
+    resume(tmp_path, script, run_dir, total, "--total-timesteps", str(total))
     records = [json.loads(line) for line in open(run_dir / harness.EVAL_FILE)]
     elapsed = [r["elapsed"] for r in records]
     assert len(records) > 5 and elapsed == sorted(elapsed) and elapsed[0] > 0
