@@ -39,7 +39,7 @@ def logs(run_dir):
     return logged | {"records": [(r["step"], r["returns"], r["lengths"]) for r in records]}
 
 
-REFERENCE = {}
+REFERENCE, SECONDS = {}, {}
 
 
 def reference(script, tmp_path_factory):
@@ -49,6 +49,8 @@ def reference(script, tmp_path_factory):
         run(path, *flags(script), script=script)
         (run_dir,) = (path / "runs").iterdir()
         REFERENCE[script.name] = logs(run_dir)
+        with open(run_dir / harness.EVAL_FILE) as f:  # the run's own seconds, measured on this machine
+            SECONDS[script.name] = [json.loads(line) for line in f][-1]["elapsed"]
     return REFERENCE[script.name]
 
 
@@ -88,7 +90,7 @@ def test_sigkill_after_a_saved_state_then_resume_logs_as_the_uninterrupted_run(s
 def test_sigterm_at_a_random_moment_then_resume_logs_as_the_uninterrupted_run(script, tmp_path, tmp_path_factory):
     expected = reference(script, tmp_path_factory)
     proc, run_dir = start(tmp_path, script)
-    time.sleep(random.uniform(0, 1))
+    time.sleep(random.uniform(0, SECONDS[script.name] / 2))  # within the run on a machine of any speed
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
