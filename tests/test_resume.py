@@ -17,14 +17,14 @@ from cleanmarl import harness
 from tests.test_smoke import LBF, ROOT, SCRIPTS, run
 
 STATE = harness.STATE_FILE
-FLAGS = [*LBF, "--total-timesteps", "5000", "--batch-size", "8", "--eval-steps", "8", "--log-every", "2", "--seed", "3"]
+FLAGS = [*LBF, "--batch-size", "8", "--eval-steps", "8", "--log-every", "2", "--seed", "3"]
 EXTRA = {"qmix_multienvs.py": ["--num-envs", "3"]}  # several envs: episodes in flight in each when it stops
 TAGS = ("train/loss", "eval/ep_reward", "rollout/ep_reward", "rollout/epsilon")
 
 
 def flags(script, total=5000):
-    run_flags = [str(total) if flag == "5000" else flag for flag in FLAGS]
-    return [*run_flags, *EXTRA.get(script.name, []), "--checkpoint-every", "0.003"]  # a state every 0.2 s
+    every = ["--checkpoint-every", "0.003"]  # a state every 0.2 s
+    return [*FLAGS, "--total-timesteps", str(total), *EXTRA.get(script.name, []), *every]
 
 
 def logs(run_dir):
@@ -67,10 +67,10 @@ def start(tmp_path, script, total=5000):
     return proc, run_dir
 
 
-def resume(tmp_path, script, run_dir, total=5000, *extra):
+def resume(tmp_path, script, run_dir, total=5000):
     saved_step = torch.load(run_dir / STATE, weights_only=True)["loop"][0]
     assert 0 < saved_step < total  # stopped in the middle of the run
-    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), *extra, script=script)
+    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), "--total-timesteps", str(total), script=script)
     return saved_step
 
 
@@ -209,7 +209,7 @@ def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
     state = torch.load(run_dir / STATE, weights_only=True)
     time.sleep(3)
     total = state["loop"][0] + 3000  # the resumed process ends 3000 steps on (a few evaluations)
-    resume(tmp_path, script, run_dir, total, "--total-timesteps", str(total))
+    resume(tmp_path, script, run_dir, total)
     records = [json.loads(line) for line in open(run_dir / harness.EVAL_FILE)]
     elapsed = [r["elapsed"] for r in records]
     assert len(records) > 5 and elapsed == sorted(elapsed) and elapsed[0] > 0
