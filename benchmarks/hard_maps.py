@@ -18,7 +18,7 @@ Figures: the win rate of each run against env steps and against wall time, one p
 evaluation faint, the mean over it and the 9 before it, which --stop-at reads, solid), and the
 aggregate over maps (`aggregate.png`): the IQM of the finished runs' best-checkpoint win rates (the absolute metric;
 the final window where it is missing) with rliable's stratified bootstrap 95% CI (Agarwal et al., 2021), over the
-seeds every finished map has.
+grid of maps x seeds with the most finished runs (common_seeds).
 """
 
 import argparse
@@ -138,18 +138,26 @@ def algorithm(line):
 
 
 def aggregate(runs):
-    """[(algorithm, IQM, low, high, maps, seeds)]: the best checkpoints' win rates over the maps each algorithm
-    finished runs on, the seeds every one of them has (rliable's IQM and stratified bootstrap CI)."""
+    """[(algorithm, IQM, low, high, maps, seeds)]: the best checkpoints' win rates over maps x seeds that each
+    algorithm finished (rliable's IQM and stratified bootstrap CI needs every seed on every map), see common_seeds."""
     out = []
     for name in sorted({algorithm(r["line"]) for r in runs}):
         done = [r for r in runs if finished(r) and algorithm(r["line"]) == name]
-        maps = sorted({r["env"] for r in done})
-        seeds = sorted(set.intersection(*({r["seed"] for r in done if r["env"] == m} for m in maps))) if maps else []
+        maps, seeds = common_seeds({m: {r["seed"] for r in done if r["env"] == m} for m in {r["env"] for r in done}})
         if seeds:
             final = {(r["env"], r["seed"]): absolute_win_rate(r) for r in done}
             scores = np.array([[final[m, s] for m in maps] for s in seeds])
             out.append((name, *report.aggregate({name: scores})[name], maps, seeds))
     return out
+
+
+def common_seeds(seeds_of):
+    """seeds_of: map -> its finished seeds. -> (maps, seeds): the grid with the most runs in which every map finished
+    every seed, among the seed sets of one map or of all maps, preferring grids of two maps or more. So a map finished
+    on one seed so far does not shrink the aggregate of the others' three seeds to that one seed."""
+    options = [*seeds_of.values(), set.intersection(*seeds_of.values())] if seeds_of else []
+    grids = [(sorted(m for m in seeds_of if s <= seeds_of[m]), sorted(s)) for s in options if s]
+    return max(grids, key=lambda g: (len(g[0]) > 1, len(g[0]) * len(g[1]), len(g[0])), default=([], []))
 
 
 def plot(runs, out, agg):

@@ -93,6 +93,19 @@ def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(
     )
 
 
+def test_hard_maps_aggregate_is_the_largest_grid_of_maps_that_finished_the_same_seeds():
+    """rliable's CI needs every seed on every map: a map finished on fewer seeds so far is left out of the aggregate
+    rather than cutting every map down to its seeds; one map alone is an aggregate only where no two share a seed."""
+    assert hard_maps.common_seeds({"MMM2": {1, 2, 3}, "corridor": {1, 2, 3}, "10m_vs_11m": {1}}) == (
+        ["MMM2", "corridor"],
+        [1, 2, 3],
+    )
+    assert hard_maps.common_seeds({"MMM2": {1, 2, 3}, "corridor": {1}}) == (["MMM2", "corridor"], [1])
+    assert hard_maps.common_seeds({"MMM2": {1, 2}, "corridor": {2, 3}}) == (["MMM2", "corridor"], [2])
+    assert hard_maps.common_seeds({"MMM2": {1, 2}, "corridor": {3}}) == (["MMM2"], [1, 2])
+    assert hard_maps.common_seeds({}) == ([], [])
+
+
 def test_hard_maps_keep_copies_the_finished_runs_records_only_and_the_table_reads_them(tmp_path, capsys):
     """--keep copies what the report reads of each finished run (no checkpoint, no training state, no unfinished run),
     replaces a run kept before, and the table made from the kept folder is the sweep's own, the runs under way aside."""
