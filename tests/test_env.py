@@ -640,6 +640,62 @@ def test_smaclite_reset_clears_last_actions(fake_smaclite):
     assert state[:-n_last].any()
 
 
+def test_smaclite_laser_beam_hits_nobody_where_smaclite_raises():
+    """The guard answers 0 damage for a beam with no unit in reach (SMAClite's own code raises there) and calls
+    SMAClite's code, with the same arguments, wherever a unit is in reach. Installed once: a second call is a no-op."""
+    calls = []
+
+    class Finder:
+        def __init__(self, found):
+            self.found = found
+
+        def query_radius(self, units, radius):
+            return [self.found for _ in units]
+
+    class LaserBeamTargeter:
+        radius = 1.4
+
+        def target(self, origin, target, **kwargs):
+            calls.append((origin, target, kwargs))
+            return 7.5
+
+    module = type(sys)("targeter")
+    module.LaserBeamTargeter = LaserBeamTargeter
+    smaclite_module.guard_laser_beam(module)
+    guarded = LaserBeamTargeter.target
+    smaclite_module.guard_laser_beam(module)
+    assert LaserBeamTargeter.target is guarded
+    beam = LaserBeamTargeter()
+    assert beam.target("colossus", "dead zergling", neighbour_finder=Finder([]), max_radius=1) == 0 and not calls
+    finder = Finder(["zergling"])
+    assert beam.target("colossus", "zergling", neighbour_finder=finder, max_radius=1) == 7.5
+    assert calls == [("colossus", "zergling", {"neighbour_finder": finder, "max_radius": 1})]
+    smaclite_module.guard_laser_beam(type(sys)("a SMAClite without the beam"))  # nothing to guard, no error
+    smaclite_module.guard_laser_beam(None)
+
+
+def test_smaclite_2c_vs_64zg_plays_past_the_empty_beam():
+    """Random play on 2c_vs_64zg (seed 1) fires a colossus beam at a dead zergling with nobody in reach in its 13th
+    episode: SMAClite's own code raises there, the wrapper's plays on."""
+    pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
+    env = make_env("smaclite", "2c_vs_64zg", seed=1)
+    from smaclite.env.units.targeters.targeter import LaserBeamTargeter
+
+    guarded, empty = LaserBeamTargeter.target, []
+
+    def counted(self, origin, target, **kwargs):
+        empty.append(len(kwargs["neighbour_finder"].query_radius([target], self.radius)[0]) == 0)
+        return guarded(self, origin, target, **kwargs)
+
+    try:
+        LaserBeamTargeter.target = counted
+        for _ in range(14):
+            run_episode(env, random_policy, seed=None)
+    finally:
+        LaserBeamTargeter.target = guarded
+    assert any(empty), "no empty beam: the test no longer reaches the case it guards"
+
+
 # ---------------------------------------------------------------- bad input
 
 

@@ -90,6 +90,29 @@ def classic_map_info(name):
     )
 
 
+def guard_laser_beam(targeter_module):
+    """Make SMAClite's colossus beam (LaserBeamTargeter.target) hit nobody where it would raise. Process-wide, once.
+
+    An attack order outlives its target within the 8 world steps of an env step: a colossus keeps firing at the spot
+    of a unit that died, and when no unit is left within the beam's reach SMAClite rotates an empty position array
+    (np.dot raises "shapes (0,) and (2,2) not aligned"). On 2c_vs_64zg random play hits it within ~15 episodes.
+    The beam's damage there is a sum over no units, 0: the guard returns that and calls SMAClite's own code
+    otherwise, so every episode that did not raise is unchanged.
+    """
+    beam = getattr(targeter_module, "LaserBeamTargeter", None)
+    original = getattr(beam, "target", None)
+    if original is None or getattr(original, "guarded", False):
+        return
+
+    def target(self, origin, target, **kwargs):
+        if len(kwargs["neighbour_finder"].query_radius([target], self.radius)[0]) == 0:
+            return 0
+        return original(self, origin, target, **kwargs)
+
+    target.guarded = True
+    beam.target = target
+
+
 _REPORTED = set()
 
 
@@ -126,10 +149,11 @@ class SMACliteEnv(MultiAgentEnv):
         fast_path=None,
         **kwargs,
     ):
-        from cleanmarl.env.smaclite_fast import FastPath, speed_up
+        from cleanmarl.env.smaclite_fast import FastPath, _module, speed_up
 
         gym = require("gymnasium", "pip install gymnasium")
         require("smaclite", INSTALL)
+        guard_laser_beam(_module("smaclite.env.units.targeters.targeter"))
         registered = _registered_maps(gym)
         if env_name in CLASSIC_MAPS:
             map_info = classic_map_info(env_name)
