@@ -675,7 +675,7 @@ def test_smaclite_laser_beam_hits_nobody_where_smaclite_raises():
 
 
 def test_smaclite_2c_vs_64zg_plays_past_the_empty_beam():
-    """Random play on 2c_vs_64zg (seed 1) fires a colossus beam at a dead zergling with nobody in reach in its 13th
+    """Random play on 2c_vs_64zg (seed 1) fires a colossus beam at a dead zergling with nobody in reach in its 14th
     episode: SMAClite's own code raises there, the wrapper's plays on."""
     pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
     env = make_env("smaclite", "2c_vs_64zg", seed=1)
