@@ -1,0 +1,33 @@
+"""Size of each QMIX script, measured the same way for all (docs/qmix.md, "Size"): characters, code tokens (Python
+tokenize's tokens without comments, newlines and indentation), lines over 100 columns and `fmt: skip` markers.
+
+    python benchmarks/script_size.py [FILE ...]     (default: the four scripts)
+"""
+
+import io
+import sys
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ("qmix.py", "qmix_memefficient.py", "qmix_lstm.py", "qmix_multienvs.py")
+NOT_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+
+
+def size(text):
+    """-> dict(characters, code_tokens, long_lines, fmt_skip)"""
+    tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+    return dict(
+        characters=len(text),
+        code_tokens=sum(t.type not in NOT_CODE for t in tokens),
+        long_lines=sum(len(line) > 100 for line in text.splitlines()),
+        fmt_skip=text.count("fmt: skip"),
+    )
+
+
+if __name__ == "__main__":
+    paths = [Path(p) for p in sys.argv[1:]] or [ROOT / "cleanmarl" / s for s in SCRIPTS]
+    print(f"{'file':<24} {'characters':>10} {'code tokens':>11} {'lines > 100':>11} {'fmt: skip':>9}")
+    for path in paths:
+        s = size(path.read_text())
+        print(f"{path.name:<24} {s['characters']:>10,} {s['code_tokens']:>11,} {s['long_lines']:>11} {s['fmt_skip']:>9}")

@@ -1,0 +1,123 @@
+"""Model checkpoints: --save-model's latest and best checkpoint, --load-model's checks of flags and shapes."""
+
+import os
+import shutil
+
+import torch
+
+from cleanmarl.utils.layout import (
+    BEST_DIR,
+    EVAL_FILE,
+    MODELS_FILE,
+    atomic_save,
+    evaluation_score,
+    read_json,
+    read_records,
+    write_json,
+)
+
+
+def save_model(path, networks, args, reward_scale, step=None):
+    """--save-model's checkpoint: the networks' state dicts (name -> network), the flags, the reward scale that turns
+    the mixer's Q_tot into reward units (Q_tot * reward_scale) and the env step. With a step, models.json names it the
+    latest and keep_best() may copy it as the best. -> whether it was saved"""
+    checkpoint = {name: network.state_dict() for name, network in networks.items()}
+    checkpoint["args"], checkpoint["reward_scale"], checkpoint["step"] = (
+        vars(args),
+        reward_scale,
+        step,
+    )
+    if not atomic_save(checkpoint, path):
+        return False
+    if step is not None:
+        run_dir, latest = (
+            os.path.dirname(path) or ".",
+            dict(path=os.path.basename(path), step=int(step)),
+        )
+        models = os.path.join(run_dir, MODELS_FILE)
+        write_json(read_json(models) | {"latest": latest}, models)
+        keep_best(run_dir)
+    return True
+
+
+def keep_best(run_dir):
+    """Copy the latest checkpoint to best/ when its evaluation scores at least as high as every earlier one's (the later
+    of equals: more training behind it): the checkpoint that the absolute metric re-evaluates (Gorsane et al., 2022).
+    Called after each save and each recorded evaluation, as either may come second."""
+    models = read_json(os.path.join(run_dir, MODELS_FILE))
+    latest, best = models.get("latest"), models.get("best")
+    if not latest or (best and best["step"] >= latest["step"]):
+        return
+    records = read_records(os.path.join(run_dir, EVAL_FILE))
+    record = next((r for r in records if r["step"] == latest["step"]), None)
+    if record is None or (best and evaluation_score(record)[0] < best["score"]):
+        return
+    score, metric = evaluation_score(record)
+    name = os.path.join(BEST_DIR, latest["path"])  # a folder keeps names and globs apart
+    os.makedirs(os.path.join(run_dir, BEST_DIR), exist_ok=True)
+    shutil.copyfile(os.path.join(run_dir, latest["path"]), os.path.join(run_dir, name + ".tmp"))
+    os.replace(os.path.join(run_dir, name + ".tmp"), os.path.join(run_dir, name))
+    best = dict(path=name, step=latest["step"], score=score, metric=metric)
+    write_json(models | {"best": best}, os.path.join(run_dir, MODELS_FILE))
+
+
+def load_checkpoint(path, flags, networks):
+    """A checkpoint written by --save-model, on the CPU (it may come from a GPU run). Raises ValueError (one line)."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--load-model: no file {path!r}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # text, empty, truncated, a pickle of something else
+        kind = type(e).__name__
+        raise ValueError(
+            f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged: {kind})"
+        ) from None
+    keys = (*networks[:2], "args")
+    if not isinstance(checkpoint, dict) or not all(
+        isinstance(checkpoint.get(k), dict) for k in keys
+    ):
+        raise ValueError(
+            f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)"
+        )
+    checkpoint["args"].setdefault(
+        "last_action", False
+    )  # saved before --last-action: trained without it
+    if missing := [k for k in flags if k not in checkpoint["args"]]:
+        raise ValueError(
+            f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})"
+        )
+    for target, online in zip(
+        networks[2:], networks[:2], strict=True
+    ):  # saved before targets were kept
+        checkpoint.setdefault(target, checkpoint[online])
+    return checkpoint
+
+
+def shape_mismatch(network, saved):
+    """'NAME: [saved shape] in it, [shape] here' for the first weight whose shape differs from `saved`, or None."""
+    for name, param in network.state_dict().items():
+        shape = getattr(saved.get(name), "shape", None)
+        if shape is not None and tuple(shape) != tuple(param.shape):
+            return f"{name}: {list(shape)} in it, {list(param.shape)} here"
+    return None
+
+
+def load_networks(networks, saved, source):
+    """network.load_state_dict(saved[name]) for each name -> network; ValueError (one line) naming what disagrees."""
+    for name, network in networks.items():
+        if mismatch := shape_mismatch(network, saved[name]):
+            raise ValueError(
+                f"{source} was saved for other env inputs ({name} {mismatch}): a checkpoint from a cleanmarl "
+                "whose env gave other observations or states; train it again"
+            )
+    try:
+        for name, network in networks.items():
+            network.load_state_dict(saved[name])
+    except (
+        RuntimeError,
+        TypeError,
+        KeyError,
+    ) as e:  # its flags and weights disagree: damaged or hand-edited
+        raise ValueError(
+            f"{source} is damaged: {(str(e).strip().splitlines() or [type(e).__name__])[0]}"
+        ) from None

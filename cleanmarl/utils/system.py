@@ -1,0 +1,76 @@
+"""The machine: the torch device and threads, seeding, and the replay buffer's memory."""
+
+import contextlib
+import mmap
+import random
+
+import numpy as np
+import threadpoolctl
+import torch
+
+
+def torch_device(name, threads):
+    """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's CPU threads and
+    numpy's BLAS threads set to threads (numpy runs the acting forward: BLAS threads waiting on each other on a busy
+    machine made it 20-400x slower, docs/qmix.md)."""
+    torch.set_num_threads(threads)
+    threadpoolctl.threadpool_limits(threads, user_api="blas")
+    name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(
+            f"--device {name!r} is not usable here: {str(e).splitlines()[0]}"
+        ) from None
+    return device
+
+
+def seed_everything(seed, n):
+    """Seed Python's, numpy's and torch's global generators (network weights, env libraries that use them) -> n numpy
+    streams of their own that share no bits with each other or with the envs (np.random.default_rng(seed) is the
+    stream gymnasium seeds an env with)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
+
+
+def lazy_zeros(shape, dtype):
+    """Zeros whose memory is committed page by page (4 KB) as they are written (np.zeros would take 2 MB huge pages)."""
+    memory = mmap.mmap(
+        -1, max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    )  # anonymous: zero-filled, lazy
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
+
+
+def check_buffer_memory(buffer_size, episode_bytes, episode_limit):
+    """Raise ValueError (one line) when buffer_size episodes of episode_bytes exceed the memory available: refused now,
+    not when it runs out hours in."""
+    available = available_memory()
+    if available is not None and buffer_size * episode_bytes > available:
+        raise ValueError(
+            f"the replay buffer needs {buffer_size * episode_bytes / 2**30:.1f} GiB (episodes padded to "
+            f"{episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
+            f"{available // episode_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)"
+        )
+
+
+def available_memory():
+    """Bytes this process can still take: Linux's MemAvailable, within its cgroup's limit; else None."""
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(
+                int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")
+            )
+    except (OSError, StopIteration, ValueError):
+        return None
+    with (
+        contextlib.suppress(OSError, ValueError),
+        open("/sys/fs/cgroup/memory.max") as limit,
+    ):  # "max": none
+        with open("/sys/fs/cgroup/memory.current") as used:
+            available = min(available, int(limit.read()) - int(used.read()))
+    return available
