@@ -45,7 +45,9 @@ def load(sweep_dir):
             times = np.array([r["elapsed"] for r in records])
         else:  # records written before the clock: the calendar from the first evaluation on (a resume's break counts)
             times = np.array([r["time"] - records[0]["time"] for r in records])
-        line = meta["script"].removesuffix(".py") + (f" {meta['flag_set']}" if meta["flag_set"].strip() else "")
+        line = meta["script"].removesuffix(".py") + (
+            f" {meta['flag_set']}" if meta["flag_set"].strip() else ""
+        )
         runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=float(times[-1]),
                          absolute=reevaluation(run_dir), steps=np.array([r["step"] for r in records]), times=times,
                          folder=meta_path.parent))  # fmt: skip
@@ -55,7 +57,9 @@ def load(sweep_dir):
 def current_run(folder):
     """The run directory of a sweep's combination that the sweep continues (the newest: a run directory is only begun
     anew when no training state was saved, e.g. a run killed before its first), or None. Older ones are left out."""
-    found = sorted(folder.glob(f"runs/*/{EVAL_FILE}"))  # as the sweep sorts them: names end with the unix time
+    found = sorted(
+        folder.glob(f"runs/*/{EVAL_FILE}")
+    )  # as the sweep sorts them: names end with the unix time
     return found[-1].parent if found else None
 
 
@@ -72,7 +76,9 @@ def steps_to(run, metric, threshold, window):
     threshold, or None."""
     values = scores(run, metric)
     for k in range(window - 1, len(values)):
-        if values[k - window + 1 : k + 1].mean() >= threshold - 1e-9:  # 45 battles won of 50 is 0.9, however rounded
+        if (
+            values[k - window + 1 : k + 1].mean() >= threshold - 1e-9
+        ):  # 45 battles won of 50 is 0.9, however rounded
             return int(run["steps"][k])
     return None
 
@@ -118,7 +124,11 @@ def normalised_finals(runs, metric):
                   for env in envs}  # fmt: skip
     out = {}
     for line in sorted({line for _, line, _ in finals}):
-        seeds = sorted(set.intersection(*({s for e, ln, s in finals if e == env and ln == line} for env in envs)))
+        seeds = sorted(
+            set.intersection(
+                *({s for e, ln, s in finals if e == env and ln == line} for env in envs)
+            )
+        )
         low_high = [bounds[env] for env in envs]
         out[line] = np.array([[(finals[env, line, s] - lo) / ((hi - lo) or 1.0) for env, (lo, hi) in zip(envs, low_high, strict=True)]
                               for s in seeds])  # fmt: skip
@@ -130,10 +140,16 @@ def aggregate(score_dict, reps=REPS, seed=0):
     from rliable import library as rly
     from rliable import metrics
 
-    state, _ = np.random.RandomState(seed), np.random.seed(seed)  # rliable's StratifiedBootstrap draws from numpy's
+    state, _ = (
+        np.random.RandomState(seed),
+        np.random.seed(seed),
+    )  # rliable's StratifiedBootstrap draws from numpy's
     iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731  global generator, whatever random_state says
     points, intervals = rly.get_interval_estimates(score_dict, iqm, reps=reps, random_state=state)
-    return {k: (float(points[k][0]), float(intervals[k][0, 0]), float(intervals[k][1, 0])) for k in score_dict}
+    return {
+        k: (float(points[k][0]), float(intervals[k][0, 0]), float(intervals[k][1, 0]))
+        for k in score_dict
+    }
 
 
 def improvement(score_dict, reps=REPS, seed=0):
@@ -143,11 +159,17 @@ def improvement(score_dict, reps=REPS, seed=0):
 
     lines = sorted(score_dict)
     pairs = {f"{x},{y}": (score_dict[x], score_dict[y]) for x in lines for y in lines if x != y}
-    state, _ = np.random.RandomState(seed), np.random.seed(seed)  # numpy's global generator too: see aggregate()
+    state, _ = (
+        np.random.RandomState(seed),
+        np.random.seed(seed),
+    )  # numpy's global generator too: see aggregate()
     points, intervals = rly.get_interval_estimates(
         pairs, metrics.probability_of_improvement, reps=reps, random_state=state
     )
-    return {tuple(k.split(",")): tuple(float(np.ravel(v)[0]) for v in (points[k], *intervals[k])) for k in pairs}
+    return {
+        tuple(k.split(",")): tuple(float(np.ravel(v)[0]) for v in (points[k], *intervals[k]))
+        for k in pairs
+    }
 
 
 def marl_eval(runs, metric):
@@ -164,22 +186,32 @@ def marl_eval(runs, metric):
             values = record["battle_won"] if metric == "battle_won" else record["returns"]
             per_run[f"step_{k}"] = {"step_count": record["step"], key: values}
         last = run["absolute"] or run["records"][-1]  # the re-evaluation where the sweep ran it
-        per_run["absolute_metrics"] = {key: last["battle_won"] if metric == "battle_won" else last["returns"]}
+        per_run["absolute_metrics"] = {
+            key: last["battle_won"] if metric == "battle_won" else last["returns"]
+        }
         out[family][run["env"]][run["line"]][f"run_{run['seed']}"] = per_run
     return json.loads(json.dumps(out))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m cleanmarl.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cleanmarl.report", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("sweep_dir")
     parser.add_argument("--out", help="report directory (default: SWEEP_DIR/report)")
     parser.add_argument("--metric", choices=["return", "battle_won"], default="return")
-    parser.add_argument("--threshold", type=float, help="add the env steps each run took to reach this score")
-    parser.add_argument("--window", type=int, default=10, help="evaluations averaged by --threshold")
+    parser.add_argument(
+        "--threshold", type=float, help="add the env steps each run took to reach this score"
+    )
+    parser.add_argument(
+        "--window", type=int, default=10, help="evaluations averaged by --threshold"
+    )
     args = parser.parse_args(argv)
     runs = load(args.sweep_dir)
     if not runs:
-        sys.exit(f"report: error: no evaluation records ({EVAL_FILE}) under {args.sweep_dir}/*/runs/")
+        sys.exit(
+            f"report: error: no evaluation records ({EVAL_FILE}) under {args.sweep_dir}/*/runs/"
+        )
     out = Path(args.out or Path(args.sweep_dir) / "report")
     out.mkdir(parents=True, exist_ok=True)
     import matplotlib
@@ -188,14 +220,23 @@ def main(argv=None):
     import matplotlib.pyplot as plt
     from rliable import plot_utils
 
-    md = [f"# Report: {args.sweep_dir}", "", f"{len(runs)} runs; metric: greedy evaluation {args.metric}.", ""]
+    md = [
+        f"# Report: {args.sweep_dir}",
+        "",
+        f"{len(runs)} runs; metric: greedy evaluation {args.metric}.",
+        "",
+    ]
     for x, label in (("steps", "env steps"), ("times", "wall time (s)")):
         for env, lines in curves(runs, args.metric, x).items():
             fig, ax = plt.subplots(figsize=(6, 4))
             for line, (grid, mean, low, high) in sorted(lines.items()):
                 ax.plot(grid, mean, label=line)
                 ax.fill_between(grid, low, high, alpha=0.2)
-            ax.set(xlabel=label, ylabel=f"eval {args.metric}", title=f"{env} (mean over seeds, 95% bootstrap CI)")
+            ax.set(
+                xlabel=label,
+                ylabel=f"eval {args.metric}",
+                title=f"{env} (mean over seeds, 95% bootstrap CI)",
+            )
             ax.legend(fontsize=8)
             name = f"curve_{'steps' if x == 'steps' else 'time'}_{env.replace(':', '_')}.png"
             fig.tight_layout()
@@ -210,17 +251,28 @@ def main(argv=None):
         final = bootstrap_ci([scores(r, args.metric)[-1] for r in members])
         best = bootstrap_ci([scores(r, args.metric).max() for r in members])
         absolute = [np.mean(a[key(args.metric)]) for r in members if (a := r["absolute"])]
-        absolute = bootstrap_ci(absolute) if len(absolute) == len(members) else (np.nan,) * 3  # every seed, or none
+        absolute = (
+            bootstrap_ci(absolute) if len(absolute) == len(members) else (np.nan,) * 3
+        )  # every seed, or none
         if args.threshold is not None:
-            to = [s for r in members if (s := steps_to(r, args.metric, args.threshold, args.window)) is not None]
+            to = [
+                s
+                for r in members
+                if (s := steps_to(r, args.metric, args.threshold, args.window)) is not None
+            ]
             to_ci = bootstrap_ci(to) if to else (np.nan,) * 3
-        steps, wall = np.mean([r["steps"][-1] for r in members]), np.mean([r["wall"] for r in members])
+        steps, wall = (
+            np.mean([r["steps"][-1] for r in members]),
+            np.mean([r["wall"] for r in members]),
+        )
         rows.append(dict(env=env, line=line, seeds=len(members), final=final[0], final_low=final[1],
                          final_high=final[2], best=best[0], best_low=best[1], best_high=best[2], absolute=absolute[0],
                          absolute_low=absolute[1], absolute_high=absolute[2], env_steps=steps, wall_time_s=wall,
                          steps_per_s=steps / wall if wall else float("nan")))  # fmt: skip
         if args.threshold is not None:
-            rows[-1] |= dict(steps_to=to_ci[0], steps_to_low=to_ci[1], steps_to_high=to_ci[2], reached=len(to))
+            rows[-1] |= dict(
+                steps_to=to_ci[0], steps_to_low=to_ci[1], steps_to_high=to_ci[2], reached=len(to)
+            )
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -231,7 +283,11 @@ def main(argv=None):
            + "env steps | wall time | steps/s |", "|---" * (8 + has_absolute + (to is not None)) + "|"]  # fmt: skip
     for r in rows:
         absolute = f"{ci(r, 'absolute')} | " if has_absolute else ""
-        steps_to_x = f"{ci(r, 'steps_to', ',.0f')} ({r['reached']}/{r['seeds']}) | " if to is not None else ""
+        steps_to_x = (
+            f"{ci(r, 'steps_to', ',.0f')} ({r['reached']}/{r['seeds']}) | "
+            if to is not None
+            else ""
+        )
         md.append(f"| {r['env']} | {r['line']} | {r['seeds']} | {ci(r, 'final')} | {ci(r, 'best')} | {absolute}"
                   f"{steps_to_x}{r['env_steps']:,.0f} | {r['wall_time_s'] / 60:.1f} min | {r['steps_per_s']:,.0f} |")  # fmt: skip
     score_dict, envs = normalised_finals(runs, args.metric)
@@ -239,10 +295,14 @@ def main(argv=None):
         iqm = aggregate(score_dict)
         md += ["", f"Aggregate over {', '.join(envs)} (final scores normalised per env to [0, 1]):", "",
                "| script and flags | IQM (95% stratified bootstrap CI) |", "|---|---|"]  # fmt: skip
-        md += [f"| {line} | {p:.3f} ({lo:.3f}, {hi:.3f}) |" for line, (p, lo, hi) in sorted(iqm.items())]
+        md += [
+            f"| {line} | {p:.3f} ({lo:.3f}, {hi:.3f}) |"
+            for line, (p, lo, hi) in sorted(iqm.items())
+        ]
         md += ["", "| P(X > Y) | X | Y |", "|---|---|---|"]
         md += [
-            f"| {p:.2f} ({lo:.2f}, {hi:.2f}) | {x} | {y} |" for (x, y), (p, lo, hi) in improvement(score_dict).items()
+            f"| {p:.2f} ({lo:.2f}, {hi:.2f}) | {x} | {y} |"
+            for (x, y), (p, lo, hi) in improvement(score_dict).items()
         ]
         thresholds = np.linspace(0.0, 1.0, 81)
         profiles, cis = rly_profiles(score_dict, thresholds)

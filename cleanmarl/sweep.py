@@ -56,15 +56,34 @@ class Run:
     @property
     def name(self):
         flags = re.sub(r"[^A-Za-z0-9.]+", "_", self.flag_set.strip()).strip("_") or "defaults"
-        return f"{self.script}__{self.env.replace(':', '_').replace('/', '_')}__{flags}__{self.seed}"
+        return (
+            f"{self.script}__{self.env.replace(':', '_').replace('/', '_')}__{flags}__{self.seed}"
+        )
 
     def command(self, resume=None):
         """The script's command line; resume: a run directory (relative to the run's folder) to continue."""
         script = str(ROOT / f"{self.script}.py")
         if resume:  # the saved run's flags, but for its length, which a re-run may extend
-            total = [a for i, a in enumerate(self.extra) if self.extra[i - 1 : i] == ("--total-timesteps",)]
-            return [sys.executable, script, "--resume", resume, *(["--total-timesteps", *total] if total else [])]
-        flags = ["--env-name", self.env, *shlex.split(self.flag_set), "--seed", str(self.seed), *self.extra]
+            total = [
+                a
+                for i, a in enumerate(self.extra)
+                if self.extra[i - 1 : i] == ("--total-timesteps",)
+            ]
+            return [
+                sys.executable,
+                script,
+                "--resume",
+                resume,
+                *(["--total-timesteps", *total] if total else []),
+            ]
+        flags = [
+            "--env-name",
+            self.env,
+            *shlex.split(self.flag_set),
+            "--seed",
+            str(self.seed),
+            *self.extra,
+        ]
         return [sys.executable, script, "--no-progress-bar", *flags]
 
 
@@ -80,8 +99,13 @@ def parse_seeds(text):
 def grid(args):
     seeds = [s for text in args.seeds for s in parse_seeds(text)]
     combos = itertools.product(args.scripts, args.envs, args.set or [""], seeds)
-    extra = tuple(args.extra) + (("--save-model",) if args.absolute and "--save-model" not in args.extra else ())
-    return [Run(script.removesuffix(".py"), env, flag_set, seed, extra) for script, env, flag_set, seed in combos]
+    extra = tuple(args.extra) + (
+        ("--save-model",) if args.absolute and "--save-model" not in args.extra else ()
+    )
+    return [
+        Run(script.removesuffix(".py"), env, flag_set, seed, extra)
+        for script, env, flag_set, seed in combos
+    ]
 
 
 def versions():
@@ -98,13 +122,24 @@ def machine():
     """The CPU the run ran on: a seed reproduces a run on one machine, not across machines (docs/qmix.md, detail 14)."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text(errors="replace").splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
-    return dict(cpu=model or platform.processor() or platform.machine(), arch=platform.machine(), cores=os.cpu_count())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), ""
+    )
+    return dict(
+        cpu=model or platform.processor() or platform.machine(),
+        arch=platform.machine(),
+        cores=os.cpu_count(),
+    )
 
 
 def git_commit():
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -113,14 +148,20 @@ def git_commit():
 def evaluations(folder):
     """The evaluation records of the run in a combination's folder (its evaluations.jsonl), oldest first."""
     found = sorted(Path(folder).glob(f"runs/*/{EVAL_FILE}"))
-    return [json.loads(line) for line in found[-1].read_text().splitlines() if line.strip()] if found else []
+    return (
+        [json.loads(line) for line in found[-1].read_text().splitlines() if line.strip()]
+        if found
+        else []
+    )
 
 
 def reached(records, stop_at, window):
     """Whether the mean score of the last `window` evaluations reaches stop_at (harness.evaluation_score)."""
     if len(records) < window:
         return False
-    return np.mean([evaluation_score(r)[0] for r in records[-window:]]) >= stop_at - 1e-9  # 45 won of 50 is 0.9
+    return (
+        np.mean([evaluation_score(r)[0] for r in records[-window:]]) >= stop_at - 1e-9
+    )  # 45 won of 50 is 0.9
 
 
 def absolute_command(run, folder, factor):
@@ -166,17 +207,38 @@ def locked_execute(run, folder, env, stop_at, window, absolute):
     """execute() once the run folder's lock is held (its fd, inherited by the run's processes, in env)."""
     if (folder / "done").exists():
         command = absolute and absolute_command(run, folder, absolute)
-        return (run.name, "skipped", 0.0) if not command else reevaluate(run, folder, command, env, "done", 0.0)
+        return (
+            (run.name, "skipped", 0.0)
+            if not command
+            else reevaluate(run, folder, command, env, "done", 0.0)
+        )
     states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
     command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
-    meta = dict(script=f"{run.script}.py", env=run.env, flag_set=run.flag_set, seed=run.seed, extra=list(run.extra))
-    meta.update(command=command, git_commit=git_commit(), versions=versions(), machine=machine(), resumed=bool(states))
+    meta = dict(
+        script=f"{run.script}.py",
+        env=run.env,
+        flag_set=run.flag_set,
+        seed=run.seed,
+        extra=list(run.extra),
+    )
+    meta.update(
+        command=command,
+        git_commit=git_commit(),
+        versions=versions(),
+        machine=machine(),
+        resumed=bool(states),
+    )
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "command.txt").write_text(shlex.join(command) + "\n")
     start, status = time.time(), "done"
     with open(folder / "log.txt", "a") as log:
         proc = subprocess.Popen(
-            command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=lock_fd(env)
+            command,
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=lock_fd(env),
         )
         while proc.poll() is None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -195,7 +257,11 @@ def locked_execute(run, folder, env, stop_at, window, absolute):
     if proc.returncode == 0 or status != "done":
         (folder / "done").write_text(f"{seconds:.1f}\n")
         command = absolute and absolute_command(run, folder, absolute)
-        return (run.name, status, seconds) if not command else reevaluate(run, folder, command, env, status, seconds)
+        return (
+            (run.name, status, seconds)
+            if not command
+            else reevaluate(run, folder, command, env, status, seconds)
+        )
     return run.name, f"failed (exit {proc.returncode}): {last_line(folder)}", seconds
 
 
@@ -213,15 +279,30 @@ def reevaluate(run, folder, command, env, status, seconds):
     with open(folder / "log.txt", "a") as log:
         log.write(f"sweep: the absolute metric: {shlex.join(command)}\n")
         log.flush()
-        proc = subprocess.run(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=lock_fd(env))
+        proc = subprocess.run(
+            command,
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=lock_fd(env),
+        )
     if code := proc.returncode:
-        return run.name, f"failed (exit {code}, the absolute metric's re-evaluation): {last_line(folder)}", seconds
+        return (
+            run.name,
+            f"failed (exit {code}, the absolute metric's re-evaluation): {last_line(folder)}",
+            seconds,
+        )
     return run.name, status, seconds
 
 
 def total_steps(run):
     flags = list(run.extra) + shlex.split(run.flag_set)
-    return int(flags[flags.index("--total-timesteps") + 1]) if "--total-timesteps" in flags else 1_000_000
+    return (
+        int(flags[flags.index("--total-timesteps") + 1])
+        if "--total-timesteps" in flags
+        else 1_000_000
+    )
 
 
 def steps_done(run, out):
@@ -241,7 +322,9 @@ def run_all(runs, args):
     """Run every combination on the chosen backend, one progress bar over them all (runs done, env steps done, ETA:
     finished runs count their full length, runs under way their latest evaluation's step). -> [(name, status, s)]"""
     results, finished = [], set()
-    bar = tqdm(total=sum(map(total_steps, runs)), unit="step", desc=f"0/{len(runs)} runs", smoothing=0.1)
+    bar = tqdm(
+        total=sum(map(total_steps, runs)), unit="step", desc=f"0/{len(runs)} runs", smoothing=0.1
+    )
     options = dict(stop_at=args.stop_at, window=args.stop_window, absolute=args.absolute)
 
     def show():
@@ -255,7 +338,10 @@ def run_all(runs, args):
             sys.exit("sweep: error: --backend ray needs ray: pip install -e '.[sweep]'")
         ray.init(address=args.ray_address, ignore_reinit_error=True, log_to_driver=False)
         task = ray.remote(num_cpus=args.threads, num_gpus=args.gpus)(execute)
-        pending = {task.remote(run, str(Path(args.out).resolve()), args.threads, **options): run for run in runs}
+        pending = {
+            task.remote(run, str(Path(args.out).resolve()), args.threads, **options): run
+            for run in runs
+        }
         while pending:
             ready, _ = ray.wait(list(pending), timeout=POLL_SECONDS)
             for ref in ready:
@@ -264,19 +350,32 @@ def run_all(runs, args):
             show()
     else:
         with concurrent.futures.ThreadPoolExecutor(args.workers) as pool:
-            futures = {pool.submit(execute, run, args.out, args.threads, **options): run for run in runs}
+            futures = {
+                pool.submit(execute, run, args.out, args.threads, **options): run for run in runs
+            }
             while len(finished) < len(runs):
                 done, _ = concurrent.futures.wait(set(futures) - {f for f in futures if futures[f] in finished},
                                                   timeout=POLL_SECONDS, return_when="FIRST_COMPLETED")  # fmt: skip
                 for future in done:
-                    results.append(future.result())  # execute() catches a run's failure: an exception here is a bug
+                    results.append(
+                        future.result()
+                    )  # execute() catches a run's failure: an exception here is a bug
                     finished.add(futures[future])
                 show()
     bar.close()
     return results
 
 
-OPTIONS = {"--scripts", "--envs", "--seeds", "--set", "--out", "--backend", "--threads", "--workers"}
+OPTIONS = {
+    "--scripts",
+    "--envs",
+    "--seeds",
+    "--set",
+    "--out",
+    "--backend",
+    "--threads",
+    "--workers",
+}
 OPTIONS |= {
     "--ray-address",
     "--gpus",
@@ -297,15 +396,21 @@ def take_flag_sets(argv):
     if "--set" not in argv[: argv.index("--") if "--" in argv else len(argv)]:
         return argv, None
     start = argv.index("--set")
-    end = next((i for i in range(start + 1, len(argv)) if argv[i].split("=")[0] in OPTIONS), len(argv))
+    end = next(
+        (i for i in range(start + 1, len(argv)) if argv[i].split("=")[0] in OPTIONS), len(argv)
+    )
     return argv[:start] + argv[end:], argv[start + 1 : end]
 
 
 def main(argv=None):
     argv, flag_sets = take_flag_sets(sys.argv[1:] if argv is None else list(argv))
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
-    parser = argparse.ArgumentParser(prog="python -m cleanmarl.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--scripts", nargs="+", default=["qmix"], help="qmix, qmix_lstm, qmix_memefficient, ...")
+    parser = argparse.ArgumentParser(
+        prog="python -m cleanmarl.sweep", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--scripts", nargs="+", default=["qmix"], help="qmix, qmix_lstm, qmix_memefficient, ..."
+    )
     parser.add_argument("--envs", nargs="+", required=True, help="--env-name of each env")
     parser.add_argument("--seeds", nargs="+", default=["1"], help="1-5, or 1 2 3")
     parser.add_argument("--set", nargs="+", help='flag sets, each one quoted string ("" is the defaults), e.g. --set "" '
@@ -313,14 +418,24 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="sweep directory")
     parser.add_argument("--backend", choices=["local", "ray"], default="local")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (and Ray CPUs) per run")
-    parser.add_argument("--workers", type=int, help="runs at once, local backend (default: cores / --threads)")
-    parser.add_argument("--ray-address", help="a running Ray cluster (default: start a local instance)")
+    parser.add_argument(
+        "--workers", type=int, help="runs at once, local backend (default: cores / --threads)"
+    )
+    parser.add_argument(
+        "--ray-address", help="a running Ray cluster (default: start a local instance)"
+    )
     parser.add_argument("--gpus", type=float, default=0, help="GPUs per run, Ray backend")
-    parser.add_argument("--print", action="store_true", help="print the commands, one per line, and exit")
-    parser.add_argument("--index", type=int, help="run combination INDEX only (0-based; a slurm array task)")
+    parser.add_argument(
+        "--print", action="store_true", help="print the commands, one per line, and exit"
+    )
+    parser.add_argument(
+        "--index", type=int, help="run combination INDEX only (0-based; a slurm array task)"
+    )
     parser.add_argument("--stop-at", type=float, help="stop a run once its last --stop-window evaluations average "
                         "this score (win rate where the env reports battles, else return), e.g. 0.9")  # fmt: skip
-    parser.add_argument("--stop-window", type=int, default=10, help="evaluations averaged by --stop-at")
+    parser.add_argument(
+        "--stop-window", type=int, default=10, help="evaluations averaged by --stop-at"
+    )
     parser.add_argument("--absolute", type=int, default=0, metavar="K", help="re-evaluate each finished run's best "
                         "checkpoint with K x its evaluation episodes (adds --save-model), e.g. 10")  # fmt: skip
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -333,7 +448,11 @@ def main(argv=None):
         )
     runs = grid(args)
     if args.print:
-        print("\n".join(f"cd {Path(args.out) / run.name} && {shlex.join(run.command())}" for run in runs))
+        print(
+            "\n".join(
+                f"cd {Path(args.out) / run.name} && {shlex.join(run.command())}" for run in runs
+            )
+        )
         return 0
     if args.index is not None:
         if not 0 <= args.index < len(runs):

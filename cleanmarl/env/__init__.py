@@ -63,12 +63,22 @@ def resolve_env_type(env_name):
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise EnvError(f"{env_name!r} matches more than one env family ({', '.join(matches)}): {HOW_TO_CHOOSE}")
+        raise EnvError(
+            f"{env_name!r} matches more than one env family ({', '.join(matches)}): {HOW_TO_CHOOSE}"
+        )
     raise EnvError(f"cannot tell which env family {env_name!r} belongs to: {HOW_TO_CHOOSE}")
 
 
 def make_env(
-    env_type, env_name, *, env_family="mpe", agent_ids=True, last_action=False, seed=None, time_limit=None, **kwargs
+    env_type,
+    env_name,
+    *,
+    env_family="mpe",
+    agent_ids=True,
+    last_action=False,
+    seed=None,
+    time_limit=None,
+    **kwargs,
 ):
     """Build one env of the given family. Raises EnvError (one line) on a bad name or missing package.
 
@@ -89,4 +99,11 @@ def make_env(
     env_cls = getattr(importlib.import_module(module), cls)
     if env_type == "pz":
         kwargs["env_family"] = env_family
-    return env_cls(env_name, agent_ids=agent_ids, last_action=last_action, seed=seed, time_limit=time_limit, **kwargs)
+    return env_cls(
+        env_name,
+        agent_ids=agent_ids,
+        last_action=last_action,
+        seed=seed,
+        time_limit=time_limit,
+        **kwargs,
+    )

@@ -64,16 +64,24 @@ class MultiAgentEnv:
                 f"(its horizon): use a time_limit <= {horizon}"
             )
         self.horizon = None if horizon is None else int(horizon)
-        timed = self.horizon is not None  # one more feature in each agent's obs and in the state: t / horizon
+        timed = (
+            self.horizon is not None
+        )  # one more feature in each agent's obs and in the state: t / horizon
         self.n_agents = int(n_agents)
         self.n_actions = int(n_actions)
         self._family_obs_size = int(raw_obs_size)
         self.raw_obs_size = int(raw_obs_size) + timed
-        self.obs_size = self.raw_obs_size + (self.n_agents if agent_ids else 0) + (self.n_actions if last_action else 0)
+        self.obs_size = (
+            self.raw_obs_size
+            + (self.n_agents if agent_ids else 0)
+            + (self.n_actions if last_action else 0)
+        )
         self.state_size = int(state_size) + timed
         self.episode_limit = int(episode_limit)
         self.agent_ids, self.last_action = agent_ids, last_action
-        self._agent_index = np.arange(self.n_agents)  # rows of the last-action block, written every step
+        self._agent_index = np.arange(
+            self.n_agents
+        )  # rows of the last-action block, written every step
         # One preallocated array: the agent-id block never changes, the raw obs and last actions are written in.
         self._obs = np.zeros((self.n_agents, self.obs_size), dtype=np.float32)
         if agent_ids:
@@ -106,7 +114,9 @@ class MultiAgentEnv:
     def _timed(self, state):
         if self.horizon is None:
             return state
-        return np.append(state, np.float32(self.t / self.horizon)).astype(np.float32, copy=False)  # one copy per step
+        return np.append(state, np.float32(self.t / self.horizon)).astype(
+            np.float32, copy=False
+        )  # one copy per step
 
     def reset(self, seed=None):
         """-> obs [N, obs_size] float32, state [state_size] float32, avail_actions [N, A] bool, info."""
@@ -150,9 +160,13 @@ class MultiAgentEnv:
         (pygame: no window; LBF and rware draw with pyglet, which needs a display: xvfb-run keeps it virtual). Raises
         EnvError (one line) where the family cannot draw here; None before the first reset where there is nothing yet."""
         core = self._core()
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame (MPE, SMAClite): no window, no display needed
+        os.environ.setdefault(
+            "SDL_VIDEODRIVER", "dummy"
+        )  # pygame (MPE, SMAClite): no window, no display needed
         os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
-        old_api = "mode" in inspect.signature(core.render).parameters  # LBF, rware: render(mode="rgb_array")
+        old_api = (
+            "mode" in inspect.signature(core.render).parameters
+        )  # LBF, rware: render(mode="rgb_array")
         try:
             if getattr(core, "render_mode", None) != "rgb_array":
                 core.render_mode = "rgb_array"
@@ -161,11 +175,19 @@ class MultiAgentEnv:
             display = "Display" in repr(e)
             if self._avail is None and not display:
                 return None  # before the first reset LBF has nothing to draw: the display is what can be checked
-            needs = ": it draws with pyglet, which needs a display (run under xvfb-run -a)" if display else ""
+            needs = (
+                ": it draws with pyglet, which needs a display (run under xvfb-run -a)"
+                if display
+                else ""
+            )
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise EnvError(f"{type(self).__name__} cannot render frames here ({reason}){needs}") from None
+            raise EnvError(
+                f"{type(self).__name__} cannot render frames here ({reason}){needs}"
+            ) from None
         if frame is None or np.ndim(frame) != 3:
-            raise EnvError(f"{type(self).__name__} cannot render frames: its env draws no rgb_array")
+            raise EnvError(
+                f"{type(self).__name__} cannot render frames: its env draws no rgb_array"
+            )
         return np.ascontiguousarray(np.asarray(frame)[..., :3], dtype=np.uint8)
 
     def take_frames(self):
@@ -189,7 +211,11 @@ class MultiAgentEnv:
         np_random, SMAClite's _np_random); None ones are left out (a gymnasium env not seeded yet draws one later).
         """
         core = self._core()
-        generators = {k: v for k, v in getattr(core, "__dict__", {}).items() if isinstance(v, np.random.Generator)}
+        generators = {
+            k: v
+            for k, v in getattr(core, "__dict__", {}).items()
+            if isinstance(v, np.random.Generator)
+        }
         return {
             "pending_seed": self._pending_seed,
             "rng": self._rng.bit_generator.state,
@@ -203,8 +229,12 @@ class MultiAgentEnv:
         core = self._core()
         for name, generator_state in state["core"].items():
             generator = getattr(core, name, None)
-            if generator is None:  # not drawn yet on this env (an unseeded gymnasium env makes it on first use)
-                generator = np.random.Generator(getattr(np.random, generator_state["bit_generator"])())
+            if (
+                generator is None
+            ):  # not drawn yet on this env (an unseeded gymnasium env makes it on first use)
+                generator = np.random.Generator(
+                    getattr(np.random, generator_state["bit_generator"])()
+                )
                 setattr(core, name, generator)
             # In place: the env's other objects may hold this very generator.
             generator.bit_generator.state = generator_state

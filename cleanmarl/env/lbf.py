@@ -20,7 +20,14 @@ class LBFEnv(MultiAgentEnv):
     """
 
     def __init__(
-        self, env_name, agent_ids=True, last_action=False, seed=None, time_limit=None, scale_obs=True, **kwargs
+        self,
+        env_name,
+        agent_ids=True,
+        last_action=False,
+        seed=None,
+        time_limit=None,
+        scale_obs=True,
+        **kwargs,
     ):
         gym = require("gymnasium", "pip install gymnasium")
         require("lbforaging", "pip install lbforaging")
@@ -33,19 +40,34 @@ class LBFEnv(MultiAgentEnv):
         # LBF keeps its limit inside the env, so a longer time_limit must reach the env itself;
         # gym.make(max_episode_steps=...) would only add an outer TimeLimit.
         limit = time_limit or spec.kwargs["max_episode_steps"]
-        spec = dataclasses.replace(spec, kwargs={**spec.kwargs, **kwargs, "max_episode_steps": limit})
+        spec = dataclasses.replace(
+            spec, kwargs={**spec.kwargs, **kwargs, "max_episode_steps": limit}
+        )
         # .unwrapped: the gymnasium checker/order wrappers only cost time on every step.
         self._env = gym.make(spec).unwrapped
         if self._env._grid_observation:
-            raise EnvError("grid-observation LBF envs are not supported: use the vector ids (no -grid)")
+            raise EnvError(
+                "grid-observation LBF envs are not supported: use the vector ids (no -grid)"
+            )
         n_agents = len(self._env.players)
         high = self._env.observation_space[0].high
-        scale = np.where(high > 0, 1.0 / np.maximum(high, 1e-8), 1.0) if scale_obs else np.ones_like(high)
+        scale = (
+            np.where(high > 0, 1.0 / np.maximum(high, 1e-8), 1.0)
+            if scale_obs
+            else np.ones_like(high)
+        )
         self._obs_scale = scale.astype(np.float32)
         raw_obs_size = self._env.observation_space[0].shape[0]
         n_actions = self._env.action_space[0].n
         super().__init__(
-            n_agents, n_actions, raw_obs_size, n_agents * raw_obs_size, limit, agent_ids, seed, last_action=last_action
+            n_agents,
+            n_actions,
+            raw_obs_size,
+            n_agents * raw_obs_size,
+            limit,
+            agent_ids,
+            seed,
+            last_action=last_action,
         )
 
     def _avail_actions(self):
@@ -76,7 +98,9 @@ class LBFEnv(MultiAgentEnv):
     def random_state(self):
         """MultiAgentEnv.random_state and the players' positions: LBF's reset() places each player on a cell that is
         free of the players' previous positions too, so an episode's start depends on where the last one ended."""
-        positions = [None if p.position is None else [int(x) for x in p.position] for p in self._env.players]
+        positions = [
+            None if p.position is None else [int(x) for x in p.position] for p in self._env.players
+        ]
         return {**MultiAgentEnv.random_state.fget(self), "positions": positions}
 
     @random_state.setter

@@ -9,9 +9,20 @@ from cleanmarl.env.base import EnvError, MultiAgentEnv, action_space_mask, requi
 # Cooperative families with parallel envs; atari and classic are mostly zero-sum games (and classic has no parallel
 # API), where the sum of the players' rewards is no team objective.
 PZ_FAMILIES = ("mpe", "butterfly", "sisl")
-MPE_ENVS = ("simple_v3", "simple_reference_v3", "simple_speaker_listener_v4", "simple_spread_v3")  # cooperative
+MPE_ENVS = (
+    "simple_v3",
+    "simple_reference_v3",
+    "simple_speaker_listener_v4",
+    "simple_spread_v3",
+)  # cooperative
 # Adversaries against good agents: the sum of everyone's rewards, our team reward, is no objective for either side.
-MPE_COMPETITIVE = ("simple_adversary_v3", "simple_crypto_v3", "simple_push_v3", "simple_tag_v3", "simple_world_comm_v3")
+MPE_COMPETITIVE = (
+    "simple_adversary_v3",
+    "simple_crypto_v3",
+    "simple_push_v3",
+    "simple_tag_v3",
+    "simple_world_comm_v3",
+)
 
 
 def _load_module(env_family, env_name):
@@ -34,7 +45,9 @@ def _load_module(env_family, env_name):
     except ModuleNotFoundError as e:
         if e.name.startswith(f"pettingzoo.{env_family}"):
             raise EnvError(f"unknown PettingZoo {env_family} env {env_name!r}") from None
-        raise EnvError(f"{env_name} needs {e.name}: pip install 'pettingzoo[{env_family}]'") from None
+        raise EnvError(
+            f"{env_name} needs {e.name}: pip install 'pettingzoo[{env_family}]'"
+        ) from None
 
 
 class PettingZooEnv(MultiAgentEnv):
@@ -43,7 +56,14 @@ class PettingZooEnv(MultiAgentEnv):
     """
 
     def __init__(
-        self, env_name, env_family="mpe", agent_ids=True, last_action=False, seed=None, time_limit=None, **kwargs
+        self,
+        env_name,
+        env_family="mpe",
+        agent_ids=True,
+        last_action=False,
+        seed=None,
+        time_limit=None,
+        **kwargs,
     ):
         module = _load_module(env_family, env_name)
         if time_limit is not None and env_family in ("butterfly", "sisl"):
@@ -52,7 +72,9 @@ class PettingZooEnv(MultiAgentEnv):
         self.agents = list(self._env.possible_agents)
         spaces = [self._env.action_space(a) for a in self.agents]
         if not all(hasattr(s, "n") for s in spaces):
-            raise EnvError(f"{env_name} has non-discrete actions: QMIX needs Discrete action spaces")
+            raise EnvError(
+                f"{env_name} has non-discrete actions: QMIX needs Discrete action spaces"
+            )
         self._obs_sizes = [int(np.prod(self._env.observation_space(a).shape)) for a in self.agents]
         self._full_avail = action_space_mask([int(s.n) for s in spaces])
         n_agents, n_actions = self._full_avail.shape
@@ -65,13 +87,19 @@ class PettingZooEnv(MultiAgentEnv):
         # build it from the observations we already have instead of computing them all twice.
         self._state_from_obs = env_family == "mpe"
         try:
-            state_size = sum(self._obs_sizes) if self._state_from_obs else int(np.prod(self._env.state().shape))
+            state_size = (
+                sum(self._obs_sizes)
+                if self._state_from_obs
+                else int(np.prod(self._env.state().shape))
+            )
             self._has_state = True
         except (NotImplementedError, AttributeError):
             state_size, self._has_state = n_agents * raw_obs_size, False
         limit = time_limit or getattr(self._env.unwrapped, "max_cycles", None)
         core = self._env.unwrapped
-        self._scenario, self._world = (core.scenario, core.world) if env_family == "mpe" else (None, None)
+        self._scenario, self._world = (
+            (core.scenario, core.world) if env_family == "mpe" else (None, None)
+        )
         # MPE's tasks are fixed-horizon: their return is summed over max_cycles steps (25), which are part of the task,
         # and no state of an unbounded run is ever learned from. A time_limit below it only cuts episodes short.
         horizon = core.max_cycles if env_family == "mpe" else None

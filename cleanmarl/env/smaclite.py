@@ -74,7 +74,9 @@ def classic_map_info(name):
     allies, enemies, (ally_shields, enemy_shields), type_ids = CLASSIC_MAPS[name]
 
     def group(x, faction, units):
-        return Group(x=x, y=16, faction=faction, units=[(StandardUnit[u], n) for u, n in units.items()])
+        return Group(
+            x=x, y=16, faction=faction, units=[(StandardUnit[u], n) for u, n in units.items()]
+        )
 
     return MapInfo(
         name=name,
@@ -162,7 +164,9 @@ class SMACliteEnv(MultiAgentEnv):
         else:
             names = sorted(set(CLASSIC_MAPS) | set(registered), key=str.lower)
             raise EnvError(f"unknown SMAClite map {env_name!r}: choose one of {', '.join(names)}")
-        use_cpp_rvo2 = env_flag("CLEANMARL_SMACLITE_CPP_RVO2") if use_cpp_rvo2 is None else use_cpp_rvo2
+        use_cpp_rvo2 = (
+            env_flag("CLEANMARL_SMACLITE_CPP_RVO2") if use_cpp_rvo2 is None else use_cpp_rvo2
+        )
         if use_cpp_rvo2 is None:  # the C++ RVO2 module is much faster; use it whenever it is there
             use_cpp_rvo2 = importlib.util.find_spec("rvo2") is not None
         elif use_cpp_rvo2 and importlib.util.find_spec("rvo2") is None:
@@ -172,8 +176,17 @@ class SMACliteEnv(MultiAgentEnv):
         self.physics = f"{'C++' if use_cpp_rvo2 else 'numpy'} RVO2, {'fast' if self.fast_path else 'original'} path"
         report(f"SMAClite physics: {self.physics} (docs/env.md, SMAClite speed)")
         self._fast = FastPath(self.fast_path)
-        with contextlib.redirect_stdout(io.StringIO()), self._fast:  # SMAClite prints which RVO2 port it uses
-            env = gym.make("smaclite/custom-v0", map_info=map_info, seed=seed, use_cpp_rvo2=use_cpp_rvo2, **kwargs)
+        with (
+            contextlib.redirect_stdout(io.StringIO()),
+            self._fast,
+        ):  # SMAClite prints which RVO2 port it uses
+            env = gym.make(
+                "smaclite/custom-v0",
+                map_info=map_info,
+                seed=seed,
+                use_cpp_rvo2=use_cpp_rvo2,
+                **kwargs,
+            )
         self._env = env.unwrapped
         if self.fast_path:
             speed_up(self._env)
@@ -212,7 +225,13 @@ class SMACliteEnv(MultiAgentEnv):
         # SMAClite asserts Python ints, and action 0 (no-op) for dead agents (its mask says so too).
         with self._fast:
             obs, reward, terminated, _, info = self._env.step(actions.tolist())
-            return *self._observe(obs), np.array([reward], dtype=np.float32), terminated, False, info
+            return (
+                *self._observe(obs),
+                np.array([reward], dtype=np.float32),
+                terminated,
+                False,
+                info,
+            )
 
     def close(self):
         self._env.close()

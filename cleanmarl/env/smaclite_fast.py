@@ -20,7 +20,11 @@ import importlib
 import numpy as np
 
 # The modules that bind point_inside_circle (smaclite.env.util's) by name
-POINT_IN_CIRCLE_USERS = ("smaclite.env.smaclite", "smaclite.env.units.unit", "smaclite.env.units.targeters.targeter")
+POINT_IN_CIRCLE_USERS = (
+    "smaclite.env.smaclite",
+    "smaclite.env.units.unit",
+    "smaclite.env.units.targeters.targeter",
+)
 
 
 class RadiusNeighbours:
@@ -32,22 +36,30 @@ class RadiusNeighbours:
     in one plane) keep scikit-learn's tree, whose traversal order is its own.
     """
 
-    MAX_POINTS = 80  # 2 * scikit-learn's default leaf_size: one more point and its tree has two leaves
+    MAX_POINTS = (
+        80  # 2 * scikit-learn's default leaf_size: one more point and its tree has two leaves
+    )
 
     def __init__(self, points, fallback=None):
         self.points = np.array(points, dtype=np.float64).reshape(len(points), -1)  # [P, 2]
-        self.tree = fallback(points) if fallback is not None and len(points) > self.MAX_POINTS else None
+        self.tree = (
+            fallback(points) if fallback is not None and len(points) > self.MAX_POINTS else None
+        )
 
     def query_radius(self, X, r, return_distance=False):
         """-> ind (one index array per row of X), and dist (one distance array per row) with return_distance."""
-        from scipy.spatial.distance import cdist  # scipy comes with scikit-learn, which SMAClite needs
+        from scipy.spatial.distance import (
+            cdist,
+        )  # scipy comes with scikit-learn, which SMAClite needs
 
         if self.tree is not None:
             return self.tree.query_radius(X, r, return_distance=return_distance)
         X = np.array(X, dtype=np.float64).reshape(-1, self.points.shape[1])  # [Q, 2]
         r = np.asarray(r, dtype=np.float64).reshape(-1)  # one radius, or one per row of X
         if r.shape != (1,) and r.shape != (len(X),):
-            raise ValueError(f"r must be one radius or one per query point: {r.shape[0]} radii, {len(X)} points")
+            raise ValueError(
+                f"r must be one radius or one per query point: {r.shape[0]} radii, {len(X)} points"
+            )
         rdist = cdist(X, self.points, "sqeuclidean")  # [Q, P]
         within = rdist <= (r * r)[:, None]  # a leaf compares squared distances with r^2
         ind = [row.nonzero()[0] for row in within]
@@ -106,7 +118,9 @@ class FastPath:
         finder, util = _module("smaclite.env.rvo2.neighbour_finder"), _module("smaclite.env.util")
         if fast and finder is not None and hasattr(finder, "KDTree"):
             original = finder.KDTree
-            self.swaps.append((finder, "KDTree", lambda points: RadiusNeighbours(points, fallback=original)))
+            self.swaps.append(
+                (finder, "KDTree", lambda points: RadiusNeighbours(points, fallback=original))
+            )
         theirs = getattr(util, "point_inside_circle", None)
         for name in POINT_IN_CIRCLE_USERS if fast and theirs is not None else ():
             if getattr(module := _module(name), "point_inside_circle", None) is theirs:
