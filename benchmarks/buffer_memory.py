@@ -52,11 +52,17 @@ class SmacLikeEnv(gym.Env):
         self.concat_state = state == "obs"
 
     def _obs(self):
-        self._last = tuple(self.np_random.uniform(-1, 1, (self.n_agents, self.obs_size)).astype(np.float32))
+        self._last = tuple(
+            self.np_random.uniform(-1, 1, (self.n_agents, self.obs_size)).astype(np.float32)
+        )
         return self._last
 
     def get_state(self):
-        return np.concatenate(self._last) if self.concat_state else self.np_random.uniform(-1, 1, self.state_size)
+        return (
+            np.concatenate(self._last)
+            if self.concat_state
+            else self.np_random.uniform(-1, 1, self.state_size)
+        )
 
     def get_avail_actions(self):
         avail = self.np_random.random((self.n_agents, self.n_actions)) < 0.6
@@ -87,10 +93,16 @@ def measure(script, steps, buffer_size, state):
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     q_network = module.QNetwork(env.obs_size, env.n_actions, 64, 1)
     rng = np.random.default_rng(0)
-    episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()}
-    module.run_episode(env, q_network, 1.0, rng, episode)  # warm-up: everything but the buffer exists
+    episode = {
+        k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()
+    }
+    module.run_episode(
+        env, q_network, 1.0, rng, episode
+    )  # warm-up: everything but the buffer exists
     extra = {"agent_ids": env.agent_ids, "last_action": env.last_action}
-    extra = {k: v for k, v in extra.items() if k in inspect.signature(module.EpisodeBuffer).parameters}
+    extra = {
+        k: v for k, v in extra.items() if k in inspect.signature(module.EpisodeBuffer).parameters
+    }
     before = resident()
     rb = module.EpisodeBuffer(buffer_size, *sizes, 0, **extra)
     added, episodes = 0, 0
@@ -115,16 +127,26 @@ def table(buffer_size):
 
         for name in sizes:
             env = make_env("smaclite", name, seed=0, agent_ids=False)
-            sizes[name] = (env.n_agents, env.obs_size, env.state_size, env.n_actions, env.episode_limit)
+            sizes[name] = (
+                env.n_agents,
+                env.obs_size,
+                env.state_size,
+                env.n_actions,
+                env.episode_limit,
+            )
             env.close()
         source = "the real SMAClite envs"
     print(f"\nbytes per stored step, and GB for {buffer_size} episodes at the limit ({source}):")
     header = ["map", "EPyMARL", "qmix.py", "qmix_memefficient.py", "target", "memefficient/target"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, (n, obs, state, actions, limit) in sizes.items():
-        obs_size = obs + n + actions  # the agents' inputs at the defaults: obs, agent id, last action
+        obs_size = (
+            obs + n + actions
+        )  # the agents' inputs at the defaults: obs, agent id, last action
         padded = qmix.EpisodeBuffer.bytes_per_episode(limit, n, obs_size, state, actions)
-        compact = qmix_memefficient.EpisodeBuffer.bytes_per_episode(limit, n, obs_size, state, actions, True, True)
+        compact = qmix_memefficient.EpisodeBuffer.bytes_per_episode(
+            limit, n, obs_size, state, actions, True, True
+        )
         rows = [
             (epymarl_bytes(n, obs, state, actions), limit + 1),
             (padded / limit, limit),
@@ -138,22 +160,38 @@ def table(buffer_size):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=100_000, help="env steps added to each buffer")
-    parser.add_argument("--buffer-size", type=int, default=5000, help="episodes (both scripts' default)")
-    parser.add_argument("--state", default="compact", help="compact (SMAC-like) or obs (the observations concatenated)")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)  # the child process: one script's measurement
+    parser.add_argument(
+        "--buffer-size", type=int, default=5000, help="episodes (both scripts' default)"
+    )
+    parser.add_argument(
+        "--state",
+        default="compact",
+        help="compact (SMAC-like) or obs (the observations concatenated)",
+    )
+    parser.add_argument(
+        "--measure", help=argparse.SUPPRESS
+    )  # the child process: one script's measurement
     args = parser.parse_args()
     if args.measure:
         grown, episodes = measure(args.measure, args.steps, args.buffer_size, args.state)
         print(grown, episodes)
         sys.exit(0)
-    print(f"SmacLike-v0 (state: {args.state}), {args.steps} env steps, --buffer-size {args.buffer_size}:")
+    print(
+        f"SmacLike-v0 (state: {args.state}), {args.steps} env steps, --buffer-size {args.buffer_size}:"
+    )
     growth = {}
     for script in ("qmix.py", "qmix_memefficient.py"):
         cmd = [sys.executable, __file__, "--measure", script, "--steps", str(args.steps)]
         cmd += ["--buffer-size", str(args.buffer_size), "--state", args.state]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.split()
+        out = subprocess.run(
+            cmd, check=True, capture_output=True, text=True, env=env
+        ).stdout.split()
         growth[script], episodes = int(out[0]), int(out[1])
-        print(f"  {script:22s} resident memory grew {growth[script] / 2**20:8.1f} MiB over {episodes} episodes")
-    print(f"  ratio qmix_memefficient.py / qmix.py: {growth['qmix_memefficient.py'] / growth['qmix.py']:.3f}")
+        print(
+            f"  {script:22s} resident memory grew {growth[script] / 2**20:8.1f} MiB over {episodes} episodes"
+        )
+    print(
+        f"  ratio qmix_memefficient.py / qmix.py: {growth['qmix_memefficient.py'] / growth['qmix.py']:.3f}"
+    )
     table(args.buffer_size)

@@ -3,7 +3,7 @@
     python benchmarks/checkpoint_cost.py                 # LBF, MPE, 3m (qmix.py); 27m_vs_30m (qmix_memefficient.py)
     python benchmarks/checkpoint_cost.py --cases lbf 3m  # some of them
 
-The state is the one a run writes (harness.StateSaver over the script's own networks, optimizer, buffer, RNG streams and
+The state is the one a run writes (cleanmarl.utils.resume.TrainingState over the script's own networks, optimizer, buffer, RNG streams and
 envs), with the buffer full at its default size (5000 episodes). Filling it by playing 5000 episodes would take hours on
 SMAClite, so 50 random-policy episodes are played and added again and again: the bytes and seconds depend on how many
 real steps the buffer holds, not on what they are. A trained policy's episodes are of other lengths (3m: random ones
@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from cleanmarl import harness  # noqa: E402
 from cleanmarl.env import make_env  # noqa: E402
+from cleanmarl.utils import layout, resume, system  # noqa: E402
 
 CASES = {  # name -> script, env_type, env_name
     "lbf": ("qmix", "lbf", "Foraging-8x8-2p-2f-coop-v3"),
@@ -42,31 +42,46 @@ def measure(script, env_type, env_name, buffer_size=None, played=50, repeats=3):
     eval_env = make_env(env_type, env_name, seed=10_000, agent_ids=True, last_action=True)
     sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     q_network = module.QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers)
-    mixer = module.QMixer(env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
-    nets = dict(zip(module.CHECKPOINT_NETS, (q_network, mixer, *map(copy.deepcopy, (q_network, mixer))), strict=True))
+    mixer = module.QMixer(
+        env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers
+    )
+    nets = dict(
+        zip(
+            module.CHECKPOINT_NETS,
+            (q_network, mixer, *map(copy.deepcopy, (q_network, mixer))),
+            strict=True,
+        )
+    )
     optimizer = torch.optim.Adam([p for net in nets.values() for p in net.parameters()], lr=1e-3)
-    rng, buffer_rng = harness.seed_everything(0, 2)
+    rng, buffer_rng = system.seed_everything(0, 2)
     extra = {"agent_ids": True, "last_action": True} if script == "qmix_memefficient" else {}
     rb = module.EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, **extra)
     episodes = []
     for _ in range(played):
-        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()}
+        episode = {
+            k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()
+        }
         length = module.run_episode(env, q_network, 1.0, rng, episode)[1]
         episodes.append((episode, length))
     for i in range(args.buffer_size):
         rb.add(*episodes[i % played])
     steps = sum(length for _, length in episodes) * args.buffer_size / played
     reward_stats = module.RunningStats()
-    objects = nets | dict(optimizer=optimizer, rb=rb, reward_stats=reward_stats, rng=rng, env=env, eval_env=eval_env)
+    objects = nets | dict(
+        optimizer=optimizer, rb=rb, reward_stats=reward_stats, rng=rng, env=env, eval_env=eval_env
+    )
     with tempfile.TemporaryDirectory(dir=".") as run_dir:
         writer = type("Writer", (), {"flush": lambda self: None})()
-        saver = harness.StateSaver(run_dir, f"{script}.py", args, objects, writer, None)
+        run = type(
+            "Run", (), dict(dir=run_dir, writer=writer, wandb=None, elapsed=lambda self: 0.0)
+        )()
+        saver = resume.TrainingState(run, args, objects | dict(loop=module.Loop()))
         seconds = []
         for _ in range(repeats):
             start = time.perf_counter()
-            saver.save((1_000_000, 1, 1, 1.0, [], [], [], [], 0.0, 0.0))
+            saver.save(1_000_000)
             seconds.append(time.perf_counter() - start)
-        size = os.path.getsize(os.path.join(run_dir, harness.STATE_FILE))
+        size = os.path.getsize(os.path.join(run_dir, layout.STATE_FILE))
     env.close()
     eval_env.close()
     return steps, min(seconds), size
@@ -75,8 +90,15 @@ def measure(script, env_type, env_name, buffer_size=None, played=50, repeats=3):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--interval", type=float, default=5.0, help="--checkpoint-every (minutes) for the cost column")
-    parser.add_argument("--buffer-size", type=int, help="episodes in the buffer (default: the script's, 5000)")
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=5.0,
+        help="--checkpoint-every (minutes) for the cost column",
+    )
+    parser.add_argument(
+        "--buffer-size", type=int, help="episodes in the buffer (default: the script's, 5000)"
+    )
     flags = parser.parse_args()
     torch.set_num_threads(1)
     print(

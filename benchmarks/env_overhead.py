@@ -58,7 +58,9 @@ def raw_smaclite():
     from cleanmarl.env.smaclite import classic_map_info
 
     use_cpp = importlib.util.find_spec("rvo2") is not None  # the same RVO2 port the wrapper picks
-    env = gym.make("smaclite/custom-v0", map_info=classic_map_info("3m"), seed=0, use_cpp_rvo2=use_cpp).unwrapped
+    env = gym.make(
+        "smaclite/custom-v0", map_info=classic_map_info("3m"), seed=0, use_cpp_rvo2=use_cpp
+    ).unwrapped
     rng = np.random.default_rng(0)
     env.reset(seed=0)
     t = [0]
@@ -94,8 +96,16 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3, help="alternating raw/wrapped rounds")
     args = parser.parse_args()
     cases = [
-        ("LBF Foraging-8x8-2p-2f-coop-v3", raw_lbf, lambda: wrapped("lbf", "Foraging-8x8-2p-2f-coop-v3")),
-        ("MPE simple_spread_v3", raw_mpe, lambda: wrapped("pz", "simple_spread_v3", env_family="mpe")),
+        (
+            "LBF Foraging-8x8-2p-2f-coop-v3",
+            raw_lbf,
+            lambda: wrapped("lbf", "Foraging-8x8-2p-2f-coop-v3"),
+        ),
+        (
+            "MPE simple_spread_v3",
+            raw_mpe,
+            lambda: wrapped("pz", "simple_spread_v3", env_family="mpe"),
+        ),
     ]
     if importlib.util.find_spec("smaclite") is not None:
         cases.append(("SMAClite 3m", raw_smaclite, lambda: wrapped("smaclite", "3m")))
@@ -108,4 +118,6 @@ if __name__ == "__main__":
         for _ in range(args.rounds):
             raw.append(steps_per_second(raw_step, args.seconds))
             wrap.append(steps_per_second(wrapped_step, args.seconds))
-        print(f"{name:32s} {np.mean(raw):12.0f} {np.mean(wrap):16.0f} {np.mean(wrap) / np.mean(raw):6.2f}")
+        print(
+            f"{name:32s} {np.mean(raw):12.0f} {np.mean(wrap):16.0f} {np.mean(wrap) / np.mean(raw):6.2f}"
+        )

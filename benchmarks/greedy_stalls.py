@@ -22,15 +22,22 @@ import itertools
 import numpy as np
 import torch
 
-from cleanmarl import harness, qmix
+from cleanmarl import qmix
 from cleanmarl.env import make_env
+from cleanmarl.utils.checkpoints import load_checkpoint
 
 
-def play(env, weights, epsilon, rng, still, gamma):
+def play(env, forward, epsilon, rng, still, gamma):
     obs, state, avail, _ = env.reset()
-    ep_return, discounted, history, terminated, truncated = 0.0, 0.0, [(obs, state, avail)], False, False
+    ep_return, discounted, history, terminated, truncated = (
+        0.0,
+        0.0,
+        [(obs, state, avail)],
+        False,
+        False,
+    )
     while not (terminated or truncated):
-        actions = qmix.select_actions(qmix.q_values_numpy(weights, obs), avail, epsilon, rng)
+        actions = qmix.select_actions(forward(obs), avail, epsilon, rng)
         obs, state, avail, reward, terminated, truncated, _ = env.step(actions)
         discounted += gamma ** (len(history) - 1) * reward
         ep_return += reward
@@ -62,13 +69,16 @@ if __name__ == "__main__":
     parser.add_argument("model", help="a checkpoint written by qmix.py --save-model")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--epsilon", type=float, default=0.025)
-    parser.add_argument("--still", type=int, default=10, help="steps without any change that count as a stall")
-    parser.add_argument("--seed", type=int, default=12345, help="env and exploration seed (not a training seed)")
+    parser.add_argument(
+        "--still", type=int, default=10, help="steps without any change that count as a stall"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=12345, help="env and exploration seed (not a training seed)"
+    )
     args = parser.parse_args()
     try:
-        checkpoint = harness.load_checkpoint(
-            args.model, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS
-        )  # on the CPU, also from a GPU run
+        # on the CPU, also from a GPU run
+        checkpoint = load_checkpoint(args.model, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS)
     except ValueError as e:
         raise SystemExit(f"greedy_stalls.py: error: {e}") from None
     flags = checkpoint["args"]
@@ -77,23 +87,38 @@ if __name__ == "__main__":
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, flags["hidden_dim"], flags["num_layers"])
     q_network.load_state_dict(checkpoint["q_network"])
     mixer = qmix.QMixer(
-        env.n_agents, env.state_size, flags["mixer_embed_dim"], flags["hyper_dim"], flags["hypernet_layers"]
+        env.n_agents,
+        env.state_size,
+        flags["mixer_embed_dim"],
+        flags["hyper_dim"],
+        flags["hypernet_layers"],
     )
     mixer.load_state_dict(checkpoint["mixer"])
     # The mixer learned rewards / reward_scale (--normalize-reward); checkpoints before it was saved lack it.
     scale = checkpoint.get("reward_scale", 1.0)
     units = "reward units" if "reward_scale" in checkpoint else "mixer units"
-    weights = qmix.numpy_weights(q_network)
-    print(f"{flags['env_name']}, {args.episodes} episodes per mode, stall = last {args.still} steps unchanged")
+    forward = qmix.acting_forward(q_network, env.obs_size)
+    print(
+        f"{flags['env_name']}, {args.episodes} episodes per mode, stall = last {args.still} steps unchanged"
+    )
     for epsilon in (0.0, args.epsilon):
         rng = np.random.default_rng(args.seed)
-        played = [play(env, weights, epsilon, rng, args.still, flags["gamma"]) for _ in range(args.episodes)]
-        ret, length, cut, stalled, discounted = np.array([p[0] for p in played], dtype=float).mean(0)
+        played = [
+            play(env, forward, epsilon, rng, args.still, flags["gamma"])
+            for _ in range(args.episodes)
+        ]
+        ret, length, cut, stalled, discounted = np.array([p[0] for p in played], dtype=float).mean(
+            0
+        )
         print(
             f"epsilon {epsilon:<6} return {ret:.3f}  length {length:5.1f}  time-limit cut {cut:.1%}  stalled {stalled:.1%}"
         )
-        if epsilon == 0.0:  # what Q_tot promises at the first state against what the greedy policy then earns
-            start_q = np.mean([greedy_q_tot(q_network, mixer, *first) for _, _, first in played]) * scale
+        if (
+            epsilon == 0.0
+        ):  # what Q_tot promises at the first state against what the greedy policy then earns
+            start_q = (
+                np.mean([greedy_q_tot(q_network, mixer, *first) for _, _, first in played]) * scale
+            )
             print(
                 f"  Q_tot at the first states (greedy joint action, {units}): {start_q:.3f}; "
                 f"the greedy policy's discounted return from them: {discounted:.3f}"

@@ -32,7 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cleanmarl import report  # noqa: E402
 
-WINDOW, THRESHOLD, SEEDS = 10, 0.9, 3  # the sweep's --stop-window, --stop-at, and the grid's seeds per map
+WINDOW, THRESHOLD, SEEDS = (
+    10,
+    0.9,
+    3,
+)  # the sweep's --stop-window, --stop-at, and the grid's seeds per map
 # PyMARL2 README (Hu et al., 2021), QMIX on SC2.4.10: "general" = its re-evaluation with one set of hyperparameters,
 # "fine-tuned" = per-map tuned (3s5z_vs_3s6z with 4 envs). None where the README lists no number.
 PYMARL2 = {
@@ -86,7 +90,9 @@ def rows(runs):
     out = []
     for env in map_order(runs):
         for line in sorted({r["line"] for r in runs if r["env"] == env}):
-            members = sorted((r for r in runs if (r["env"], r["line"]) == (env, line)), key=lambda r: r["seed"])
+            members = sorted(
+                (r for r in runs if (r["env"], r["line"]) == (env, line)), key=lambda r: r["seed"]
+            )
             out.append(row(env, line, members))
     return out
 
@@ -94,18 +100,24 @@ def rows(runs):
 def row(env, line, members):
     """The table's numbers for one map and line over its runs (members, by seed)."""
     done = [r for r in members if finished(r)]
-    reached = [s for r in done if (s := report.steps_to(r, "battle_won", THRESHOLD, WINDOW)) is not None]
+    reached = [
+        s for r in done if (s := report.steps_to(r, "battle_won", THRESHOLD, WINDOW)) is not None
+    ]
     absolute = [absolute_win_rate(r) for r in done if r["absolute"]]
     return dict(
         env=env,
         script=line,
         seeds=[r["seed"] for r in members],
         done=len(done),
-        steps_to=f"{mean_ci(reached, ',.0f') if reached else '-'} ({len(reached)}/{len(done)})" if done else "-",
+        steps_to=f"{mean_ci(reached, ',.0f') if reached else '-'} ({len(reached)}/{len(done)})"
+        if done
+        else "-",
         final=mean_ci([final_win_rate(r) for r in done]) if done else "-",
         absolute=mean_ci(absolute) if absolute else "-",
         wall=(f"{np.mean([r['wall'] for r in done]) / 60:.0f} min" if done else "-"),
-        under_way=[(r["seed"], int(r["steps"][-1]), final_win_rate(r)) for r in members if not finished(r)],
+        under_way=[
+            (r["seed"], int(r["steps"][-1]), final_win_rate(r)) for r in members if not finished(r)
+        ],
         pymarl2=PYMARL2.get(env, (None, None)),
     )
 
@@ -143,7 +155,9 @@ def aggregate(runs):
     out = []
     for name in sorted({algorithm(r["line"]) for r in runs}):
         done = [r for r in runs if finished(r) and algorithm(r["line"]) == name]
-        maps, seeds = common_seeds({m: {r["seed"] for r in done if r["env"] == m} for m in {r["env"] for r in done}})
+        maps, seeds = common_seeds(
+            {m: {r["seed"] for r in done if r["env"] == m} for m in {r["env"] for r in done}}
+        )
         if seeds:
             final = {(r["env"], r["seed"]): absolute_win_rate(r) for r in done}
             scores = np.array([[final[m, s] for m in maps] for s in seeds])
@@ -157,7 +171,9 @@ def common_seeds(seeds_of):
     on one seed so far does not shrink the aggregate of the others' three seeds to that one seed."""
     options = [*seeds_of.values(), set.intersection(*seeds_of.values())] if seeds_of else []
     grids = [(sorted(m for m in seeds_of if s <= seeds_of[m]), sorted(s)) for s in options if s]
-    return max(grids, key=lambda g: (len(g[0]) > 1, len(g[0]) * len(g[1]), len(g[0])), default=([], []))
+    return max(
+        grids, key=lambda g: (len(g[0]) > 1, len(g[0]) * len(g[1]), len(g[0])), default=([], [])
+    )
 
 
 def plot(runs, out, agg):
@@ -171,9 +187,13 @@ def plot(runs, out, agg):
     for col, env in enumerate(maps):
         for run in sorted((r for r in runs if r["env"] == env), key=lambda r: r["seed"]):
             won = report.scores(run, "battle_won")
-            window = np.array([won[max(0, k - WINDOW + 1) : k + 1].mean() for k in range(len(won))])  # --stop-at's
+            window = np.array(
+                [won[max(0, k - WINDOW + 1) : k + 1].mean() for k in range(len(won))]
+            )  # --stop-at's
             for row, (x, scale) in enumerate((("steps", 1e3), ("times", 60))):
-                line = axes[row, col].plot(run[x] / scale, window, lw=1.2, label=f"seed {run['seed']}")[0]
+                line = axes[row, col].plot(
+                    run[x] / scale, window, lw=1.2, label=f"seed {run['seed']}"
+                )[0]
                 axes[row, col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
         axes[0, col].set_title(env)
         axes[0, col].set_xlabel("env steps (thousands)")
@@ -191,7 +211,14 @@ def plot(runs, out, agg):
         fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(agg)))
         for k, (_, iqm, low, high, maps, seeds) in enumerate(agg):
             ax.barh([k], [iqm], xerr=[[iqm - low], [high - iqm]], color="tab:blue", capsize=4)
-            ax.text(0.02, k, f"{len(maps)} maps x {len(seeds)} seeds", va="center", color="white", fontsize=8)
+            ax.text(
+                0.02,
+                k,
+                f"{len(maps)} maps x {len(seeds)} seeds",
+                va="center",
+                color="white",
+                fontsize=8,
+            )
         ax.set_yticks(range(len(agg)), [a[0] for a in agg])
         ax.set_xlim(0, 1.02)
         ax.set_xlabel("IQM of the best checkpoints' win rate (95% CI)")
@@ -214,17 +241,27 @@ def keep(sweep_dir, keep_dir):
         (target / run_dir.relative_to(folder)).mkdir(parents=True)
         for name in ("meta.json", "done"):
             shutil.copy(folder / name, target / name)
-        log = (folder / "log.txt").read_text(errors="replace").splitlines() if (folder / "log.txt").exists() else []
-        said = [line for line in log if line.startswith(("SMAClite physics", "sweep:"))]  # physics(), the stop
+        log = (
+            (folder / "log.txt").read_text(errors="replace").splitlines()
+            if (folder / "log.txt").exists()
+            else []
+        )
+        said = [
+            line for line in log if line.startswith(("SMAClite physics", "sweep:"))
+        ]  # physics(), the stop
         (target / "log.txt").write_text("".join(line + "\n" for line in said))
         names = [report.EVAL_FILE, report.MODELS_FILE]
         if (run_dir / report.MODELS_FILE).exists() and (
             best := json.loads((run_dir / report.MODELS_FILE).read_text()).get("best")
         ):
-            names.append(best["path"].replace(".cleanmarl_model", ".eval.json"))  # report.reevaluation() reads it
+            names.append(
+                best["path"].replace(".cleanmarl_model", ".eval.json")
+            )  # report.reevaluation() reads it
         for name in names:
             if (run_dir / name).exists():
-                (target / run_dir.relative_to(folder) / name).parent.mkdir(parents=True, exist_ok=True)
+                (target / run_dir.relative_to(folder) / name).parent.mkdir(
+                    parents=True, exist_ok=True
+                )
                 shutil.copy(run_dir / name, target / run_dir.relative_to(folder) / name)
         copied.append(folder.name)
     return copied
@@ -234,11 +271,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir")
     parser.add_argument("--out", default="docs/img/hard_maps", help="folder of the figures")
-    parser.add_argument("--keep", metavar="DIR", help="copy the finished runs' records into DIR, then read DIR")
+    parser.add_argument(
+        "--keep", metavar="DIR", help="copy the finished runs' records into DIR, then read DIR"
+    )
     args = parser.parse_args(argv)
     if args.keep:
         copied = keep(args.sweep_dir, args.keep)
-        print(f"hard_maps: kept {len(copied)} finished runs' records in {args.keep}", file=sys.stderr)
+        print(
+            f"hard_maps: kept {len(copied)} finished runs' records in {args.keep}", file=sys.stderr
+        )
         args.sweep_dir = args.keep
     runs = [r for r in report.load(args.sweep_dir) if "battle_won" in r["records"][0]]
     if not runs:
@@ -249,7 +290,10 @@ def main(argv=None):
     plot(runs, out, agg)
     table = rows(runs)
     hours = sum(r["wall"] for r in runs) / 3600
-    text = markdown(table) + f"\n\nWall time of these runs together: {hours:.1f} hours of one CPU core each.\n"
+    text = (
+        markdown(table)
+        + f"\n\nWall time of these runs together: {hours:.1f} hours of one CPU core each.\n"
+    )
     text += f"\nSMAClite physics, as the runs printed it: {physics(runs)}.\n"
     for name, iqm, low, high, maps, seeds in agg:
         ci = f"95% CI [{low:.3f}, {high:.3f}]" if len(seeds) > 1 else "one seed per map: no CI"
@@ -286,10 +330,15 @@ def physics(runs):
         log = run["folder"] / "log.txt"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         for line in {
-            line.split(" (")[0].removeprefix("SMAClite physics: ") for line in lines if "SMAClite physics" in line
+            line.split(" (")[0].removeprefix("SMAClite physics: ")
+            for line in lines
+            if "SMAClite physics" in line
         }:
             said[line] = said.get(line, 0) + 1
-    return "; ".join(f"{k} ({n} of {len(runs)} runs)" for k, n in sorted(said.items())) or "not printed"
+    return (
+        "; ".join(f"{k} ({n} of {len(runs)} runs)" for k, n in sorted(said.items()))
+        or "not printed"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,12 @@ def load(run_dir, metric, wall=False):
         return None
     points = events.Scalars(metric)
     if wall:
-        start = min(p.wall_time for tag in events.Tags()["scalars"] for p in events.Scalars(tag)[:1])
-        return np.array([(p.wall_time - start) / 60 for p in points]), np.array([p.value for p in points])
+        start = min(
+            p.wall_time for tag in events.Tags()["scalars"] for p in events.Scalars(tag)[:1]
+        )
+        return np.array([(p.wall_time - start) / 60 for p in points]), np.array(
+            [p.value for p in points]
+        )
     return np.array([p.step for p in points]), np.array([p.value for p in points])
 
 
@@ -37,7 +41,9 @@ def reached(steps, vals, threshold, window):
     """
     if len(vals) < window:
         return None, float("nan")
-    means = np.convolve(vals, np.ones(window), mode="valid") / window  # means[i]: vals[i : i + window]
+    means = (
+        np.convolve(vals, np.ones(window), mode="valid") / window
+    )  # means[i]: vals[i : i + window]
     hits = np.flatnonzero(means >= threshold - 1e-9)  # 9 wins in 10 is 0.9 despite rounding
     return (int(steps[hits[0] + window - 1]) if hits.size else None), float(means.max())
 
@@ -52,13 +58,23 @@ if __name__ == "__main__":
     parser.add_argument("--runs", default="runs", help="folder of TensorBoard run folders")
     parser.add_argument("--out", default="docs/img", help="where the PNGs go")
     parser.add_argument("--metric", default="eval/ep_reward")
-    parser.add_argument("--label", default="", help="a name for this set of runs (title and file name)")
-    parser.add_argument("--yscale", default="linear", help="linear, or symlog for metrics that blow up")
     parser.add_argument(
-        "--reach", type=float, help="also print per run the first step where --window values in a row average >= this"
+        "--label", default="", help="a name for this set of runs (title and file name)"
     )
-    parser.add_argument("--window", type=int, default=10, help="consecutive values averaged for --reach")
-    parser.add_argument("--wall", action="store_true", help="x-axis: minutes of wall time instead of env steps")
+    parser.add_argument(
+        "--yscale", default="linear", help="linear, or symlog for metrics that blow up"
+    )
+    parser.add_argument(
+        "--reach",
+        type=float,
+        help="also print per run the first step where --window values in a row average >= this",
+    )
+    parser.add_argument(
+        "--window", type=int, default=10, help="consecutive values averaged for --reach"
+    )
+    parser.add_argument(
+        "--wall", action="store_true", help="x-axis: minutes of wall time instead of env steps"
+    )
     args = parser.parse_args()
     groups = defaultdict(lambda: defaultdict(list))  # env name -> script (exp_name) -> runs
     for run_dir in sorted(Path(args.runs).iterdir()):
@@ -67,7 +83,9 @@ if __name__ == "__main__":
             env_name, exp_name = run_dir.name.split("__")[:2]
             groups[env_name][exp_name].append((run_dir.name, curve))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    print(f"{'env':32s} {'script':18s} {'seeds':>5s} {'steps':>9s} {'last':>16s} {'last 10% of steps':>18s}")
+    print(
+        f"{'env':32s} {'script':18s} {'seeds':>5s} {'steps':>9s} {'last':>16s} {'last 10% of steps':>18s}"
+    )
     for env_name, scripts in groups.items():
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for color, (exp_name, runs) in zip(
@@ -84,20 +102,28 @@ if __name__ == "__main__":
             for name, (steps, vals) in runs if args.reach is not None else []:
                 step, best = reached(steps, vals, args.reach, args.window)
                 when = f"first at step {step}" if step is not None else "never"
-                print(f"  {name}: {args.window} values in a row average >= {args.reach}: {when} (best {best:.3f})")
+                print(
+                    f"  {name}: {args.window} values in a row average >= {args.reach}: {when} (best {best:.3f})"
+                )
             for _, (steps, vals) in runs:
                 ax.plot(steps, vals, color=color, alpha=0.25, linewidth=0.8)
-            ax.plot(grid, values.mean(0), color=color, label=f"{exp_name}: mean of {len(runs)} seeds")
+            ax.plot(
+                grid, values.mean(0), color=color, label=f"{exp_name}: mean of {len(runs)} seeds"
+            )
             ax.fill_between(grid, values.min(0), values.max(0), color=color, alpha=0.12)
         ax.set_xlabel("wall time (minutes)" if args.wall else "environment steps")
         ax.set_ylabel(args.metric)
         ax.set_yscale(args.yscale)
         title = f"{next(iter(scripts))}.py on {env_name}" if len(scripts) == 1 else env_name
-        ax.set_title(title + (f" ({args.label})" if args.label else "") + ", min-max shaded", fontsize=9)
+        ax.set_title(
+            title + (f" ({args.label})" if args.label else "") + ", min-max shaded", fontsize=9
+        )
         ax.legend(loc="best", fontsize=8)
         fig.tight_layout()
         label = f"_{args.label.replace(' ', '_')}" if args.label else ""
         prefix = "_".join(scripts)
-        name = f"{prefix}_{env_name}{label}_{args.metric.replace('/', '_')}{'_wall' * args.wall}.png"
+        name = (
+            f"{prefix}_{env_name}{label}_{args.metric.replace('/', '_')}{'_wall' * args.wall}.png"
+        )
         fig.savefig(Path(args.out) / name, dpi=110)
         plt.close(fig)

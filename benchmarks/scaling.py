@@ -21,10 +21,16 @@ SMACLITE_MAPS = {"3m", "2s3z", "MMM", "8m", "27m_vs_30m"}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--envs", nargs="+", default=["Foraging-8x8-2p-2f-coop-v3", "simple_spread_v3", "3m", "2s3z"])
+    parser.add_argument(
+        "--envs",
+        nargs="+",
+        default=["Foraging-8x8-2p-2f-coop-v3", "simple_spread_v3", "3m", "2s3z"],
+    )
     parser.add_argument("--num-envs", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--steps", type=int, default=10_000, help="env steps of each run")
-    parser.add_argument("--smaclite-steps", type=int, default=3_000, help="env steps of each SMAClite run")
+    parser.add_argument(
+        "--smaclite-steps", type=int, default=3_000, help="env steps of each SMAClite run"
+    )
     args = parser.parse_args()
     print(f"{'env':36s} {'script':28s} {'steps/s':>8s} {'/ qmix.py':>9s}", flush=True)
     for env_name in args.envs:
@@ -32,7 +38,9 @@ if __name__ == "__main__":
             print(f"{env_name:36s} skipped: smaclite is not installed", flush=True)
             continue
         steps = args.smaclite_steps if env_name in SMACLITE_MAPS else args.steps
-        runs = [("qmix.py", [])] + [("qmix_multienvs.py", ["--num-envs", str(n)]) for n in args.num_envs]
+        runs = [("qmix.py", [])] + [
+            ("qmix_multienvs.py", ["--num-envs", str(n)]) for n in args.num_envs
+        ]
         reference = None
         for script, extra in runs:
             with tempfile.TemporaryDirectory() as workdir:

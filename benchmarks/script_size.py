@@ -11,7 +11,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ("qmix.py", "qmix_memefficient.py", "qmix_lstm.py", "qmix_multienvs.py")
-NOT_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+NOT_CODE = {
+    tokenize.COMMENT,
+    tokenize.NL,
+    tokenize.NEWLINE,
+    tokenize.INDENT,
+    tokenize.DEDENT,
+    tokenize.ENDMARKER,
+}
 
 
 def size(text):
@@ -27,7 +34,11 @@ def size(text):
 
 if __name__ == "__main__":
     paths = [Path(p) for p in sys.argv[1:]] or [ROOT / "cleanmarl" / s for s in SCRIPTS]
-    print(f"{'file':<24} {'characters':>10} {'code tokens':>11} {'lines > 100':>11} {'fmt: skip':>9}")
+    print(
+        f"{'file':<24} {'characters':>10} {'code tokens':>11} {'lines > 100':>11} {'fmt: skip':>9}"
+    )
     for path in paths:
         s = size(path.read_text())
-        print(f"{path.name:<24} {s['characters']:>10,} {s['code_tokens']:>11,} {s['long_lines']:>11} {s['fmt_skip']:>9}")
+        print(
+            f"{path.name:<24} {s['characters']:>10,} {s['code_tokens']:>11,} {s['long_lines']:>11} {s['fmt_skip']:>9}"
+        )

@@ -47,9 +47,22 @@ def training_steps_per_second(script, env_name, steps, path, extra=()):
     use_cpp, fast = PATHS[path]
     env = {**os.environ, "CLEANMARL_SMACLITE_CPP_RVO2": str(int(use_cpp))}
     env["CLEANMARL_SMACLITE_FAST_PATH"] = str(int(fast))
-    cmd = [sys.executable, str(ROOT / "cleanmarl" / script), "--env-name", env_name, "--total-timesteps", str(steps)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "cleanmarl" / script),
+        "--env-name",
+        env_name,
+        "--total-timesteps",
+        str(steps),
+    ]
     with tempfile.TemporaryDirectory() as workdir:
-        subprocess.run([*cmd, "--no-progress-bar", *extra], cwd=workdir, check=True, capture_output=True, env=env)
+        subprocess.run(
+            [*cmd, "--no-progress-bar", *extra],
+            cwd=workdir,
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
         (run_dir,) = Path(workdir, "runs").iterdir()
@@ -69,10 +82,14 @@ def table(title, speeds):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--maps", nargs="+", default=["3m", "2s3z", "MMM"], help="SMAClite maps for the raw rates")
+    parser.add_argument(
+        "--maps", nargs="+", default=["3m", "2s3z", "MMM"], help="SMAClite maps for the raw rates"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per raw measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over the paths")
-    parser.add_argument("--train-steps", type=int, default=0, help="env steps of each training run (0: none)")
+    parser.add_argument(
+        "--train-steps", type=int, default=0, help="env steps of each training run (0: none)"
+    )
     args = parser.parse_args()
     print(f"C++ RVO2 (rvo2 module): {'importable' if CPP else 'not importable: numpy paths only'}")
     for name in args.maps:
@@ -84,13 +101,21 @@ if __name__ == "__main__":
         for _ in range(args.rounds):
             for path, env in envs.items():
                 speeds[path].append(raw_steps_per_second(env, args.seconds))
-        table(f"raw {name}, random available actions ({args.rounds} x {args.seconds:g} s per path)", speeds)
+        table(
+            f"raw {name}, random available actions ({args.rounds} x {args.seconds:g} s per path)",
+            speeds,
+        )
     if args.train_steps > 0:
         runs = [("qmix.py", "3m", ()), ("qmix_multienvs.py", "2s3z", ("--num-envs", "2"))]
         for script, env_name, extra in runs:
             speeds = {path: [] for path in PATHS}
             for _ in range(args.rounds):
                 for path in PATHS:
-                    speeds[path].append(training_steps_per_second(script, env_name, args.train_steps, path, extra))
+                    speeds[path].append(
+                        training_steps_per_second(script, env_name, args.train_steps, path, extra)
+                    )
             flags = " ".join(extra) or "defaults"
-            table(f"training: {script} --env-name {env_name} ({flags}), {args.train_steps} steps", speeds)
+            table(
+                f"training: {script} --env-name {env_name} ({flags}), {args.train_steps} steps",
+                speeds,
+            )

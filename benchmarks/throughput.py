@@ -56,7 +56,10 @@ def qmix_steps_per_second(
 ):
     cmd = [sys.executable, str(script), *env_args]
     cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1", *extra]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # test envs (tests.counter_env:SlowCounter-v0) import from the root
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+    }  # test envs (tests.counter_env:SlowCounter-v0) import from the root
     subprocess.run(cmd, cwd=workdir, check=True, capture_output=True, env=env)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -68,7 +71,16 @@ def qmix_steps_per_second(
 
 def peer_steps_per_second(script, steps, workdir):
     def wall(n):
-        cmd = [sys.executable, str(script), "--env-type", "lbf", "--env-name", ENV_ID, "--total-timesteps", str(n)]
+        cmd = [
+            sys.executable,
+            str(script),
+            "--env-type",
+            "lbf",
+            "--env-name",
+            ENV_ID,
+            "--total-timesteps",
+            str(n),
+        ]
         start = time.perf_counter()
         subprocess.run(cmd, cwd=workdir, check=True, capture_output=True)
         return time.perf_counter() - start
@@ -102,13 +114,24 @@ def profile(steps, script=SCRIPT):
 
     name = script.name
     rollout = cumulative("run_episode", name) - cumulative("evaluate", name)
-    env_step = cumulative("step", "cleanmarl/env/base.py") + cumulative("reset", "cleanmarl/env/base.py")
-    acting = cumulative("q_values_numpy", name) + cumulative("select_actions", name)
+    env_step = cumulative("step", "cleanmarl/env/base.py") + cumulative(
+        "reset", "cleanmarl/env/base.py"
+    )
+    acting = cumulative("acting_forward", name) + cumulative("select_actions", name)
+    lines = (
+        script.read_text().splitlines()
+    )  # the numpy forward: the function acting_forward returns
+    start = next(i for i, line in enumerate(lines, 1) if line.startswith("def acting_forward"))
+    end = next(i for i, line in enumerate(lines, 1) if i > start and line.startswith("def "))
+    inner = [v[3] for (f, line, fn), v in stats.items() if name in f and start < line < end]
+    acting += sum(inner)
     evaluation = cumulative("evaluate", name)
     buffer = cumulative("add", name) + cumulative("sample", name)
     backward = cumulative("backward", "torch/_tensor.py")
     optimizer = cumulative("step", "torch/optim/adam.py")
-    gru = cumulative("forward", "torch/nn/modules/rnn.py")  # GRU unrolls (qmix_lstm.py), online and target
+    gru = cumulative(
+        "forward", "torch/nn/modules/rnn.py"
+    )  # GRU unrolls (qmix_lstm.py), online and target
     update = total - rollout - evaluation
     rows = [
         ("training loop (setup excluded)", total),
@@ -122,7 +145,9 @@ def profile(steps, script=SCRIPT):
         ("  of which optimizer.step()", optimizer),
     ]
     rows += [("  of which GRU forward (online + target unrolls)", gru)] if gru else []
-    print(f"\nprofile of {name}, {steps} steps on {ENV_ID} (cProfile slows Python code more than torch kernels):")
+    print(
+        f"\nprofile of {name}, {steps} steps on {ENV_ID} (cProfile slows Python code more than torch kernels):"
+    )
     for label, seconds in rows:
         print(f"  {label:48s} {seconds:7.2f} s  {100 * seconds / total:5.1f}%")
 
@@ -130,15 +155,33 @@ def profile(steps, script=SCRIPT):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=60_000, help="env steps of the qmix.py run")
-    parser.add_argument("--raw-seconds", type=float, default=10.0, help="seconds per raw-env measurement")
+    parser.add_argument(
+        "--raw-seconds", type=float, default=10.0, help="seconds per raw-env measurement"
+    )
     parser.add_argument("--profile", action="store_true", help="also profile a qmix.py run")
-    parser.add_argument("--peer", type=Path, help="another QMIX script to time with the same env flags")
-    parser.add_argument("--peer-steps", type=int, default=20_000, help="env steps of the peer's long run")
-    parser.add_argument("--qmix-args", default="", help="extra qmix.py flags, e.g. '--batch-size 10' (a peer's value)")
-    parser.add_argument("--variant", help="a variant script in cleanmarl/ to time against qmix.py, same flags")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating qmix.py / variant runs (with --variant)")
-    parser.add_argument("--variant-args", default="", help="flags for the variant only, e.g. '--td-lambda 0.6'")
-    parser.add_argument("--env-name", default=ENV_ID, help="the env of the --variant runs (any --env-name)")
+    parser.add_argument(
+        "--peer", type=Path, help="another QMIX script to time with the same env flags"
+    )
+    parser.add_argument(
+        "--peer-steps", type=int, default=20_000, help="env steps of the peer's long run"
+    )
+    parser.add_argument(
+        "--qmix-args",
+        default="",
+        help="extra qmix.py flags, e.g. '--batch-size 10' (a peer's value)",
+    )
+    parser.add_argument(
+        "--variant", help="a variant script in cleanmarl/ to time against qmix.py, same flags"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating qmix.py / variant runs (with --variant)"
+    )
+    parser.add_argument(
+        "--variant-args", default="", help="flags for the variant only, e.g. '--td-lambda 0.6'"
+    )
+    parser.add_argument(
+        "--env-name", default=ENV_ID, help="the env of the --variant runs (any --env-name)"
+    )
     args = parser.parse_args()
     if args.variant:
         speeds = {"qmix.py": [], args.variant: []}
@@ -148,13 +191,17 @@ if __name__ == "__main__":
                     script, extra = ROOT / "cleanmarl" / name, args.qmix_args.split()
                     extra += args.variant_args.split() if name == args.variant else []
                     env_args = ("--env-name", args.env_name)
-                    speeds[name].append(qmix_steps_per_second(args.steps, workdir, extra, script, env_args))
+                    speeds[name].append(
+                        qmix_steps_per_second(args.steps, workdir, extra, script, env_args)
+                    )
         for name, values in speeds.items():
             print(
                 f"{name} training on {args.env_name} ({args.steps} steps): {' / '.join(f'{v:.0f}' for v in values)} steps/s"
             )
         ratio = sum(speeds[args.variant]) / sum(speeds["qmix.py"])
-        print(f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}")
+        print(
+            f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}"
+        )
         if args.profile:
             profile(args.steps // 3, ROOT / "cleanmarl" / args.variant)
         sys.exit(0)
@@ -166,12 +213,16 @@ if __name__ == "__main__":
             peer_sps = peer_steps_per_second(args.peer.resolve(), args.peer_steps, workdir)
     raw_after = raw_steps_per_second(args.raw_seconds)
     raw = (raw_before + raw_after) / 2
-    print(f"raw {ENV_ID} random policy: {raw:.0f} steps/s (before {raw_before:.0f}, after {raw_after:.0f})")
+    print(
+        f"raw {ENV_ID} random policy: {raw:.0f} steps/s (before {raw_before:.0f}, after {raw_after:.0f})"
+    )
     flags = args.qmix_args or "default hyperparameters"
     print(f"qmix.py training ({args.steps} steps, {flags}): {qmix_sps:.0f} steps/s")
     print(f"ratio qmix.py / raw env: {qmix_sps / raw:.2f}")
     if args.peer:
         print(f"peer {args.peer} ({args.peer_steps} steps, its defaults): {peer_sps:.0f} steps/s")
-        print(f"ratio peer / raw env: {peer_sps / raw:.3f}; qmix.py / peer: {qmix_sps / peer_sps:.1f}x")
+        print(
+            f"ratio peer / raw env: {peer_sps / raw:.3f}; qmix.py / peer: {qmix_sps / peer_sps:.1f}x"
+        )
     if args.profile:
         profile(args.steps // 3)

@@ -143,7 +143,8 @@ CHECKPOINT_FLAGS = (  # what --load-model takes from a checkpoint
     " hypernet_layers mixer_embed_dim"
 ).split()
 CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
-TRAIN_LOGS = [f"train/{x}" for x in "loss grads q_taken_mean target_mean target_clamped".split()]
+TRAIN_LOGS = ("train/loss", "train/grads", "train/q_taken_mean", "train/target_mean")
+TRAIN_LOGS += ("train/target_clamped",)
 
 
 class QNetwork(nn.Module):
@@ -255,7 +256,8 @@ def acting_forward(q_network, obs_size):
     """q_network's forward in numpy (~5x faster for one step, docs), checked against torch's."""
     to_numpy = lambda x: x.detach().cpu().numpy()  # noqa: E731 (on CPU: views)
     layers = [
-        (to_numpy(m.weight).T, to_numpy(m.bias)) if hasattr(m, "bias") else m for m in q_network.net
+        (to_numpy(m.weight).T, to_numpy(m.bias)) if isinstance(m, nn.Linear) else m
+        for m in q_network.net
     ]
 
     def forward(x):
@@ -299,6 +301,7 @@ def compute_td_target(
     return batch["reward"] + gamma * (1.0 - batch["terminated"]) * bounded, bounded != target_q_tot
 
 
+@torch.no_grad()
 def online_next_q_values(q_network, q_values, batch):
     """q_network(next_obs), reusing q_values where next_obs is the next row's obs."""
     fresh = (batch["next_obs"] != batch["obs"].roll(-1, 0)).flatten(1).any(1)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanmarl.harness import EVAL_FILE, MODELS_FILE
+from cleanmarl.utils.layout import EVAL_FILE, MODELS_FILE
 
 REPS = 2000
 

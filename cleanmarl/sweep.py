@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cleanmarl.harness import EVAL_FILE, MODELS_FILE, STATE_FILE, evaluation_score
+from cleanmarl.utils.layout import EVAL_FILE, MODELS_FILE, STATE_FILE, evaluation_score
 
 ROOT = Path(__file__).resolve().parent
 POLL_SECONDS = 5  # how often a run's evaluations are read (--stop-at, the progress bar)
@@ -56,13 +56,12 @@ class Run:
     @property
     def name(self):
         flags = re.sub(r"[^A-Za-z0-9.]+", "_", self.flag_set.strip()).strip("_") or "defaults"
-        return (
-            f"{self.script}__{self.env.replace(':', '_').replace('/', '_')}__{flags}__{self.seed}"
-        )
+        env = self.env.replace(":", "_").replace("/", "_")
+        return f"{Path(self.script).stem}__{env}__{flags}__{self.seed}"
 
     def command(self, resume=None):
         """The script's command line; resume: a run directory (relative to the run's folder) to continue."""
-        script = str(ROOT / f"{self.script}.py")
+        script = str(script_file(self.script))
         if resume:  # the saved run's flags, but for its length, which a re-run may extend
             total = [
                 a
@@ -103,9 +102,24 @@ def grid(args):
         ("--save-model",) if args.absolute and "--save-model" not in args.extra else ()
     )
     return [
-        Run(script.removesuffix(".py"), env, flag_set, seed, extra)
+        Run(script_name(script), env, flag_set, seed, extra)
         for script, env, flag_set, seed in combos
     ]
+
+
+def script_file(script):
+    """The file of a --scripts entry: one of the package's scripts by name (qmix, qmix_lstm.py), or any
+    script by path (a copy of qmix.py saved anywhere)."""
+    path = Path(script if script.endswith(".py") else f"{script}.py")
+    return (
+        ROOT / path.name if len(path.parts) == 1 and (ROOT / path.name).exists() else path.resolve()
+    )
+
+
+def script_name(script):
+    """How a run names its script: the package's by stem (qmix), a copy by its absolute path."""
+    path = script_file(script)
+    return path.stem if path.parent == ROOT else str(path)
 
 
 def versions():
@@ -175,7 +189,7 @@ def absolute_command(run, folder, factor):
     if (folder / str(checkpoint).replace(".cleanmarl_model", ".eval.json")).exists():
         return None
     episodes = factor * len(records[-1]["returns"])
-    script = str(ROOT / f"{run.script}.py")
+    script = str(script_file(run.script))
     return [sys.executable, script, "--no-progress-bar", "--eval-only", "--load-model", str(checkpoint),
             "--num-eval-ep", str(episodes)]  # fmt: skip
 
@@ -215,7 +229,8 @@ def locked_execute(run, folder, env, stop_at, window, absolute):
     states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
     command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
     meta = dict(
-        script=f"{run.script}.py",
+        script=f"{Path(run.script).stem}.py",
+        script_file=str(script_file(run.script)),
         env=run.env,
         flag_set=run.flag_set,
         seed=run.seed,
@@ -441,10 +456,11 @@ def main(argv=None):
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.extra, args.set = extra, flag_sets
     args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
-    unknown = [s for s in args.scripts if not (ROOT / f"{s.removesuffix('.py')}.py").exists()]
+    unknown = [s for s in args.scripts if not script_file(s).is_file()]
     if unknown:
         sys.exit(
-            f"sweep: error: no script {unknown[0]!r} in {ROOT} (qmix, qmix_lstm, qmix_memefficient, qmix_multienvs)"
+            f"sweep: error: no script {unknown[0]!r}: one of {ROOT} (qmix, qmix_lstm, qmix_memefficient,"
+            " qmix_multienvs) or the path of a copy"
         )
     runs = grid(args)
     if args.print:

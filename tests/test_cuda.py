@@ -5,7 +5,7 @@ checkpoint warm-starts a CPU run."""
 import pytest
 import torch
 
-from cleanmarl import harness
+from cleanmarl.utils.layout import STATE_FILE
 from tests.test_resume import FLAGS, logs
 from tests.test_smoke import SCRIPTS, run
 
@@ -25,11 +25,20 @@ def test_a_cuda_run_updates_as_on_the_cpu_and_goes_on_on_the_cpu(script, tmp_pat
     (step, cpu_loss), (cuda_step, cuda_loss) = cpu["train/loss"][0], cuda["train/loss"][0]
     assert step == cuda_step and cuda_loss == pytest.approx(cpu_loss, rel=1e-3)
 
-    state = torch.load(cuda_dir / harness.STATE_FILE, map_location="cpu", weights_only=True)
-    assert state["loop"][0] >= 2000  # saved at the end
+    state = torch.load(cuda_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    assert state["step"] >= 2000  # saved at the end
     run(tmp_path / "cuda", "--resume", str(cuda_dir.relative_to(tmp_path / "cuda")), "--total-timesteps", "3000",
         "--device", "cpu", script=script)  # fmt: skip
     assert logs(cuda_dir)["records"][-1][0] > 2000  # evaluations of the resumed, CPU part
 
     (model,) = cuda_dir.glob("*.cleanmarl_model")
-    run(tmp_path / "warm", "--load-model", str(model), "--total-timesteps", "300", "--device", "cpu", script=script)
+    run(
+        tmp_path / "warm",
+        "--load-model",
+        str(model),
+        "--total-timesteps",
+        "300",
+        "--device",
+        "cpu",
+        script=script,
+    )

@@ -13,7 +13,9 @@ import gen_help  # noqa: E402
 def test_args_reference_is_current():
     for script in gen_help.SCRIPTS:
         committed = (ROOT / "docs" / "args" / script.replace(".py", ".txt")).read_text()
-        assert committed == gen_help.help_text(script), f"run python docs/gen_help.py ({script} --help changed)"
+        assert committed == gen_help.help_text(script), (
+            f"run python docs/gen_help.py ({script} --help changed)"
+        )
 
 
 def script_pages():
@@ -26,8 +28,12 @@ def test_each_script_has_its_page():
         assert page.exists(), f"{script} has no docs page {page.name}"
         assert f": {page.name}\n" in nav, f"{page.name} is not in mkdocs.yml's nav"
         text = page.read_text()
-        assert text.startswith(f"# `{script}`\n"), f"{page.name} does not open with its script's name"
-        assert f'--8<-- "docs/args/{script.replace(".py", ".txt")}"' in text, f"{page.name} lacks its Args reference"
+        assert text.startswith(f"# `{script}`\n"), (
+            f"{page.name} does not open with its script's name"
+        )
+        assert f'--8<-- "docs/args/{script.replace(".py", ".txt")}"' in text, (
+            f"{page.name} lacks its Args reference"
+        )
 
 
 def test_each_script_links_its_page():
@@ -35,9 +41,12 @@ def test_each_script_links_its_page():
     for script, page in script_pages().items():
         first = (ROOT / "cleanmarl" / script).read_text().splitlines()[0]
         match = re.fullmatch(
-            r"# Docs: https://github\.com/cleanmarl/cleanmarl/blob/main/docs/([\w.]+?)(?:#([\w-]+))?", first
+            r"# Docs: https://github\.com/cleanmarl/cleanmarl/blob/main/docs/([\w.]+?)(?:#([\w-]+))?",
+            first,
         )
-        assert match and match.group(1) == page.name, f"line 1 of {script} should link docs/{page.name}: {first}"
+        assert match and match.group(1) == page.name, (
+            f"line 1 of {script} should link docs/{page.name}: {first}"
+        )
         headings = re.findall(r"^#+ (.+?)(?: \{ #([\w-]+) \})?$", page.read_text(), flags=re.M)
         slugs = {
             explicit or re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
@@ -49,13 +58,15 @@ def test_each_script_links_its_page():
 
 
 def test_every_logged_metric_is_documented():
-    scripts = [*(ROOT / "cleanmarl").glob("qmix*.py"), ROOT / "cleanmarl" / "harness.py"]  # harness logs eval/*
+    scripts = [*(ROOT / "cleanmarl").glob("qmix*.py"), *(ROOT / "cleanmarl" / "utils").glob("*.py")]
     source = "".join(path.read_text() for path in scripts)
     metrics = set(re.findall(r'"((?:rollout|train|eval|charts)/[A-Za-z_]+)"', source))
     assert {"train/loss", "eval/ep_reward", "charts/SPS"} <= metrics
     docs = "".join(page.read_text() for page in script_pages().values())
     missing = sorted(m for m in metrics if f"`{m}`" not in docs)
-    assert not missing, f"metrics logged but not documented on the script pages (docs/qmix*.md): {missing}"
+    assert not missing, (
+        f"metrics logged but not documented on the script pages (docs/qmix*.md): {missing}"
+    )
 
 
 def test_every_figure_has_a_caption():
@@ -64,7 +75,9 @@ def test_every_figure_has_a_caption():
         lines = [line.strip() for line in page.read_text().splitlines()]
         for i, line in enumerate(lines):
             if line.startswith("!["):
-                assert lines[i - 1] == "<figure markdown>" and lines[i + 1].startswith("<figcaption"), (
+                assert lines[i - 1] == "<figure markdown>" and lines[i + 1].startswith(
+                    "<figcaption"
+                ), (
                     f"{page.name}:{i + 1}: put the image in <figure markdown> with a <figcaption> saying what was run"
                 )
 

@@ -10,7 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cleanmarl import harness, qmix
+from cleanmarl import qmix
+from cleanmarl.utils import checkpoints, flags, layout, system
 
 GAMMA = 0.9
 
@@ -23,7 +24,9 @@ def sum_mixer(q_agents, state):
 def random_mixer(seed, n_agents, state_size, hypernet_layers, scale):
     """A QMixer with random weights far from its init (scale), so monotonicity is not an init artefact."""
     torch.manual_seed(seed)
-    mixer = qmix.QMixer(n_agents, state_size, embed_dim=8, hyper_dim=16, hypernet_layers=hypernet_layers)
+    mixer = qmix.QMixer(
+        n_agents, state_size, embed_dim=8, hyper_dim=16, hypernet_layers=hypernet_layers
+    )
     with torch.no_grad():
         for p in mixer.parameters():
             p.normal_(0.0, scale)
@@ -58,25 +61,33 @@ def test_mixer_is_monotonic(seed, n_agents, hypernet_layers, scale, q_scale):
     old_scale=st.floats(1e-3, 1e3),
     new_scale=st.floats(1e-3, 1e3),
 )
-def test_rescale_q_tot_keeps_values_in_reward_units(seed, hypernet_layers, old_scale, new_scale):
+def test_mixer_rescale_keeps_values_in_reward_units(seed, hypernet_layers, old_scale, new_scale):
     """Pop-Art's output preservation: when the reward scale moves, scale * Q_tot (a value in reward units) is
     unchanged for every state and agent Q, for the online and target mixers alike. In float64: Q_tot can be a sum of
     terms far larger than itself (a float32 CI case: 0.108 from terms of 233 in all), beyond any float32 tolerance."""
     n_agents, state_size = 3, 5
-    mixers = [random_mixer(seed + i, n_agents, state_size, hypernet_layers, scale=1.0).double() for i in range(2)]
+    mixers = [
+        random_mixer(seed + i, n_agents, state_size, hypernet_layers, scale=1.0).double()
+        for i in range(2)
+    ]
     gen = torch.Generator().manual_seed(seed)
     q_agents = torch.randn(128, n_agents, generator=gen, dtype=torch.float64) * 10
     state = torch.randn(128, state_size, generator=gen, dtype=torch.float64) * 5
     with torch.no_grad():
         before = [old_scale * m(q_agents, state) for m in mixers]
-        qmix.rescale_q_tot(mixers, old_scale, new_scale)
+        for mixer in mixers:
+            mixer.rescale(old_scale / new_scale)
         after = [new_scale * m(q_agents, state) for m in mixers]
     for b, a in zip(before, after, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * old_scale)
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), n_actions=st.integers(2, 4), hypernet_layers=st.sampled_from([1, 2]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n_actions=st.integers(2, 4),
+    hypernet_layers=st.sampled_from([1, 2]),
+)
 def test_per_agent_argmax_is_joint_argmax(seed, n_actions, hypernet_layers):
     """IGM: the greedy joint action from each agent's own argmax maximises Q_tot (brute force)."""
     n_agents, state_size = 3, 4
@@ -120,7 +131,9 @@ def make_batch():
     target_next_q[0, 1] = torch.tensor([[5.0, 1.0, 0.0], [2.0, 6.0, 1.0]])
     target_next_q[0, 2] = torch.tensor([[9.0, 9.0, 9.0], [9.0, 9.0, 9.0]])
     online_next_q = torch.zeros(1, t, n, a)
-    online_next_q[0, 0] = torch.tensor([[4.0, 0.0, 99.0], [3.0, 0.0, 0.0]])  # picks 0 (2 unavailable), 0
+    online_next_q[0, 0] = torch.tensor(
+        [[4.0, 0.0, 99.0], [3.0, 0.0, 0.0]]
+    )  # picks 0 (2 unavailable), 0
     online_next_q[0, 1] = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])  # picks 2, 2
     return batch, target_next_q, online_next_q
 
@@ -131,7 +144,8 @@ def test_td_target_by_hand():
     assert not clamped.any()
     expected = torch.tensor(
         [
-            1.0 + GAMMA * (3.0 + 4.0 + 0.5),  # max over available: agent 0 takes 3 (10 is unavailable)
+            1.0
+            + GAMMA * (3.0 + 4.0 + 0.5),  # max over available: agent 0 takes 3 (10 is unavailable)
             2.0 + GAMMA * (5.0 + 6.0 - 1.0),  # truncated: bootstraps like any non-terminal step
             3.0,  # terminated: no bootstrap, whatever the next values
             0.0,  # padding: finite (masked out of the loss)
@@ -145,7 +159,8 @@ def test_td_target_double_q_by_hand():
     td_target, _ = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, online_next_q)
     expected = torch.tensor(
         [
-            1.0 + GAMMA * (1.0 + 0.0 + 0.5),  # online picks (0, 0) among available; target evaluates
+            1.0
+            + GAMMA * (1.0 + 0.0 + 0.5),  # online picks (0, 0) among available; target evaluates
             2.0 + GAMMA * (0.0 + 1.0 - 1.0),  # online picks (2, 2)
             3.0,
             0.0,
@@ -157,7 +172,9 @@ def test_td_target_double_q_by_hand():
 def test_td_target_value_range_clamps_only_the_bootstrap():
     """--bound-targets: Q_tot^-(s', u') is clamped before discounting; r and termination are untouched."""
     batch, target_next_q, _ = make_batch()
-    td_target, clamped = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, value_range=(-1.0, 8.0))
+    td_target, clamped = qmix.compute_td_target(
+        batch, target_next_q, sum_mixer, GAMMA, value_range=(-1.0, 8.0)
+    )
     expected = torch.tensor(
         [
             1.0 + GAMMA * 7.5,  # 3 + 4 + 0.5 is inside the range: unchanged
@@ -168,7 +185,9 @@ def test_td_target_value_range_clamps_only_the_bootstrap():
     )
     torch.testing.assert_close(td_target[0], expected)
     assert clamped[0].tolist() == [False, True, True, False]
-    td_target, clamped = qmix.compute_td_target(batch, target_next_q, sum_mixer, GAMMA, value_range=(-0.5, 0.0))
+    td_target, clamped = qmix.compute_td_target(
+        batch, target_next_q, sum_mixer, GAMMA, value_range=(-0.5, 0.0)
+    )
     assert td_target[0, 0] == pytest.approx(1.0) and clamped[0, :3].all()  # 7.5 > 0: clamped to 0
 
 
@@ -180,7 +199,9 @@ def test_value_range_holds_every_discounted_return(rewards, gamma):
     stats.update(np.array(rewards))
     assert stats.low == min(0.0, *rewards) and stats.high == max(0.0, *rewards)
     low, high = stats.low / (1 - gamma), stats.high / (1 - gamma)
-    for start in range(len(rewards)):  # every suffix, cut anywhere (a terminal step gives 0 after it)
+    for start in range(
+        len(rewards)
+    ):  # every suffix, cut anywhere (a terminal step gives 0 after it)
         ret = sum(gamma**k * r for k, r in enumerate(rewards[start:]))
         assert low - 1e-9 <= ret <= high + 1e-9
 
@@ -201,12 +222,21 @@ def random_targets(lengths, terminated_last, gamma, seed=0):
     g = torch.Generator().manual_seed(seed)
     t = max(lengths)
     mask = torch.arange(t)[None] < torch.tensor(lengths)[:, None]
-    reward, next_q = torch.randn(len(lengths), t, generator=g), torch.randn(len(lengths), t, generator=g)
+    reward, next_q = (
+        torch.randn(len(lengths), t, generator=g),
+        torch.randn(len(lengths), t, generator=g),
+    )
     terminated = torch.zeros(len(lengths), t)
     for b, (length, ends) in enumerate(zip(lengths, terminated_last, strict=True)):
         terminated[b, length - 1] = float(ends)
     y = reward + gamma * (1 - terminated) * next_q
-    return y.masked_fill(~mask, math.inf), reward.masked_fill(~mask, math.inf), next_q, terminated, mask
+    return (
+        y.masked_fill(~mask, math.inf),
+        reward.masked_fill(~mask, math.inf),
+        next_q,
+        terminated,
+        mask,
+    )
 
 
 def test_td_lambda_is_one_step_at_0_monte_carlo_at_1_and_pymarl2_between():
@@ -239,21 +269,36 @@ def test_default_targets_bring_a_late_reward_to_the_start_in_fewer_target_copies
     With the default TD(lambda) targets, an update that fits its targets exactly between copies brings half of a
     reward 16 steps away to the first state in 7 copies."""
     args, length = qmix.Args(), 16
-    rb = qmix.EpisodeBuffer(1, episode_limit=length, n_agents=1, obs_size=1, state_size=1, n_actions=1, seed=0)
-    episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(length, 1, 1, 1, 1).items()}
+    rb = qmix.EpisodeBuffer(
+        1, episode_limit=length, n_agents=1, obs_size=1, state_size=1, n_actions=1, seed=0
+    )
+    episode = {
+        k: np.zeros(shape, dtype)
+        for k, (shape, dtype) in qmix.episode_fields(length, 1, 1, 1, 1).items()
+    }
     episode["obs"][:, 0, 0] = np.arange(length)
     episode["reward"][-1] = episode["terminated"][-1] = 1.0  # the win, and the battle is over
     episode["next_avail_actions"][:] = True
     rb.add(episode, length)
     batch = rb.sample(1, "cpu")
-    values, copies = torch.zeros(length + 1), 0  # Q_tot(s_t) of the target networks; s_L is terminal
+    values, copies = (
+        torch.zeros(length + 1),
+        0,
+    )  # Q_tot(s_t) of the target networks; s_L is terminal
     while values[0] < args.gamma ** (length - 1) / 2 and copies < length:
-        td_target, _ = qmix.compute_td_target(batch, values[1:, None, None], sum_mixer, args.gamma)  # one agent
-        if args.td_lambda > 0:  # as the script's update does (one episode: its flat steps are its row)
+        td_target, _ = qmix.compute_td_target(
+            batch, values[1:, None, None], sum_mixer, args.gamma
+        )  # one agent
+        if (
+            args.td_lambda > 0
+        ):  # as the script's update does (one episode: its flat steps are its row)
             td_target = qmix.lambda_returns(
                 td_target[None], batch["reward"][None], batch["mask"], args.gamma, args.td_lambda
             )[0]
-        values, copies = torch.cat([td_target, torch.zeros(1)]), copies + 1  # fitted exactly, copied to the targets
+        values, copies = (
+            torch.cat([td_target, torch.zeros(1)]),
+            copies + 1,
+        )  # fitted exactly, copied to the targets
     assert copies <= 7, f"half the value reached the first state after {copies} target copies"
 
 
@@ -261,13 +306,17 @@ def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
     """sample() drops padded steps: the loss on its flat batch equals the masked mean over the padded
     [B, T] episodes, garbage in the padding changes nothing, and no NaN/inf appears."""
     torch.manual_seed(0)
-    rb = qmix.EpisodeBuffer(4, episode_limit=6, n_agents=2, obs_size=4, state_size=3, n_actions=3, seed=0)
+    rb = qmix.EpisodeBuffer(
+        4, episode_limit=6, n_agents=2, obs_size=4, state_size=3, n_actions=3, seed=0
+    )
     lengths = [6, 2, 4, 1]
     for value, length in enumerate(lengths, 1):
         rb.add(fake_episode(rb, value, length), length)
     for key in ("obs", "state", "reward"):  # garbage in the padding: it must never reach the loss
-        rb.fields[key][~rb.fields["mask"]] = 1e30
-    rb.fields["obs"] += np.random.default_rng(0).normal(size=rb.fields["obs"].shape).astype(np.float32)
+        rb.fields[key][~rb.mask] = 1e30
+    rb.fields["obs"] += (
+        np.random.default_rng(0).normal(size=rb.fields["obs"].shape).astype(np.float32)
+    )
     q_network = qmix.QNetwork(obs_size=4, n_actions=3, hidden_dim=8, num_layers=1)
     mixer = qmix.QMixer(2, 3, embed_dim=4, hyper_dim=8, hypernet_layers=2)
 
@@ -281,7 +330,7 @@ def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
     grads = torch.autograd.grad(loss, list(q_network.parameters()) + list(mixer.parameters()))
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
     padded = {k: torch.from_numpy(v) for k, v in rb.fields.items()}
-    mask = padded["mask"]
+    mask = torch.from_numpy(rb.mask)
     err = torch.where(mask, q_tot(padded) - padded["reward"], 0.0)
     torch.testing.assert_close(loss, (err**2).sum() / mask.sum())
 
@@ -299,7 +348,9 @@ def fake_episode(rb, value, length):
 
 
 def test_buffer_wraps_around_and_samples_only_each_episodes_own_steps():
-    rb = qmix.EpisodeBuffer(3, episode_limit=6, n_agents=2, obs_size=4, state_size=5, n_actions=3, seed=0)
+    rb = qmix.EpisodeBuffer(
+        3, episode_limit=6, n_agents=2, obs_size=4, state_size=5, n_actions=3, seed=0
+    )
     lengths = {1: 6, 2: 2, 3: 4, 4: 3, 5: 1}
     for value, length in lengths.items():
         rb.add(fake_episode(rb, value, length), length)
@@ -307,27 +358,35 @@ def test_buffer_wraps_around_and_samples_only_each_episodes_own_steps():
     # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten; their longer tails are not cleared, only masked)
     for slot, value in zip(range(3), (4, 5, 3), strict=True):
         length = lengths[value]
-        assert rb.fields["mask"][slot].tolist() == [True] * length + [False] * (6 - length)
+        assert rb.mask[slot].tolist() == [True] * length + [False] * (6 - length)
         assert (rb.fields["obs"][slot, :length] == value).all()
         assert (
-            rb.fields["terminated"][slot, length - 1] == 1.0 and rb.fields["terminated"][slot, : length - 1].sum() == 0
+            rb.fields["terminated"][slot, length - 1] == 1.0
+            and rb.fields["terminated"][slot, : length - 1].sum() == 0
         )
     batch = rb.sample(3, "cpu")
-    assert sorted(batch["obs"][:, 0, 0].tolist()) == [3] * 4 + [4] * 3 + [5] and batch["terminated"].sum() == 3
+    assert (
+        sorted(batch["obs"][:, 0, 0].tolist()) == [3] * 4 + [4] * 3 + [5]
+        and batch["terminated"].sum() == 3
+    )
 
 
 def resident_bytes():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc (Linux)")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc (Linux)"
+)
 def test_buffer_commits_memory_for_real_steps_only():
     """Padding is never written, so a buffer of short episodes in long slots costs the memory of their real steps,
     not of buffer_size episodes at the limit (which add() used to commit, padding included)."""
     sizes = dict(episode_limit=1000, n_agents=4, obs_size=256, state_size=512, n_actions=8)
     rb = qmix.EpisodeBuffer(100, **sizes, seed=0)
     slot_bytes = qmix.EpisodeBuffer.bytes_per_episode(*sizes.values())
-    assert sum(a.nbytes for a in rb.fields.values()) == 100 * slot_bytes  # ~1.2 GB, virtual only
+    assert (
+        sum(a.nbytes for a in [*rb.fields.values(), rb.mask]) == 100 * slot_bytes
+    )  # ~1.2 GB, virtual
     episode = {k: np.ones_like(v[0]) for k, v in rb.fields.items()}
     before = resident_bytes()
     for _ in range(100):
@@ -337,7 +396,9 @@ def test_buffer_commits_memory_for_real_steps_only():
 
 
 def test_buffer_samples_only_filled_episodes():
-    rb = qmix.EpisodeBuffer(50, episode_limit=5, n_agents=2, obs_size=3, state_size=2, n_actions=3, seed=0)
+    rb = qmix.EpisodeBuffer(
+        50, episode_limit=5, n_agents=2, obs_size=3, state_size=2, n_actions=3, seed=0
+    )
     for value in range(1, 8):
         rb.add(fake_episode(rb, value, 5), 5)
     seen = set()
@@ -350,16 +411,23 @@ def test_buffer_samples_only_filled_episodes():
 
 
 def test_buffer_sample_holds_the_real_steps_only():
-    rb = qmix.EpisodeBuffer(2, episode_limit=10, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0)
+    rb = qmix.EpisodeBuffer(
+        2, episode_limit=10, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0
+    )
     rb.add(fake_episode(rb, 1, 3), 3)
     rb.add(fake_episode(rb, 2, 4), 4)
     batch = rb.sample(2, "cpu")
-    assert batch["obs"].shape == (7, 1, 1) and sorted(batch["obs"].flatten().tolist()) == [1] * 3 + [2] * 4
+    assert (
+        batch["obs"].shape == (7, 1, 1)
+        and sorted(batch["obs"].flatten().tolist()) == [1] * 3 + [2] * 4
+    )
     # steps stay in order within each episode: the terminated step is the last of its episode's block
     values, terminated = batch["obs"].flatten(), batch["terminated"].bool()
-    assert terminated.tolist() == torch.cat([values[1:] != values[:-1], torch.tensor([True])]).tolist()
+    assert (
+        terminated.tolist() == torch.cat([values[1:] != values[:-1], torch.tensor([True])]).tolist()
+    )
     assert batch["obs"].dtype == torch.float32 and batch["actions"].dtype == torch.int64
-    assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == set(rb.fields)
+    assert batch["next_avail_actions"].dtype == torch.bool and set(batch) == {*rb.fields, "mask"}
 
 
 def test_online_next_q_reuses_the_obs_forward_exactly():
@@ -367,24 +435,33 @@ def test_online_next_q_reuses_the_obs_forward_exactly():
     next row's obs (episode ends): on real episodes of mixed lengths it equals a forward of next_obs."""
     from cleanmarl.env import make_env
 
-    envs = [make_env("lbf", "Foraging-8x8-2p-2f-coop-v3", seed=s, time_limit=limit) for s, limit in ((0, 12), (1, 5))]
+    envs = [
+        make_env("lbf", "Foraging-8x8-2p-2f-coop-v3", seed=s, time_limit=limit)
+        for s, limit in ((0, 12), (1, 5))
+    ]
     env = envs[0]
     torch.manual_seed(0)
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=16, num_layers=1)
-    rb = qmix.EpisodeBuffer(6, 12, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0)
+    rb = qmix.EpisodeBuffer(
+        6, 12, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0
+    )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
     rng = np.random.default_rng(0)
     for i in range(6):
         rb.add(episode, qmix.run_episode(envs[i % 2], q_network, 1.0, rng, episode)[1])
-    assert sorted(set(rb.fields["mask"].sum(1))) == [5, 12]
+    assert sorted(set(rb.mask.sum(1))) == [5, 12]
     batch = rb.sample(6, "cpu")
     q_values, forwarded = q_network(batch["obs"]), []
     q_network.register_forward_hook(lambda module, inputs, output: forwarded.append(len(inputs[0])))
     online_next_q = qmix.online_next_q_values(q_network, q_values, batch)
     assert forwarded == [6]  # one row per episode, its last: the rest reuse the obs forward
     with torch.no_grad():
-        torch.testing.assert_close(online_next_q, q_network(batch["next_obs"]), rtol=1e-6, atol=1e-6)
-    assert not online_next_q.requires_grad  # a target: no gradient may flow through the reused forward
+        torch.testing.assert_close(
+            online_next_q, q_network(batch["next_obs"]), rtol=1e-6, atol=1e-6
+        )
+    assert (
+        not online_next_q.requires_grad
+    )  # a target: no gradient may flow through the reused forward
 
 
 def test_independent_rngs_share_no_bits_with_each_other_or_the_envs():
@@ -394,11 +471,11 @@ def test_independent_rngs_share_no_bits_with_each_other_or_the_envs():
     def draws(rng):
         return rng.integers(0, 2**32, size=8).tolist()
 
-    streams = [draws(rng) for rng in harness.seed_everything(7, 2)]
+    streams = [draws(rng) for rng in system.seed_everything(7, 2)]
     env_stream = draws(seeding.np_random(7)[0])
     assert streams[0] != streams[1] and env_stream not in streams
     assert draws(np.random.default_rng(7)) == env_stream  # the reason: one seed, one stream
-    assert [draws(rng) for rng in harness.seed_everything(7, 2)] == streams  # still reproducible
+    assert [draws(rng) for rng in system.seed_everything(7, 2)] == streams  # still reproducible
 
 
 def test_linear_schedule():
@@ -434,11 +511,11 @@ def test_select_actions_explores_per_agent():
 def test_numpy_acting_matches_torch_and_tracks_updates():
     torch.manual_seed(0)
     q_network = qmix.QNetwork(obs_size=7, n_actions=5, hidden_dim=16, num_layers=2)
-    weights = qmix.numpy_weights(q_network)
+    forward = qmix.acting_forward(q_network, 7)
     obs = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
     with torch.no_grad():
         expected = q_network(torch.from_numpy(obs)).numpy()
-    np.testing.assert_allclose(qmix.q_values_numpy(weights, obs), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forward(obs), expected, rtol=1e-5, atol=1e-5)
     # An optimizer step changes the parameters in place: the numpy views must follow (CPU).
     optimizer = torch.optim.Adam(q_network.parameters(), lr=0.1, fused=True)
     q_network(torch.from_numpy(obs)).pow(2).sum().backward()
@@ -446,7 +523,23 @@ def test_numpy_acting_matches_torch_and_tracks_updates():
     with torch.no_grad():
         updated = q_network(torch.from_numpy(obs)).numpy()
     assert not np.allclose(updated, expected)
-    np.testing.assert_allclose(qmix.q_values_numpy(weights, obs), updated, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forward(obs), updated, rtol=1e-5, atol=1e-5)
+
+
+class NegReLU(torch.nn.Module):
+    def forward(self, x):
+        return -torch.relu(x)
+
+
+@pytest.mark.parametrize("layer", [torch.nn.Tanh(), NegReLU(), torch.nn.LayerNorm(16)])
+def test_acting_refuses_a_network_it_does_not_mirror(layer):
+    """A copy that changes QNetwork (a new activation, another layer) and not acting_forward: one line."""
+    torch.manual_seed(0)
+    q_network = qmix.QNetwork(obs_size=7, n_actions=5, hidden_dim=16, num_layers=1)
+    q_network.net[1] = layer
+    with pytest.raises(ValueError, match="acting_forward .* is not QNetwork's forward") as error:
+        qmix.acting_forward(q_network, 7)
+    assert "\n" not in str(error.value)
 
 
 def test_soft_update():
@@ -459,23 +552,36 @@ def test_soft_update():
     torch.testing.assert_close(target[1], online[1])
 
 
-def test_check_args_rejects_bad_combinations():
-    assert qmix.check_args(qmix.Args()) is None
-    assert "batch-size" in qmix.check_args(qmix.Args(batch_size=20, buffer_size=10))
-    assert "--seed" in qmix.check_args(qmix.Args(seed=-1)) and "--seed" in qmix.check_args(qmix.Args(seed=2**31))
-    assert qmix.check_args(qmix.Args(seed=0)) is None and qmix.check_args(qmix.Args(seed=2**31 - 1)) is None
-    assert "--exp-name" in qmix.check_args(qmix.Args(exp_name="a/b"))
-    assert (
-        "--num-layers" in qmix.check_args(qmix.Args(num_layers=-1)) and qmix.check_args(qmix.Args(num_layers=0)) is None
+def flag_error(args):
+    """check_flags' one line for args, or None."""
+    try:
+        flags.check_flags(args)
+    except ValueError as e:
+        assert "\n" not in str(e)
+        return str(e)
+    return None
+
+
+def test_check_flags_rejects_bad_values_and_combinations():
+    assert flag_error(qmix.Args()) is None
+    assert "batch-size" in flag_error(qmix.Args(batch_size=20, buffer_size=10))
+    assert "--seed" in flag_error(qmix.Args(seed=-1)) and "--seed" in flag_error(
+        qmix.Args(seed=2**31)
     )
-    assert "--start-e" in qmix.check_args(qmix.Args(start_e=2)) and "--end-e" in qmix.check_args(qmix.Args(end_e=-1))
-    assert "load-model" in qmix.check_args(qmix.Args(eval_only=True))
-    assert "polyak" in qmix.check_args(qmix.Args(polyak=0.0))
-    assert "bound-targets" in qmix.check_args(qmix.Args(bound_targets=True, gamma=1.0))
-    assert "learning-rate" in qmix.check_args(qmix.Args(learning_rate=-1e-3))
-    assert (
-        "--td-lambda" in qmix.check_args(qmix.Args(td_lambda=1.5)) and qmix.check_args(qmix.Args(td_lambda=1.0)) is None
+    assert flag_error(qmix.Args(seed=0)) is None and flag_error(qmix.Args(seed=2**31 - 1)) is None
+    assert "--exp-name" in flag_error(qmix.Args(exp_name="a/b"))
+    assert "--num-layers" in flag_error(qmix.Args(num_layers=-1))
+    assert flag_error(qmix.Args(num_layers=0)) is None
+    assert "--start-e" in flag_error(qmix.Args(start_e=2)) and "--end-e" in flag_error(
+        qmix.Args(end_e=-1)
     )
+    assert "load-model" in flag_error(qmix.Args(eval_only=True))
+    assert "polyak" in flag_error(qmix.Args(polyak=0.0))
+    assert "bound-targets" in flag_error(qmix.Args(bound_targets=True, gamma=1.0))
+    assert "learning-rate" in flag_error(qmix.Args(learning_rate=-1e-3))
+    assert "--td-lambda" in flag_error(qmix.Args(td_lambda=1.5))
+    assert flag_error(qmix.Args(td_lambda=1.0)) is None
+    assert "--exploration-fraction" in flag_error(qmix.Args(exploration_fraction=0.0))
 
 
 @pytest.mark.parametrize("value", [0.0, -0.01, 0.1, 1 / 3, 1e4])
@@ -485,7 +591,9 @@ def test_running_std_of_a_constant_is_zero(value):
     for _ in range(20):
         running.update(np.full(50, value, dtype=np.float32))
     assert running.std == 0.0
-    running.update(np.array([value + 1.0], dtype=np.float32))  # one real difference among 1001 values
+    running.update(
+        np.array([value + 1.0], dtype=np.float32)
+    )  # one real difference among 1001 values
     assert running.std == pytest.approx(np.sqrt(1000) / 1001, rel=1e-3)
 
 
@@ -511,9 +619,13 @@ def test_select_actions_explores_with_a_coin_per_agent():
     q_values = np.zeros((n_agents, n_actions))
     q_values[:, 0] = 1.0  # greedy: action 0 for every agent
     avail = np.ones((n_agents, n_actions), dtype=bool)
-    explored = np.array([qmix.select_actions(q_values, avail, 0.5, rng) != 0 for _ in range(400)])  # [draws, N]
+    explored = np.array(
+        [qmix.select_actions(q_values, avail, 0.5, rng) != 0 for _ in range(400)]
+    )  # [draws, N]
     mixed = explored.any(1) & ~explored.all(1)
-    assert mixed.mean() > 0.6  # per-agent coins: 1 - 2 * 0.5**4 = 0.875 (less the random draws of action 0)
+    assert (
+        mixed.mean() > 0.6
+    )  # per-agent coins: 1 - 2 * 0.5**4 = 0.875 (less the random draws of action 0)
     assert 0.4 < explored.mean() < 0.6
 
 
@@ -521,10 +633,16 @@ def test_bootstrap_range_is_in_the_mixer_units():
     """--bound-targets clamps Q_tot^-, which the mixer learns in units of rewards / scale: the range must be too."""
     stats = qmix.RunningStats()
     stats.update(np.array([-3.0, 5.0, 1.0]))
-    assert qmix.bootstrap_range(stats, 2.0, 0.9) == pytest.approx((-15.0, 25.0))  # [-3, 5] / 2 / (1 - 0.9)
-    assert qmix.bootstrap_range(stats, None, 0.9) == pytest.approx((-30.0, 50.0))  # no scale yet: rewards / 1
+    assert qmix.bootstrap_range(stats, 2.0, 0.9) == pytest.approx(
+        (-15.0, 25.0)
+    )  # [-3, 5] / 2 / (1 - 0.9)
+    assert qmix.bootstrap_range(stats, None, 0.9) == pytest.approx(
+        (-30.0, 50.0)
+    )  # no scale yet: rewards / 1
     stats = qmix.RunningStats()
-    stats.update(np.array([2.0, 4.0]))  # all positive: 0 is still a possible return (episodes can end)
+    stats.update(
+        np.array([2.0, 4.0])
+    )  # all positive: 0 is still a possible return (episodes can end)
     assert qmix.bootstrap_range(stats, 4.0, 0.5) == pytest.approx((0.0, 2.0))
 
 
@@ -568,7 +686,9 @@ class ScriptedEnv:
 def recorded_episode(env, episode_limit=8):
     torch.manual_seed(0)
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
-    rb = qmix.EpisodeBuffer(1, episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0)
+    rb = qmix.EpisodeBuffer(
+        1, episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0
+    )
     episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
     ep_return, length, _ = qmix.run_episode(env, q_network, 0.5, np.random.default_rng(0), episode)
     return episode, ep_return, length
@@ -608,7 +728,9 @@ def test_fixed_horizon_ends_the_task_and_its_target_is_the_reward():
     episode, _, length = recorded_episode(env, episode_limit=25)
     assert length == 25 and episode["terminated"].tolist() == [0.0] * 24 + [1.0]
     np.testing.assert_allclose(episode["next_state"][:, -1], np.arange(1, 26) / 25)
-    np.testing.assert_allclose(episode["obs"][:, :, env.raw_obs_size - 1], np.arange(25)[:, None].repeat(3, 1) / 25)
+    np.testing.assert_allclose(
+        episode["obs"][:, :, env.raw_obs_size - 1], np.arange(25)[:, None].repeat(3, 1) / 25
+    )
     batch = {k: torch.from_numpy(v) for k, v in episode.items()}
     target_next_q = torch.full((25, env.n_agents, env.n_actions), 1e3)  # a runaway bootstrap
     mixer = qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1)
@@ -627,31 +749,41 @@ def test_run_episode_stores_the_mask_each_step_returned():
     assert length == 6
     for t in range(6):
         np.testing.assert_array_equal(episode["next_avail_actions"][t], env.avail(t + 1))
-    np.testing.assert_array_equal(episode["obs"][1], np.full((2, 3), 1.0))  # obs[t + 1] is next_obs[t]
+    np.testing.assert_array_equal(
+        episode["obs"][1], np.full((2, 3), 1.0)
+    )  # obs[t + 1] is next_obs[t]
     np.testing.assert_array_equal(episode["next_obs"][0], episode["obs"][1])
 
 
 def test_make_run_dir_never_shares_a_directory(tmp_path):
     """Two runs with one name (same env, exp name, seed and second) get two directories."""
-    first = harness.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
-    second = harness.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
-    third = harness.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    first = layout.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    second = layout.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
+    third = layout.make_run_dir("3m__qmix__1__1700000000", root=str(tmp_path / "runs"))
     assert first.endswith("1700000000") and second.endswith("1700000000-2") and third.endswith("-3")
-    assert len({first, second, third}) == 3 and all(os.path.isdir(d) for d in (first, second, third))
+    assert len({first, second, third}) == 3 and all(
+        os.path.isdir(d) for d in (first, second, third)
+    )
 
 
 def load_checkpoint(path):
-    return harness.load_checkpoint(path, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS)
+    return checkpoints.load_checkpoint(path, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS)
 
 
 def test_load_checkpoint_names_what_is_wrong(tmp_path):
     torch.save({"q_network": {}, "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "ok.pt")
-    checkpoint = load_checkpoint(str(tmp_path / "ok.pt"))  # the targets of an older checkpoint: copies
-    assert set(checkpoint) == {*qmix.CHECKPOINT_NETS, "args"} and checkpoint["target_mixer"] is checkpoint["mixer"]
+    checkpoint = load_checkpoint(
+        str(tmp_path / "ok.pt")
+    )  # the targets of an older checkpoint: copies
+    assert set(checkpoint) == {*qmix.CHECKPOINT_NETS, "args", "reward_scale"}
+    assert checkpoint["target_mixer"] is checkpoint["mixer"] and checkpoint["reward_scale"] == 1.0
     torch.save({"q_network": {}, "mixer": {}, "args": {"env_name": "3m"}}, tmp_path / "flagless.pt")
     with pytest.raises(ValueError, match="its flags lack env_type"):
         load_checkpoint(str(tmp_path / "flagless.pt"))
-    torch.save({"q_network": torch.zeros(2), "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "tensor_net.pt")
+    torch.save(
+        {"q_network": torch.zeros(2), "mixer": {}, "args": vars(qmix.Args())},
+        tmp_path / "tensor_net.pt",
+    )
     data = (tmp_path / "ok.pt").read_bytes()
     (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.pt").write_text("not a checkpoint")
@@ -667,15 +799,27 @@ def test_load_checkpoint_names_what_is_wrong(tmp_path):
 
 
 def checkpoint_mismatch(args, trained):
-    return harness.flag_mismatch(args, trained, qmix.CHECKPOINT_FLAGS)
+    return flags.flag_mismatch(args, trained, qmix.CHECKPOINT_FLAGS)
 
 
 def test_checkpoint_mismatch_names_the_flag():
     trained = vars(qmix.Args(env_type="lbf", hidden_dim=128))
-    assert checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, seed=5, num_eval_ep=20), trained) is None
-    assert checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, time_limit=10), trained) is None
-    message = checkpoint_mismatch(qmix.Args(env_type="lbf", env_name="Foraging-15x15-2p-2f-coop-v3"), trained)
+    assert (
+        checkpoint_mismatch(
+            qmix.Args(env_type="lbf", hidden_dim=128, seed=5, num_eval_ep=20), trained
+        )
+        is None
+    )
+    assert (
+        checkpoint_mismatch(qmix.Args(env_type="lbf", hidden_dim=128, time_limit=10), trained)
+        is None
+    )
+    message = checkpoint_mismatch(
+        qmix.Args(env_type="lbf", env_name="Foraging-15x15-2p-2f-coop-v3"), trained
+    )
     assert message == (
         "--load-model was trained with --env-name Foraging-8x8-2p-2f-coop-v3, asked for Foraging-15x15-2p-2f-coop-v3"
     )
-    assert "--hidden-dim 128, asked for 64" in checkpoint_mismatch(qmix.Args(env_type="lbf"), trained)
+    assert "--hidden-dim 128, asked for 64" in checkpoint_mismatch(
+        qmix.Args(env_type="lbf"), trained
+    )

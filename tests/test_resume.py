@@ -13,12 +13,14 @@ import time
 import pytest
 import torch
 
-from cleanmarl import harness
+from cleanmarl.utils import layout
 from tests.test_smoke import LBF, ROOT, SCRIPTS, run
 
-STATE = harness.STATE_FILE
+STATE = layout.STATE_FILE
 FLAGS = [*LBF, "--batch-size", "8", "--eval-steps", "8", "--log-every", "2", "--seed", "3"]
-EXTRA = {"qmix_multienvs.py": ["--num-envs", "3"]}  # several envs: episodes in flight in each when it stops
+EXTRA = {
+    "qmix_multienvs.py": ["--num-envs", "3"]
+}  # several envs: episodes in flight in each when it stops
 TAGS = ("train/loss", "eval/ep_reward", "rollout/ep_reward", "rollout/epsilon")
 
 
@@ -27,14 +29,21 @@ def flags(script, total=5000):
     return [*FLAGS, "--total-timesteps", str(total), *EXTRA.get(script.name, []), *every]
 
 
-def logs(run_dir):
-    """tag -> [(step, value)] as TensorBoard shows them (a resumed run's purge applied), and the evaluation records."""
+def logs(run_dir, tags=TAGS):
+    """tag -> [(step, value)] as TensorBoard shows them (a resumed run's purge applied), and the
+    evaluation records."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    logged = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in TAGS if tag in events.Tags()["scalars"]}
-    with open(run_dir / harness.EVAL_FILE) as f:  # each evaluation's episodes, as recorded for cleanmarl.report
+    logged = {
+        tag: [(e.step, e.value) for e in events.Scalars(tag)]
+        for tag in tags
+        if tag in events.Tags()["scalars"]
+    }
+    with open(
+        run_dir / layout.EVAL_FILE
+    ) as f:  # each evaluation's episodes, as recorded for cleanmarl.report
         records = [json.loads(line) for line in f]
     return logged | {"records": [(r["step"], r["returns"], r["lengths"]) for r in records]}
 
@@ -49,33 +58,50 @@ def reference(script, tmp_path_factory):
         run(path, *flags(script), script=script)
         (run_dir,) = (path / "runs").iterdir()
         REFERENCE[script.name] = logs(run_dir)
-        with open(run_dir / harness.EVAL_FILE) as f:  # the run's own seconds, measured on this machine
+        with open(
+            run_dir / layout.EVAL_FILE
+        ) as f:  # the run's own seconds, measured on this machine
             SECONDS[script.name] = [json.loads(line) for line in f][-1]["elapsed"]
     return REFERENCE[script.name]
 
 
-def start(tmp_path, script, total=5000):
-    """Start the run in the background; -> the process and its run directory once its first state is saved."""
+def start(tmp_path, script, total=5000, flags=flags):
+    """Start the run in the background (flags: a function of the script and total, or a list); -> the
+    process and its run directory once its first state is saved."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(script), "--no-progress-bar", *flags(script, total)]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flags = flags(script, total) if callable(flags) else flags
+    command = [sys.executable, str(script), "--no-progress-bar", *flags]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not list((tmp_path / "runs").glob(f"*/{STATE}")):
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:] if proc.poll() else "slow"
+        assert proc.poll() is None and time.time() < deadline, (
+            proc.stderr.read()[-3000:] if proc.poll() else "slow"
+        )
         time.sleep(0.01)
     (run_dir,) = (tmp_path / "runs").iterdir()
     return proc, run_dir
 
 
 def resume(tmp_path, script, run_dir, total=5000):
-    saved_step = torch.load(run_dir / STATE, weights_only=True)["loop"][0]
+    saved_step = torch.load(run_dir / STATE, weights_only=True)["step"]
     assert 0 < saved_step < total  # stopped in the middle of the run
-    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), "--total-timesteps", str(total), script=script)
+    run(
+        tmp_path,
+        "--resume",
+        str(run_dir.relative_to(tmp_path)),
+        "--total-timesteps",
+        str(total),
+        script=script,
+    )
     return saved_step
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_sigkill_after_a_saved_state_then_resume_logs_as_the_uninterrupted_run(script, tmp_path, tmp_path_factory):
+def test_sigkill_after_a_saved_state_then_resume_logs_as_the_uninterrupted_run(
+    script, tmp_path, tmp_path_factory
+):
     expected = reference(script, tmp_path_factory)
     proc, run_dir = start(tmp_path, script)
     proc.kill()  # right after its first state: what it logged since is purged when it resumes
@@ -87,14 +113,20 @@ def test_sigkill_after_a_saved_state_then_resume_logs_as_the_uninterrupted_run(s
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_sigterm_at_a_random_moment_then_resume_logs_as_the_uninterrupted_run(script, tmp_path, tmp_path_factory):
+def test_sigterm_at_a_random_moment_then_resume_logs_as_the_uninterrupted_run(
+    script, tmp_path, tmp_path_factory
+):
     expected = reference(script, tmp_path_factory)
     proc, run_dir = start(tmp_path, script)
-    time.sleep(random.uniform(0, SECONDS[script.name] / 2))  # within the run on a machine of any speed
+    time.sleep(
+        random.uniform(0, SECONDS[script.name] / 2)
+    )  # within the run on a machine of any speed
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert f"--resume {run_dir.relative_to(tmp_path)} continues it" in out  # the exit line names the command
+    assert (
+        f"--resume {run_dir.relative_to(tmp_path)} continues it" in out
+    )  # the exit line names the command
     resume(tmp_path, script, run_dir)
     assert logs(run_dir) == expected
 
@@ -104,9 +136,9 @@ def test_a_run_ended_by_a_signal_after_its_last_step_needs_no_resume(script, tmp
     """The state at the end is saved too: --resume of a finished run with a larger --total-timesteps goes on."""
     run(tmp_path, *FLAGS[:-6], "--total-timesteps", "300", script=script)
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert torch.load(run_dir / STATE, weights_only=True)["loop"][0] >= 300
+    assert torch.load(run_dir / STATE, weights_only=True)["step"] >= 300
     run(tmp_path, "--resume", str(run_dir), "--total-timesteps", "600", script=script)
-    assert torch.load(run_dir / STATE, weights_only=True)["loop"][0] >= 600
+    assert torch.load(run_dir / STATE, weights_only=True)["step"] >= 600
 
 
 def snapshot(path):
@@ -154,7 +186,9 @@ def test_bad_resume_is_one_line_and_changes_nothing(saved_run, tmp_path, case, m
     proc = run(tmp_path, "--resume", str(run_dir), *extra, script=script, check=False)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and lines[0].startswith(f"{script.name}: error: "), proc.stderr
+    assert (
+        len(lines) == 1 and message in lines[0] and lines[0].startswith(f"{script.name}: error: ")
+    ), proc.stderr
     assert (snapshot(run_dir) if run_dir.exists() else None) == before
     assert not (tmp_path / "runs").exists()
 
@@ -162,19 +196,23 @@ def test_bad_resume_is_one_line_and_changes_nothing(saved_run, tmp_path, case, m
 def test_a_failed_write_keeps_the_previous_state_whole(tmp_path, monkeypatch, capsys):
     """Disk full mid-write: one warning line, the previous file whole, no temporary file left, the caller told."""
     path = str(tmp_path / STATE)
-    assert harness.atomic_save({"step": 1}, path)
+    assert layout.atomic_save({"step": 1}, path)
 
     def full_disk(obj, f):
         f.write(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    assert not harness.atomic_save({"step": 2}, path)
+    assert not layout.atomic_save({"step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert os.listdir(tmp_path) == [STATE]
     (line,) = capsys.readouterr().out.strip().splitlines()
-    assert "warning: could not write" in line and "No space left on device" in line and "previous one is kept" in line
+    assert (
+        "warning: could not write" in line
+        and "No space left on device" in line
+        and "previous one is kept" in line
+    )
 
 
 def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch):
@@ -194,25 +232,45 @@ def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
     saved state's and leaves out the break (here 3 s) and the resumed process's start, so that the report's wall time
     of a resumed run is its training time, not the calendar."""
     script = SCRIPTS[0]
-    proc, run_dir = start(tmp_path, script, total=10**7)  # never ends on its own, however fast the machine
+    proc, run_dir = start(
+        tmp_path, script, total=10**7
+    )  # never ends on its own, however fast the machine
     deadline = time.time() + 120
     while True:  # killed once a saved state holds an evaluation and 2 s, so that records of both processes stay
-        lines = (run_dir / harness.EVAL_FILE).read_text().splitlines() if (run_dir / harness.EVAL_FILE).exists() else []
-        first = [json.loads(line) for line in lines[:1] if line.endswith("}")]  # a line being written is left
-        state = torch.load(run_dir / STATE, weights_only=True)  # written atomically: never half a file
-        if first and state["loop"][0] >= first[0]["step"] and state["loop"][-1] >= 2:  # 2 s: more than a resumed
+        lines = (
+            (run_dir / layout.EVAL_FILE).read_text().splitlines()
+            if (run_dir / layout.EVAL_FILE).exists()
+            else []
+        )
+        first = [
+            json.loads(line) for line in lines[:1] if line.endswith("}")
+        ]  # a line being written is left
+        state = torch.load(
+            run_dir / STATE, weights_only=True
+        )  # written atomically: never half a file
+        if (
+            first and state["step"] >= first[0]["step"] and state["elapsed"] >= 2
+        ):  # 2 s: more than a resumed
             break  # process's clock could show at its first evaluation had restore() not moved it on
-        assert proc.poll() is None and time.time() < deadline, "the run ended before a state after its first evaluation"
+        assert proc.poll() is None and time.time() < deadline, (
+            "the run ended before a state after its first evaluation"
+        )
         time.sleep(0.01)
     proc.kill()
     proc.communicate()
     state = torch.load(run_dir / STATE, weights_only=True)
     time.sleep(3)
-    total = state["loop"][0] + 3000  # the resumed process ends 3000 steps on (a few evaluations)
+    total = state["step"] + 3000  # the resumed process ends 3000 steps on (a few evaluations)
     resume(tmp_path, script, run_dir, total)
-    records = [json.loads(line) for line in open(run_dir / harness.EVAL_FILE)]
+    records = [json.loads(line) for line in open(run_dir / layout.EVAL_FILE)]
     elapsed = [r["elapsed"] for r in records]
     assert len(records) > 5 and elapsed == sorted(elapsed) and elapsed[0] > 0
-    assert records[0]["step"] <= state["loop"][0] < records[-1]["step"]  # the first process's and the resumed one's
-    assert min(r["elapsed"] for r in records if r["step"] > state["loop"][0]) >= state["loop"][-1]  # goes on
-    assert elapsed[-1] <= records[-1]["time"] - records[0]["time"] + elapsed[0] - 3  # the 3 s break left out
+    assert (
+        records[0]["step"] <= state["step"] < records[-1]["step"]
+    )  # the first process's and the resumed one's
+    assert (
+        min(r["elapsed"] for r in records if r["step"] > state["step"]) >= state["elapsed"]
+    )  # goes on
+    assert (
+        elapsed[-1] <= records[-1]["time"] - records[0]["time"] + elapsed[0] - 3
+    )  # the 3 s break left out

@@ -28,7 +28,8 @@ from tests.test_env import fake_smaclite  # noqa: F401  (SMACliteEnv over a stan
 HAS_SMACLITE = importlib.util.find_spec("smaclite") is not None
 NEEDS_SMACLITE = pytest.mark.skipif(not HAS_SMACLITE, reason="needs smaclite (README, SMAClite)")
 NEEDS_SKLEARN = pytest.mark.skipif(
-    importlib.util.find_spec("sklearn") is None, reason="needs scikit-learn: pip install -e '.[test]'"
+    importlib.util.find_spec("sklearn") is None,
+    reason="needs scikit-learn: pip install -e '.[test]'",
 )
 
 
@@ -37,7 +38,12 @@ def point_sets(rng):
     set and by others; on a lattice too, where distances of exactly the radius occur (3-4-5 triangles)."""
     for n in (1, 2, 3, 7, 20, 57, 80, 81, 120):
         points = (rng.random((n, 2)) * 32).astype(np.float32)
-        yield points, np.concatenate([points[: rng.integers(1, n + 1)], (rng.random((3, 2)) * 32).astype(np.float32)])
+        yield (
+            points,
+            np.concatenate(
+                [points[: rng.integers(1, n + 1)], (rng.random((3, 2)) * 32).astype(np.float32)]
+            ),
+        )
         lattice = rng.integers(0, 12, (n, 2)).astype(np.float32)
         yield lattice, lattice[: rng.integers(1, n + 1)]
 
@@ -52,9 +58,17 @@ def test_radius_neighbours_answers_as_scikit_learns_kdtree(return_distance):
     rng = np.random.default_rng(0)
     cases, borderline = 0, 0
     for points, queries in point_sets(rng):
-        for r in (5, 5.0, 9.0, 0.375, [float(x) for x in rng.choice([1.0, 3.0, 5.0, 6.5], len(queries))]):
+        for r in (
+            5,
+            5.0,
+            9.0,
+            0.375,
+            [float(x) for x in rng.choice([1.0, 3.0, 5.0, 6.5], len(queries))],
+        ):
             theirs = KDTree(points).query_radius(queries, r, return_distance=return_distance)
-            ours = RadiusNeighbours(points, fallback=KDTree).query_radius(queries, r, return_distance=return_distance)
+            ours = RadiusNeighbours(points, fallback=KDTree).query_radius(
+                queries, r, return_distance=return_distance
+            )
             their_ind, their_dist = theirs if return_distance else (theirs, None)
             our_ind, our_dist = ours if return_distance else (ours, None)
             assert len(our_ind) == len(their_ind) == len(queries)
@@ -73,7 +87,10 @@ def test_a_neighbour_exactly_on_the_radius_is_found():
     points = np.array([[0, 0], [3, 4], [6, 8]], dtype=np.float32)
     ind, dist = RadiusNeighbours(points).query_radius(points[:1], 5.0, return_distance=True)
     assert ind[0].tolist() == [0, 1] and dist[0].tolist() == [0.0, 5.0]
-    assert [i.tolist() for i in RadiusNeighbours(points).query_radius(points[:2], [5, 4.99])] == [[0, 1], [1]]
+    assert [i.tolist() for i in RadiusNeighbours(points).query_radius(points[:2], [5, 4.99])] == [
+        [0, 1],
+        [1],
+    ]
     with pytest.raises(ValueError, match="one radius or one per query point"):
         RadiusNeighbours(points).query_radius(points[:2], [1.0, 2.0, 3.0])
 
@@ -101,7 +118,9 @@ def test_point_inside_circle_is_exact_on_float32_positions():
     radius = rng.random(20000) * 8
     exact = np.hypot(*(point.astype(np.float64) - center).T)
     clear = np.abs(exact - radius) > 1e-4
-    ours = np.array([point_inside_circle(p, c, r) for p, c, r in zip(point, center, radius, strict=True)])
+    ours = np.array(
+        [point_inside_circle(p, c, r) for p, c, r in zip(point, center, radius, strict=True)]
+    )
     assert clear.sum() > 19000 and (ours[clear] == (exact <= radius)[clear]).all()
     on_circle = [((0, 0), (3, 4), 5.0), ((1, 1), (1, 6), 5), ((2, 2), (5, 6), 5.0)]
     for p, c, r in on_circle:
@@ -115,8 +134,12 @@ def test_point_inside_circle_answers_as_smaclites():
 
     rng = np.random.default_rng(2)
     for _ in range(50000):
-        p = (rng.integers(0, 20, 2) if rng.random() < 0.3 else rng.random(2) * 32).astype(np.float32)
-        c = (p + (rng.integers(-6, 7, 2) if rng.random() < 0.3 else rng.normal(0, 4, 2))).astype(np.float32)
+        p = (rng.integers(0, 20, 2) if rng.random() < 0.3 else rng.random(2) * 32).astype(
+            np.float32
+        )
+        c = (p + (rng.integers(-6, 7, 2) if rng.random() < 0.3 else rng.normal(0, 4, 2))).astype(
+            np.float32
+        )
         r = float(rng.integers(1, 8)) if rng.random() < 0.3 else float(rng.random() * 8)
         assert bool(point_inside_circle(p, c, r)) == bool(theirs(p, c, r)), (p, c, r)
 
@@ -163,14 +186,20 @@ def test_a_smaclite_without_what_is_replaced_keeps_its_own(fake_smaclite_modules
         assert users[1].point_inside_circle is util.point_inside_circle
 
 
-def test_the_physics_is_reported_once_and_switched_by_env_variables(monkeypatch, capsys, fake_smaclite):  # noqa: F811
+def test_the_physics_is_reported_once_and_switched_by_env_variables(
+    monkeypatch,
+    capsys,
+    fake_smaclite,  # noqa: F811
+):
     monkeypatch.setattr(smaclite_module, "_REPORTED", set())
     monkeypatch.setenv("CLEANMARL_SMACLITE_CPP_RVO2", "0")
     envs = [make_env("smaclite", "3m", seed=0) for _ in range(2)]
     assert capsys.readouterr().out.splitlines() == [
         "SMAClite physics: numpy RVO2, fast path (docs/env.md, SMAClite speed)"
     ]
-    assert envs[0].physics == "numpy RVO2, fast path" and envs[0].fast_path and len(fake_smaclite) == 2
+    assert (
+        envs[0].physics == "numpy RVO2, fast path" and envs[0].fast_path and len(fake_smaclite) == 2
+    )
     monkeypatch.setenv("CLEANMARL_SMACLITE_FAST_PATH", "0")
     assert make_env("smaclite", "3m", seed=0).physics == "numpy RVO2, original path"
     assert make_env("smaclite", "3m", seed=0, fast_path=True).fast_path  # the keyword wins
@@ -181,13 +210,22 @@ def test_the_physics_is_reported_once_and_switched_by_env_variables(monkeypatch,
 
 def episode_hashes(env_name, use_cpp_rvo2, fast_path, steps):
     """One hash per step of random-policy play (obs, state, avail_actions, reward, terminated, truncated)."""
-    env = make_env("smaclite", env_name, seed=7, use_cpp_rvo2=use_cpp_rvo2, fast_path=fast_path, time_limit=None)
+    env = make_env(
+        "smaclite",
+        env_name,
+        seed=7,
+        use_cpp_rvo2=use_cpp_rvo2,
+        fast_path=fast_path,
+        time_limit=None,
+    )
     env.reset()
     hashes = []
     for _ in range(steps):
         obs, state, avail, reward, terminated, truncated, _ = env.step(env.sample_actions())
         fields = (obs, state, avail, np.float64(reward), np.bool_(terminated), np.bool_(truncated))
-        hashes.append(hashlib.sha256(b"".join(np.ascontiguousarray(f).tobytes() for f in fields)).hexdigest())
+        hashes.append(
+            hashlib.sha256(b"".join(np.ascontiguousarray(f).tobytes() for f in fields)).hexdigest()
+        )
         if terminated or truncated:
             env.reset()
     env.close()
@@ -200,7 +238,10 @@ def offered_maps():
     import gymnasium as gym
     import smaclite  # noqa: F401  (registers its maps in gymnasium)
 
-    return sorted(set(smaclite_module.CLASSIC_MAPS) | set(smaclite_module._registered_maps(gym)), key=str.lower)
+    return sorted(
+        set(smaclite_module.CLASSIC_MAPS) | set(smaclite_module._registered_maps(gym)),
+        key=str.lower,
+    )
 
 
 @NEEDS_SMACLITE
@@ -211,8 +252,12 @@ def test_the_fast_path_plays_the_same_episodes(env_name, use_cpp_rvo2):
     if use_cpp_rvo2 and importlib.util.find_spec("rvo2") is None:
         pytest.skip("needs the C++ RVO2 module (README, SMAClite)")
     steps = 60 if env_name in ("corridor", "2c_vs_64zg", "27m_vs_30m", "bane_vs_bane") else 120
-    original, fast = (episode_hashes(env_name, use_cpp_rvo2, fast_path, steps) for fast_path in (False, True))
-    first_difference = next((t for t, (a, b) in enumerate(zip(original, fast, strict=True)) if a != b), None)
+    original, fast = (
+        episode_hashes(env_name, use_cpp_rvo2, fast_path, steps) for fast_path in (False, True)
+    )
+    first_difference = next(
+        (t for t, (a, b) in enumerate(zip(original, fast, strict=True)) if a != b), None
+    )
     assert first_difference is None, f"{env_name}: step {first_difference} differs"
 
 
@@ -227,7 +272,10 @@ def test_smaclites_own_point_inside_circle_is_not_called_on_the_fast_path(monkey
         calls.append(1)
         return theirs(*args)
 
-    for name in ("smaclite.env.util", *POINT_IN_CIRCLE_USERS):  # SMAClite's function, counted, wherever it is bound
+    for name in (
+        "smaclite.env.util",
+        *POINT_IN_CIRCLE_USERS,
+    ):  # SMAClite's function, counted, wherever it is bound
         monkeypatch.setattr(importlib.import_module(name), "point_inside_circle", counted)
     for fast_path in (False, True):
         env = make_env("smaclite", "3s5z_vs_3s6z", seed=0, fast_path=fast_path)

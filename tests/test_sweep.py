@@ -26,19 +26,34 @@ def statuses(capsys):
 def test_a_tiny_grid_runs_records_reports_and_skips_what_is_done(tmp_path, capsys):
     """2 scripts x 2 seeds on LBF, and an env that does not exist: its runs fail, are reported with their last log
     line, and the others finish; a second sweep skips the finished ones; the report reads them all."""
-    grid = ["--scripts", "qmix", "qmix_memefficient", "--envs", LBF, "no_such_env_v0", "--seeds", "1-2"]
+    grid = [
+        "--scripts",
+        "qmix",
+        "qmix_memefficient",
+        "--envs",
+        LBF,
+        "no_such_env_v0",
+        "--seeds",
+        "1-2",
+    ]
     code = sweep.main([*grid, "--out", str(tmp_path), "--workers", "2", *TINY])
     out, lines = statuses(capsys)
     assert code == 1 and "4 done, 0 skipped (finished before), 4 failed, of 8 runs" in out
     failed = [line for line in lines if "no_such_env_v0" in line and "failed (exit 1)" in line]
-    assert len(failed) == 4 and all("error:" in line for line in failed)  # the script's own one-line error
+    assert len(failed) == 4 and all(
+        "error:" in line for line in failed
+    )  # the script's own one-line error
     for script in ("qmix", "qmix_memefficient"):
         for seed in (1, 2):
             folder = tmp_path / f"{script}__{LBF}__defaults__{seed}"
             meta = json.loads((folder / "meta.json").read_text())
-            assert (folder / "done").exists() and meta["seed"] == seed and "torch" in meta["versions"]
+            assert (
+                (folder / "done").exists() and meta["seed"] == seed and "torch" in meta["versions"]
+            )
             assert meta["git_commit"] and f"--seed {seed}" in (folder / "command.txt").read_text()
-            assert meta["machine"]["cpu"] and meta["machine"]["cores"] >= 1  # a seed reproduces on one machine only
+            assert (
+                meta["machine"]["cpu"] and meta["machine"]["cores"] >= 1
+            )  # a seed reproduces on one machine only
             (records,) = folder.glob("runs/*/evaluations.jsonl")
             evaluations = [json.loads(line) for line in records.read_text().splitlines()]
             assert len(evaluations) >= 3 and all(len(e["returns"]) == 5 for e in evaluations)
@@ -75,11 +90,26 @@ def test_an_interrupted_run_is_continued_from_its_state(tmp_path, capsys):
 
 def test_print_and_index(tmp_path, capsys):
     """--print lists every combination's command (flag sets with and without values); --index runs one of them."""
-    grid = ["--envs", LBF, "--seeds", "1-3", "--set", "", "--td-lambda 0", "--no-last-action", "--out", str(tmp_path)]
+    grid = [
+        "--envs",
+        LBF,
+        "--seeds",
+        "1-3",
+        "--set",
+        "",
+        "--td-lambda 0",
+        "--no-last-action",
+        "--out",
+        str(tmp_path),
+    ]
     assert sweep.main([*grid, "--print", *TINY]) == 0
     out, lines = statuses(capsys)
     assert len(lines) == 9 and all("--total-timesteps 300" in line for line in lines)
-    assert sum("--td-lambda 0" in line for line in lines) == sum("--no-last-action" in line for line in lines) == 3
+    assert (
+        sum("--td-lambda 0" in line for line in lines)
+        == sum("--no-last-action" in line for line in lines)
+        == 3
+    )
     assert sweep.main([*grid, "--index", "4", *TINY]) == 0
     (folder,) = tmp_path.iterdir()
     assert folder.name == f"qmix__{LBF}__td-lambda_0__2".replace("td-lambda", "td_lambda")
@@ -92,7 +122,9 @@ def test_ray_backend(tmp_path, capsys):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        code = sweep.main(["--envs", LBF, "--seeds", "1-2", "--out", str(tmp_path), "--backend", "ray", *TINY])
+        code = sweep.main(
+            ["--envs", LBF, "--seeds", "1-2", "--out", str(tmp_path), "--backend", "ray", *TINY]
+        )
     finally:
         ray.shutdown()
     out, _ = statuses(capsys)
@@ -108,15 +140,22 @@ def test_the_reports_iqm_and_improvement_are_rliables():
     rng = np.random.default_rng(0)
     scores = {"a": rng.random((5, 3)), "b": rng.random((5, 3)) + 0.2}
     iqm = report.aggregate(scores, reps=500, seed=4)
-    np.random.seed(4)  # rliable's stratified bootstrap draws from numpy's global generator, not from random_state
+    np.random.seed(
+        4
+    )  # rliable's stratified bootstrap draws from numpy's global generator, not from random_state
     points, intervals = rly.get_interval_estimates(
-        scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=500, random_state=np.random.RandomState(4)
+        scores,
+        lambda x: np.array([metrics.aggregate_iqm(x)]),
+        reps=500,
+        random_state=np.random.RandomState(4),
     )
     for line in scores:
         assert iqm[line] == (points[line][0], intervals[line][0, 0], intervals[line][1, 0])
         assert iqm[line][0] == pytest.approx(metrics.aggregate_iqm(scores[line]))
     better = report.improvement(scores, reps=500, seed=4)
-    assert better["b", "a"][0] == pytest.approx(metrics.probability_of_improvement(scores["b"], scores["a"]))
+    assert better["b", "a"][0] == pytest.approx(
+        metrics.probability_of_improvement(scores["b"], scores["a"])
+    )
     mean, low, high = report.bootstrap_ci(scores["a"][:, 0])
     assert low <= mean <= high and mean == pytest.approx(scores["a"][:, 0].mean())
 
@@ -126,11 +165,22 @@ def test_the_aggregates_scores_are_normalised_per_env_except_a_win_rate():
     map every run wins stays 1.0, not 0)."""
 
     def run(env, line, seed, final):
-        return dict(env=env, line=line, seed=seed, records=[{"returns": [final], "battle_won": [final]}])
+        return dict(
+            env=env, line=line, seed=seed, records=[{"returns": [final], "battle_won": [final]}]
+        )
 
-    runs = [run("a", "x", 1, 0.5), run("a", "y", 1, 1.0), run("b", "x", 1, 1.0), run("b", "y", 1, 1.0)]
+    runs = [
+        run("a", "x", 1, 0.5),
+        run("a", "y", 1, 1.0),
+        run("b", "x", 1, 1.0),
+        run("b", "y", 1, 1.0),
+    ]
     by_return, envs = report.normalised_finals(runs, "return")
-    assert envs == ["a", "b"] and by_return["x"].tolist() == [[0.0, 0.0]] and by_return["y"].tolist() == [[1.0, 0.0]]
+    assert (
+        envs == ["a", "b"]
+        and by_return["x"].tolist() == [[0.0, 0.0]]
+        and by_return["y"].tolist() == [[1.0, 0.0]]
+    )
     by_win_rate, _ = report.normalised_finals(runs, "battle_won")
     assert by_win_rate["x"].tolist() == [[0.5, 1.0]] and by_win_rate["y"].tolist() == [[1.0, 1.0]]
 
@@ -141,7 +191,8 @@ def test_the_best_checkpoint_is_kept_whichever_comes_second(tmp_path):
     battle_won decides where the env reports it."""
     import torch
 
-    from cleanmarl import harness
+    from cleanmarl.utils.checkpoints import save_model
+    from cleanmarl.utils.evaluations import record_evaluation
 
     net, path = torch.nn.Linear(2, 1), str(tmp_path / "qmix.cleanmarl_model")
     args = argparse_namespace()
@@ -159,18 +210,20 @@ def test_the_best_checkpoint_is_kept_whichever_comes_second(tmp_path):
     ]:
         net.bias.data.fill_(step)
         if save_first:
-            harness.save_model(path, {"net": net}, args, 1.0, step)
-            harness.record_evaluation(str(tmp_path), step, returns, [1] * len(returns))
+            save_model(path, {"net": net}, args, 1.0, step)
+            record_evaluation(str(tmp_path), step, 0.0, returns, [1] * len(returns))
         else:
-            harness.record_evaluation(str(tmp_path), step, returns, [1] * len(returns))
-            harness.save_model(path, {"net": net}, args, 1.0, step)
+            record_evaluation(str(tmp_path), step, 0.0, returns, [1] * len(returns))
+            save_model(path, {"net": net}, args, 1.0, step)
         expected = {10: 10, 20: 10, 30: 30, 40: 40}[step]  # 30 ties 10 at 1.5 and is later
         assert best() == (expected, expected, expected)
-    battles = tmp_path / "battles"  # where the env reports battles, the win rate decides, not the return
+    battles = (
+        tmp_path / "battles"
+    )  # where the env reports battles, the win rate decides, not the return
     battles.mkdir()
     for step, returns, won in [(10, [20.0], [1.0]), (20, [30.0], [0.0])]:
-        harness.record_evaluation(str(battles), step, returns, [1], won)
-        harness.save_model(str(battles / "qmix.cleanmarl_model"), {"net": net}, args, 1.0, step)
+        record_evaluation(str(battles), step, 0.0, returns, [1], won)
+        save_model(str(battles / "qmix.cleanmarl_model"), {"net": net}, args, 1.0, step)
     best = json.loads((battles / "models.json").read_text())["best"]
     assert (best["step"], best["score"], best["metric"]) == (10, 1.0, "battle_won")
 
@@ -192,20 +245,29 @@ def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
     assert "1 done (1 stopped early: --stop-at 0.0)" in out
     (folder,) = tmp_path.iterdir()
     assert "stopped by SIGTERM" in (folder / "log.txt").read_text() and (folder / "done").exists()
-    assert len(list(folder.glob("runs/*/training_state.cleanmarl"))) == 1 and not list(folder.glob("runs/*/best"))
+    assert len(list(folder.glob("runs/*/training_state.cleanmarl"))) == 1 and not list(
+        folder.glob("runs/*/best")
+    )
     steps = [
-        json.loads(line)["step"] for line in next(folder.glob("runs/*/evaluations.jsonl")).read_text().splitlines()
+        json.loads(line)["step"]
+        for line in next(folder.glob("runs/*/evaluations.jsonl")).read_text().splitlines()
     ]
     assert 3 <= len(steps) and steps[-1] < 1_000_000
-    (folder / "done").unlink()  # now with --absolute: --save-model joins the flags, and the run is continued...
+    (
+        folder / "done"
+    ).unlink()  # now with --absolute: --save-model joins the flags, and the run is continued...
     for path in folder.glob("runs/*"):
         path.rename(tmp_path / "old")
     assert sweep.main([*grid, "--absolute", "3", *long]) == 0
     (run_dir,) = folder.glob("runs/*")
     models = json.loads((run_dir / "models.json").read_text())
     reevaluation = json.loads((run_dir / "best" / "qmix.eval.json").read_text())
-    assert models["best"]["path"] == "best/qmix.cleanmarl_model" and len(reevaluation["returns"]) == 15
-    records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    assert (
+        models["best"]["path"] == "best/qmix.cleanmarl_model" and len(reevaluation["returns"]) == 15
+    )
+    records = [
+        json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()
+    ]
     best_score = max(np.mean(r["returns"]) for r in records)
     assert (
         models["best"]["score"]
@@ -215,9 +277,13 @@ def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 0
     row = next(csv_rows(tmp_path / "report" / "table.csv"))
     assert float(row["absolute"]) == pytest.approx(np.mean(reevaluation["returns"]))
-    exported = json.loads((tmp_path / "report" / "marl_eval.json").read_text())["lbf"][LBF]["qmix"]["run_1"]
+    exported = json.loads((tmp_path / "report" / "marl_eval.json").read_text())["lbf"][LBF]["qmix"][
+        "run_1"
+    ]
     assert exported["absolute_metrics"]["return"] == reevaluation["returns"]
-    (run_dir / "best" / "qmix.eval.json").unlink()  # a finished run: only the re-evaluation runs again
+    (
+        run_dir / "best" / "qmix.eval.json"
+    ).unlink()  # a finished run: only the re-evaluation runs again
     log_lines = len((folder / "log.txt").read_text().splitlines())
     assert sweep.main([*grid, "--absolute", "3", *long]) == 0
     new = (folder / "log.txt").read_text().splitlines()[log_lines:]
@@ -240,14 +306,22 @@ def test_steps_to_a_threshold_and_the_progress_bars_steps(tmp_path):
     assert report.steps_to(run, "return", 1.0, 3) == 500
     assert report.steps_to(run, "return", 2 / 3, 3) == 300
     assert report.steps_to(run, "return", 1.0, 4) is None
-    exact = [{"step": k, "returns": [r], "battle_won": [r]} for k, r in enumerate([0.8, 1.0, 1.0, 0.8])]
+    exact = [
+        {"step": k, "returns": [r], "battle_won": [r]} for k, r in enumerate([0.8, 1.0, 1.0, 0.8])
+    ]
     assert np.mean([0.8, 1.0, 1.0, 0.8]) < 0.9  # floating point: 0.8999999999999999
     assert report.steps_to({"records": exact, "steps": np.arange(4)}, "battle_won", 0.9, 4) == 3
-    assert sweep.reached(exact, 0.9, 4) and not sweep.reached(exact, 0.95, 4) and not sweep.reached(exact[:3], 0.5, 4)
+    assert (
+        sweep.reached(exact, 0.9, 4)
+        and not sweep.reached(exact, 0.95, 4)
+        and not sweep.reached(exact[:3], 0.5, 4)
+    )
     task = sweep.Run("qmix", LBF, "", 1, ())
     assert sweep.steps_done(task, tmp_path) == 0
     (tmp_path / task.name / "runs" / "r").mkdir(parents=True)
-    (tmp_path / task.name / "runs" / "r" / "evaluations.jsonl").write_text("\n".join(map(json.dumps, records)) + "\n")
+    (tmp_path / task.name / "runs" / "r" / "evaluations.jsonl").write_text(
+        "\n".join(map(json.dumps, records)) + "\n"
+    )
     assert sweep.steps_done(task, tmp_path) == 600
 
 
@@ -255,22 +329,43 @@ def test_a_run_under_way_in_another_process_is_left_alone(tmp_path, capsys):
     """The run folder's lock is held by the sweep and inherited by the run's own process: with the sweep killed and
     its run still going (as when a sweep is restarted while a stopped run saves its state), a second sweep leaves that
     run alone instead of resuming it from an older state beside it; once the run has ended, the folder is free."""
-    grid = ["--envs", LBF, "--out", str(tmp_path), "--", "--total-timesteps", "1000000", "--eval-steps", "2"]
+    grid = [
+        "--envs",
+        LBF,
+        "--out",
+        str(tmp_path),
+        "--",
+        "--total-timesteps",
+        "1000000",
+        "--eval-steps",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(sweep.ROOT.parent)}
-    first = subprocess.Popen([sys.executable, "-m", "cleanmarl.sweep", *grid], env=env, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "cleanmarl.sweep", *grid], env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
     while not list(tmp_path.glob("*/runs/*/evaluations.jsonl")) and time.time() < deadline:
         time.sleep(0.2)
     first.kill()  # the sweep only: its run goes on, holding the inherited lock
     first.wait()
     (folder,) = tmp_path.iterdir()
-    (pid,) = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and cwd(p) == str(folder)]
+    (pid,) = [
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and cwd(p) == str(folder)
+    ]
     try:
         # --stop-at: were the run (wrongly) started again here, it would stop at the first poll instead of running on
-        assert sweep.main(grid[:4] + ["--workers", "1", "--stop-at=-1e9", "--stop-window", "1"] + grid[4:]) == 0
+        assert (
+            sweep.main(
+                grid[:4] + ["--workers", "1", "--stop-at=-1e9", "--stop-window", "1"] + grid[4:]
+            )
+            == 0
+        )
         out, _ = statuses(capsys)
         assert "1 under way in another process (left alone)" in out
-        assert not json.loads((folder / "meta.json").read_text())["resumed"]  # written by the first sweep only
+        assert not json.loads((folder / "meta.json").read_text())[
+            "resumed"
+        ]  # written by the first sweep only
     finally:
         os.kill(pid, signal.SIGKILL)
     while Path(f"/proc/{pid}").exists() and time.time() < deadline:
@@ -294,11 +389,16 @@ def test_the_report_reads_the_run_the_sweep_continues_and_its_own_clock(tmp_path
     meta = dict(script="qmix.py", env=LBF, flag_set="", seed=1)
     (folder / "runs").mkdir(parents=True)
     (folder / "meta.json").write_text(json.dumps(meta))
-    for name, scores in (("x__qmix__1__1700000000", [0.0, 0.0, 0.0]), ("x__qmix__1__1700000500", [0.5, 1.0])):
+    for name, scores in (
+        ("x__qmix__1__1700000000", [0.0, 0.0, 0.0]),
+        ("x__qmix__1__1700000500", [0.5, 1.0]),
+    ):
         (folder / "runs" / name).mkdir()
         records = [dict(step=100 * (k + 1), time=1e9 + 1000 * k, elapsed=10.0 * (k + 1), returns=[s], lengths=[5])
                    for k, s in enumerate(scores)]  # fmt: skip
-        (folder / "runs" / name / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (folder / "runs" / name / "evaluations.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records)
+        )
     (run,) = report.load(tmp_path)
     assert list(run["steps"]) == [100, 200] and report.scores(run, "return").tolist() == [0.5, 1.0]
     assert list(run["times"]) == [10.0, 20.0] and run["wall"] == 20.0

@@ -18,25 +18,47 @@ from tests.test_smoke import LBF, ROOT, run, scalars
 # that one line). Everything else in the main block is the reference's, line for line.
 CHANGES = {
     "qmix_memefficient.py": {
-        "definitions": {"EpisodeBuffer"},
-        "main": [("sizes = (env.episode_limit", "    run_dir, writer, wandb_run = "), ("rb = EpisodeBuffer(", None)],
+        "definitions": {"EpisodeBuffer", "from cleanmarl.utils.resume import as_numpy, tree_map"},
+        "main": [  # its bytes per episode, a warning not a refusal, and its buffer
+            ("episode_bytes = EpisodeBuffer.bytes_per_episode(", None),
+            ("check_buffer_memory(", None),
+            ("rb = EpisodeBuffer(", None),
+        ],
     },
     "qmix_lstm.py": {
-        "definitions": {"Args", "check_args", "QNetwork", "EpisodeBuffer", "numpy_weights", "q_values_numpy"}
-        | {"online_next_q_values", "sequence_inputs", "unroll", "qmix_loss", "run_episode"},
+        "definitions": {"Args", "QNetwork", "EpisodeBuffer", "acting_forward", "run_episode"}
+        | {"online_next_q_values", "sequence_inputs", "unroll", "qmix_loss"},
         "main": [("batch = rb.sample(", None)],  # whole episodes and their mask
     },
     "qmix_multienvs.py": {
         "definitions": {"Args", "check_args", "VectorRollout", "start_evaluation", "log_evaluation"}
         | {"from cleanmarl.env.vector import VectorEnv, WorkerError"},
         "main": [
-            ("env_kwargs = {k: getattr(args, k)", "        q_network = QNetwork("),  # VectorEnvs (not --eval-only)
-            ("objects = nets | dict(", "    saver = harness.StateSaver("),  # + the rollout: its state is the envs'
+            (
+                "env_kwargs = {k: getattr(args, k)",
+                "        q_network = QNetwork(",
+            ),  # VectorEnvs (not --eval-only)
+            (
+                "objects = nets | dict(",
+                "    saver = harness.StateSaver(",
+            ),  # + the rollout: its state is the envs'
             ("    start_time", None),  # + the evaluation under way
-            ("# EVAL", "            if args.save_model:"),  # started in the evaluation workers, logged when done
-            ("ep_return, ep_length, info", None),  # the next finished episode of any env, and its epsilon
-            ("rb.size >= args.batch_size and num_episodes % args.train_freq == 0", None),  # --n-epochs updates
-            ("if saver.due(", "            loop = ("),  # an evaluation under way is logged before the state is saved
+            (
+                "# EVAL",
+                "            if args.save_model:",
+            ),  # started in the evaluation workers, logged when done
+            (
+                "ep_return, ep_length, info",
+                None,
+            ),  # the next finished episode of any env, and its epsilon
+            (
+                "rb.size >= args.batch_size and num_episodes % args.train_freq == 0",
+                None,
+            ),  # --n-epochs updates
+            (
+                "if saver.due(",
+                "            loop = (",
+            ),  # an evaluation under way is logged before the state is saved
         ],
     },
 }
@@ -47,7 +69,11 @@ def without_regions(lines, regions):
     """lines without each region (see CHANGES)."""
     for start, end in regions:
         first = next(i for i, line in enumerate(lines) if start in line)
-        last = first + 1 if end is None else next(i for i in range(first + 1, len(lines)) if end in lines[i])
+        last = (
+            first + 1
+            if end is None
+            else next(i for i in range(first + 1, len(lines)) if end in lines[i])
+        )
         first -= lines[first - 1].lstrip().startswith("#")
         lines = lines[:first] + lines[last:]
     return lines
@@ -88,15 +114,21 @@ def test_shared_parts_are_the_same_source(variant):
     it; a variant adds only the definitions it lists."""
     reference, _ = definitions(ROOT / "cleanmarl" / "qmix.py")
     parts, _ = definitions(ROOT / "cleanmarl" / variant)
-    changed = sorted(name for name in set(reference) | set(parts) if parts.get(name) != reference.get(name))
-    assert changed == sorted(CHANGES[variant]["definitions"]), f"{variant} differs from qmix.py in {changed}"
+    changed = sorted(
+        name for name in set(reference) | set(parts) if parts.get(name) != reference.get(name)
+    )
+    assert changed == sorted(CHANGES[variant]["definitions"]), (
+        f"{variant} differs from qmix.py in {changed}"
+    )
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_main_block_changes_only_its_regions(variant):
     _, reference = definitions(ROOT / "cleanmarl" / "qmix.py")
     _, main = definitions(ROOT / "cleanmarl" / variant)
-    reference, main = (without_regions(lines, CHANGES[variant]["main"]) for lines in (reference, main))
+    reference, main = (
+        without_regions(lines, CHANGES[variant]["main"]) for lines in (reference, main)
+    )
     assert main == reference, "\n".join(difflib.unified_diff(reference, main, lineterm=""))
 
 
@@ -109,7 +141,17 @@ MPE = ["--env-name", "simple_spread_v3"]
 @pytest.mark.parametrize("env_args", [LBF, MPE], ids=["lbf", "mpe"])
 def test_memefficient_logs_the_same_losses(tmp_path, env_args):
     """Same seed: the same episodes sampled, the same steps in the same order, the same arithmetic."""
-    args = [*env_args, "--total-timesteps", "2500", "--batch-size", "8", "--log-every", "1", "--seed", "3"]
+    args = [
+        *env_args,
+        "--total-timesteps",
+        "2500",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        "--seed",
+        "3",
+    ]
     losses = []
     for script in ("qmix.py", "qmix_memefficient.py"):
         (tmp_path / script).mkdir()
@@ -146,7 +188,13 @@ class EndingEnv:
         self.t += 1
         end = self.t == self.length
         reward = float(self.t + 10 * self.episode)
-        return *self.observe(actions), reward, end and self.ends_terminated, end and not self.ends_terminated, {}
+        return (
+            *self.observe(actions),
+            reward,
+            end and self.ends_terminated,
+            end and not self.ends_terminated,
+            {},
+        )
 
 
 ENDINGS = [(1, True), (1, False), (3, False), (4, True), (6, False)]  # (length, terminated)
@@ -157,13 +205,17 @@ def filled_buffers(endings=ENDINGS, limit=6):
     sizes = (limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
     buffers = (
         qmix.EpisodeBuffer(len(endings), *sizes, seed=0),
-        memefficient.EpisodeBuffer(len(endings), *sizes, seed=0, agent_ids=env.agent_ids, last_action=env.last_action),
+        memefficient.EpisodeBuffer(
+            len(endings), *sizes, seed=0, agent_ids=env.agent_ids, last_action=env.last_action
+        ),
     )
     torch.manual_seed(0)
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
     rng = np.random.default_rng(0)
     for _ in endings:
-        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        episode = {
+            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
+        }
         _, length, _ = qmix.run_episode(env, q_network, 0.5, rng, episode)
         for rb in buffers:
             rb.add(episode, length)
@@ -177,7 +229,9 @@ def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1
     batches = [rb.sample(len(ENDINGS), "cpu") for rb in (padded, compact)]
     assert set(batches[0]) == set(batches[1])
     for key in batches[0]:
-        assert batches[0][key].dtype == batches[1][key].dtype and torch.equal(batches[0][key], batches[1][key]), key
+        assert batches[0][key].dtype == batches[1][key].dtype and torch.equal(
+            batches[0][key], batches[1][key]
+        ), key
     torch.manual_seed(1)
     mixer = qmix.QMixer(2, 4, embed_dim=8, hyper_dim=8, hypernet_layers=1)
     targets = []
@@ -185,17 +239,26 @@ def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1
         with torch.no_grad():
             target_next_q = q_network(batch["next_obs"])
             online_next_q = qmix.online_next_q_values(q_network, q_network(batch["obs"]), batch)
-            targets.append(qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q)[0])
+            targets.append(
+                qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q)[0]
+            )
     assert torch.equal(targets[0], targets[1])
     batch, target = batches[1], targets[1]
-    last = batch["reward"] % 10 == torch.tensor([length for length, _ in ENDINGS])[batch["reward"].long() // 10]
+    last = (
+        batch["reward"] % 10
+        == torch.tensor([length for length, _ in ENDINGS])[batch["reward"].long() // 10]
+    )
     assert last.sum() == len(ENDINGS)
     terminated = batch["terminated"].bool()
     assert terminated.sum() == 2 and (terminated <= last).all()
     torch.testing.assert_close(target[terminated], batch["reward"][terminated])  # no bootstrap
     truncated_last = last & ~terminated
-    assert (target[truncated_last] != batch["reward"][truncated_last]).all()  # bootstraps from the final obs
-    assert (batch["next_obs"][truncated_last][..., :3] != 0).all()  # the stored final obs, not zeros
+    assert (
+        target[truncated_last] != batch["reward"][truncated_last]
+    ).all()  # bootstraps from the final obs
+    assert (
+        batch["next_obs"][truncated_last][..., :3] != 0
+    ).all()  # the stored final obs, not zeros
 
 
 # ------------------------------------------------------------------------------------------- every script's update
@@ -215,15 +278,28 @@ def by_hand(module, batch_episodes, nets, gamma, td_lambda, double_q):
             online, target = (net(sequence)[0][0] for net in (q_network, target_q_network))
             q_now, online_next, target_next = online[:-1], online[1:], target[1:]
         else:
-            q_now, online_next, target_next = q_network(obs), q_network(next_obs), target_q_network(next_obs)
+            q_now, online_next, target_next = (
+                q_network(obs),
+                q_network(next_obs),
+                target_q_network(next_obs),
+            )
         avail = torch.from_numpy(ep["next_avail_actions"])
         chooser = online_next if double_q else target_next
         chosen = chooser.masked_fill(~avail, -torch.inf).argmax(-1, keepdim=True)
-        next_q_tot = target_mixer(target_next.gather(-1, chosen).squeeze(-1), torch.from_numpy(ep["next_state"]))
-        reward, terminated = torch.from_numpy(ep["reward"]), torch.from_numpy(ep["terminated"]).float()
+        next_q_tot = target_mixer(
+            target_next.gather(-1, chosen).squeeze(-1), torch.from_numpy(ep["next_state"])
+        )
+        reward, terminated = (
+            torch.from_numpy(ep["reward"]),
+            torch.from_numpy(ep["terminated"]).float(),
+        )
         returns, following = [], None
         for t in reversed(range(len(reward))):
-            bootstrap = next_q_tot[t] if following is None else (1 - td_lambda) * next_q_tot[t] + td_lambda * following
+            bootstrap = (
+                next_q_tot[t]
+                if following is None
+                else (1 - td_lambda) * next_q_tot[t] + td_lambda * following
+            )
             following = reward[t] + gamma * (1 - terminated[t]) * bootstrap
             returns.insert(0, following)
         q_taken = q_now.gather(-1, torch.from_numpy(ep["actions"])[..., None]).squeeze(-1)
@@ -247,16 +323,24 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
     acting = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
     episodes, rng = [], np.random.default_rng(0)
     for _ in ENDINGS:
-        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        episode = {
+            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
+        }
         _, length, _ = qmix.run_episode(env, acting, 0.5, rng, episode)
         rb.add(episode, length)
         episodes.append({k: v[:length].copy() for k, v in episode.items()})
-    q_network, target_q_network = (module.QNetwork(env.obs_size, env.n_actions, 8, 1) for _ in range(2))
-    mixer, target_mixer = (qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1) for _ in range(2))  # targets differ
+    q_network, target_q_network = (
+        module.QNetwork(env.obs_size, env.n_actions, 8, 1) for _ in range(2)
+    )
+    mixer, target_mixer = (
+        qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1) for _ in range(2)
+    )  # targets differ
     nets = (q_network, mixer, target_q_network, target_mixer)
     args = module.Args(gamma=0.9, td_lambda=0.6, double_q=double_q)
     batch = rb.sample(len(ENDINGS), "cpu")
-    firsts = batch["reward"].reshape(-1)[batch["reward"].reshape(-1) % 10 == 1]  # each episode's first step, in order
+    firsts = batch["reward"].reshape(-1)[
+        batch["reward"].reshape(-1) % 10 == 1
+    ]  # each episode's first step, in order
     sampled = [episodes[int(first) // 10] for first in firsts]
     assert [len(ep["reward"]) for ep in sampled] == batch["mask"].sum(1).tolist()
     loss, _, td_target, _ = module.qmix_loss(batch, *nets, args)

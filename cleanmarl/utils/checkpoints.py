@@ -79,9 +79,8 @@ def load_checkpoint(path, flags, networks):
         raise ValueError(
             f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)"
         )
-    checkpoint["args"].setdefault(
-        "last_action", False
-    )  # saved before --last-action: trained without it
+    checkpoint["args"].setdefault("last_action", False)  # saved before --last-action: without it
+    checkpoint.setdefault("reward_scale", 1.0)  # saved before the reward scale: rewards / 1
     if missing := [k for k in flags if k not in checkpoint["args"]]:
         raise ValueError(
             f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})"

@@ -46,8 +46,9 @@ def make_run_dir(name, root="runs"):
             return run_dir
 
 
-def warn(message):
-    print(f"{os.path.basename(sys.argv[0])}: warning: {message}", flush=True)
+def warn(message, file=None):
+    """One warning line, named by the script."""
+    print(f"{os.path.basename(sys.argv[0])}: warning: {message}", file=file, flush=True)
 
 
 def atomic_save(obj, path):

@@ -3,10 +3,13 @@
 import contextlib
 import mmap
 import random
+import sys
 
 import numpy as np
 import threadpoolctl
 import torch
+
+from cleanmarl.utils.layout import warn
 
 
 def torch_device(name, threads):
@@ -46,16 +49,26 @@ def lazy_zeros(shape, dtype):
     return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
 
 
-def check_buffer_memory(buffer_size, episode_bytes, episode_limit):
-    """Raise ValueError (one line) when buffer_size episodes of episode_bytes exceed the memory available: refused now,
-    not when it runs out hours in."""
-    available = available_memory()
-    if available is not None and buffer_size * episode_bytes > available:
+def check_buffer_memory(buffer_size, episode_bytes, episode_limit, padded=True):
+    """A padded buffer (padded=True) commits up to buffer_size episodes of episode_bytes: raise
+    ValueError (one line) when that exceeds the memory available, not when it runs out hours in.
+    A buffer of real steps only: say its cost, and warn, as the worst case (every episode at the
+    limit) may never be reached."""
+    available, needed = available_memory(), buffer_size * episode_bytes
+    if not padded:
+        step = episode_bytes / (episode_limit + 1)
+        print(f"replay buffer: {step:.0f} B per stored step, at most {needed / 2**30:.2f} GiB")
+    if available is None or needed <= available:
+        return
+    if padded:
         raise ValueError(
-            f"the replay buffer needs {buffer_size * episode_bytes / 2**30:.1f} GiB (episodes padded to "
-            f"{episode_limit} steps), {available / 2**30:.1f} GiB are available: use --buffer-size "
-            f"{available // episode_bytes} or less, or cleanmarl/qmix_memefficient.py (each real step stored once)"
+            f"the replay buffer needs {needed / 2**30:.1f} GiB (episodes padded to {episode_limit}"
+            f" steps), {available / 2**30:.1f} GiB are available: use --buffer-size"
+            f" {available // episode_bytes} or less, or cleanmarl/qmix_memefficient.py"
+            " (each real step stored once)"
         )
+    more = f"that is more than the {available / 2**30:.1f} GiB available, reached only if the"
+    warn(f"{more} {buffer_size} episodes kept all run to the limit", file=sys.stderr)
 
 
 def available_memory():

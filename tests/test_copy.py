@@ -1,0 +1,225 @@
+"""A copy of qmix.py is a first-class script: saved anywhere, it runs from any directory, resumes exactly
+and is swept by path into --out. A change it cannot support (a network that acting does not mirror, a
+mixer without rescale(), a stateful object left out of the training state) stops it at start with one
+line; a loop variable kept outside `Loop` is what the exact-resume test catches. A VDN mixer written as a
+researcher would learns the two-step game's 7 (QMIX: 8; Rashid et al., 2018, Sec. 6.1)."""
+
+import json
+import signal
+
+import pytest
+import torch
+
+from cleanmarl import sweep
+from tests.test_resume import logs, start
+from tests.test_smoke import LBF, ROOT, TWO_STEP, run, scalars
+
+QMIX = (ROOT / "cleanmarl" / "qmix.py").read_text()
+# The two-step game with uniform exploration: one-step targets, as in the paper (docs, detail 7)
+UNIFORM = [*TWO_STEP, "--start-e", "1", "--end-e", "1", "--td-lambda", "0", "--seed", "1"]
+
+
+def copy(tmp_path, name, *edits, before=None, add=""):
+    """qmix.py saved as tmp_path/elsewhere/name with each (old, new) of edits replaced once, and `add`
+    (definitions) inserted before the line `before`."""
+    text = QMIX
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    if add:
+        text = text.replace(before, add + "\n\n" + before, 1)
+    path = tmp_path / "elsewhere" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def one_error_line(proc, script, text):
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith(f"{script}: error: ") and text in lines[0], lines[0]
+
+
+NEG_RELU = """class NegReLU(nn.Module):
+    def forward(self, x):
+        return -torch.relu(x)"""
+NETWORK = (
+    "layers = [nn.Linear(obs_size, hidden_dim), nn.ReLU()]",
+    "layers = [nn.Linear(obs_size, hidden_dim), NegReLU()]",
+)
+HIDDEN = (
+    "layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]",
+    "layers += [nn.Linear(hidden_dim, hidden_dim), NegReLU()]",
+)
+
+
+def test_a_copy_whose_network_acting_does_not_mirror_stops_at_start(tmp_path):
+    """Each ReLU of the agent network made -relu(x), acting_forward left alone: one line, no run."""
+    script = copy(tmp_path, "neg_relu.py", NETWORK, HIDDEN, before="class QNetwork", add=NEG_RELU)
+    proc = run(tmp_path, *UNIFORM, "--total-timesteps", "400", script=script, check=False)
+    one_error_line(proc, "neg_relu.py", "acting_forward (Linear, ReLU) is not QNetwork's forward")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_same_change_made_in_acting_too_runs_and_learns_the_optimum(tmp_path):
+    """The change mirrored in acting_forward: the copy acts with the network it trains, greedy 8."""
+    acting = ("else np.maximum(x, 0.0)", "else -np.maximum(x, 0.0)")
+    script = copy(
+        tmp_path, "neg_relu.py", NETWORK, HIDDEN, acting, before="class QNetwork", add=NEG_RELU
+    )
+    run(tmp_path, *UNIFORM, "--total-timesteps", "4000", script=script)
+    assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
+
+
+VDN = '''class VDNMixer(nn.Module):
+    """VDN (Sunehag et al., 2018): Q_tot is the sum of the agents' Q-values (times the reward scale's
+    factor: --normalize-reward keeps Q_tot in the units of the rewards it learns)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("scale", torch.ones(()))
+
+    def forward(self, q_agents, state):
+        return q_agents.sum(-1) * self.scale
+
+    def rescale(self, factor):
+        self.scale *= factor'''
+USE_VDN = (
+    "mixer = QMixer(env.n_agents, env.state_size, *hyper).to(device)",
+    "mixer = VDNMixer().to(device)",
+)
+
+
+def test_a_vdn_copy_learns_the_two_step_games_seven_with_reward_normalisation(tmp_path):
+    """VDN's additive Q_tot cannot represent the 8 of matrix 2B: its greedy return is 7, as the paper
+    reports, with --normalize-reward on (the default) rescaling the VDN mixer's own scale."""
+    script = copy(tmp_path, "vdn.py", USE_VDN, before="class QMixer", add=VDN)
+    run(tmp_path, *UNIFORM, "--total-timesteps", "4000", script=script)
+    assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [7.0, 7.0, 7.0]
+    scales = [v for _, v in scalars(tmp_path, "train/reward_scale")]
+    assert scales[-1] != 1.0  # the rewards were normalised, the mixer rescaled
+
+
+def test_a_mixer_without_rescale_is_refused_under_reward_normalisation(tmp_path):
+    vdn = VDN[: VDN.index("    def rescale")].rstrip()
+    script = copy(tmp_path, "vdn.py", USE_VDN, before="class QMixer", add=vdn)
+    proc = run(tmp_path, *UNIFORM, "--total-timesteps", "400", script=script, check=False)
+    one_error_line(proc, "vdn.py", "--normalize-reward needs the mixer's rescale()")
+    run(tmp_path, *UNIFORM, "--total-timesteps", "400", "--no-normalize-reward", script=script)
+
+
+def test_a_stateful_object_left_out_of_the_training_state_is_refused(tmp_path):
+    """A new RNG (or network, optimizer, env) that --resume would not restore: one line naming it."""
+    new_rng = (
+        "reward_stats = RunningStats()",
+        "reward_stats, noise_rng = RunningStats(), np.random.default_rng(0)",
+    )
+    script = copy(tmp_path, "noise.py", new_rng)
+    proc = run(tmp_path, *LBF, "--total-timesteps", "400", script=script, check=False)
+    one_error_line(proc, "noise.py", "noise_rng is not in the training state")
+    listed = ("state |= dict(loop=loop,", "state |= dict(noise_rng=noise_rng, loop=loop,")
+    run(
+        tmp_path,
+        *LBF,
+        "--total-timesteps",
+        "400",
+        script=copy(tmp_path, "noise.py", new_rng, listed),
+    )
+
+
+RESUMED = [*LBF, "--batch-size", "8", "--eval-steps", "8", "--log-every", "2", "--seed", "3"]
+
+
+def killed_and_resumed(tmp_path, script, total=3000):
+    """The run's logs after a SIGKILL right after its first saved state and a --resume."""
+    flags = [*RESUMED, "--total-timesteps", str(total), "--checkpoint-every", "0.003"]
+    proc, run_dir = start(tmp_path, script, flags=flags)
+    proc.kill()
+    proc.communicate()
+    run(tmp_path, "--resume", str(run_dir.relative_to(tmp_path)), script=script)
+    return logs(run_dir, tags=("train/loss", "train/episodes_seen"))
+
+
+def uninterrupted(tmp_path, script, total=3000):
+    run(tmp_path, *RESUMED, "--total-timesteps", str(total), script=script)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return logs(run_dir, tags=("train/loss", "train/episodes_seen"))
+
+
+@pytest.mark.parametrize("where", ["loop_field", "plain_variable"])
+def test_a_new_loop_variable_is_one_field_of_loop_and_forgetting_it_breaks_resume(tmp_path, where):
+    """A counter logged as train/episodes_seen. As a field of Loop (one line) --resume restores it; as a
+    plain variable it restarts at 0 after a resume: the resumed run's logs differ from the
+    uninterrupted run's, which is what tests/test_resume.py asserts of every script."""
+    if where == "loop_field":
+        edits = [
+            ("    num_updates: int = 0\n", "    num_updates: int = 0\n    episodes_seen: int = 0\n")
+        ]
+        edits += [
+            (
+                "        loop.num_episodes += 1\n",
+                "        loop.num_episodes += 1\n        loop.episodes_seen += 1\n",
+            )
+        ]
+        logged = "loop.episodes_seen"
+    else:
+        edits = [
+            ("    while loop.global_step", "    episodes_seen = 0\n    while loop.global_step")
+        ]
+        edits += [
+            (
+                "        loop.num_episodes += 1\n",
+                "        loop.num_episodes += 1\n        episodes_seen += 1\n",
+            )
+        ]
+        logged = "episodes_seen"
+    edits += [
+        (
+            'scalars["train/num_updates"] =',
+            f'scalars["train/episodes_seen"] = {logged}\n            scalars["train/num_updates"] =',
+        )
+    ]
+    script = copy(tmp_path, f"{where}.py", *edits)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    expected, got = (
+        uninterrupted(tmp_path / "a", script),
+        killed_and_resumed(tmp_path / "b", script),
+    )
+    assert len(expected["train/episodes_seen"]) > 20
+    assert (got == expected) == (where == "loop_field")
+
+
+def test_a_copy_saved_anywhere_runs_resumes_and_is_swept_by_path(tmp_path):
+    """An unchanged copy outside the package, run from another directory: SIGTERM in the middle and
+    --resume give the uninterrupted run's logs; cleanmarl.sweep --scripts PATH runs it under --out."""
+    script = copy(tmp_path, "my_qmix.py")
+    for name in ("a", "b", "sweep"):
+        (tmp_path / name).mkdir()
+    expected = uninterrupted(tmp_path / "a", script)
+    flags = [*RESUMED, "--total-timesteps", "3000", "--checkpoint-every", "0.003"]
+    proc, run_dir = start(tmp_path / "b", script, flags=flags)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate()
+    assert proc.returncode in (0, 128 + signal.SIGTERM), err[-3000:]
+    run(tmp_path / "b", "--resume", str(run_dir.relative_to(tmp_path / "b")), script=script)
+    assert logs(run_dir, tags=("train/loss", "train/episodes_seen")) == expected
+    out = tmp_path / "sweep" / "out"
+    argv = [
+        "--scripts",
+        str(script),
+        "--envs",
+        LBF[-1],
+        "--out",
+        str(out),
+        "--",
+        "--total-timesteps",
+        "300",
+    ]
+    assert sweep.main(argv) == 0
+    (folder,) = out.iterdir()
+    assert folder.name == f"my_qmix__{LBF[-1]}__defaults__1" and (folder / "done").exists()
+    assert json.loads((folder / "meta.json").read_text())["script_file"] == str(script)
+    assert list(folder.glob("runs/*/evaluations.jsonl")) and not (script.parent / "runs").exists()
+    assert sweep.script_name(str(script)) == str(script) and sweep.script_name("qmix.py") == "qmix"
+    torch.load(next(folder.glob("runs/*/training_state.cleanmarl")), weights_only=True)
