@@ -15,7 +15,12 @@ SCRIPTS = ["qmix.py", "qmix_memefficient.py", "qmix_lstm.py", "qmix_multienvs.py
 def help_text(script):
     env = {**os.environ, "COLUMNS": "100", "NO_COLOR": "1", "TERM": "dumb"}
     out = subprocess.run(
-        [sys.executable, f"cleanmarl/{script}", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        [sys.executable, f"cleanmarl/{script}", "--help"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return "\n".join(line.rstrip() for line in out.splitlines()) + "\n"
 

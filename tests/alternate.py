@@ -19,12 +19,16 @@ class Alternate(gym.Env):
     n_agents = 2
 
     def __init__(self):
-        self.observation_space = gym.spaces.Tuple([gym.spaces.Box(1, 1, (1,), np.float32)] * self.n_agents)
+        self.observation_space = gym.spaces.Tuple(
+            [gym.spaces.Box(1, 1, (1,), np.float32)] * self.n_agents
+        )
         self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2)] * self.n_agents)
         self.last, self.t = np.full(self.n_agents, -1), 0
 
     def get_state(self):
-        return np.concatenate([self.last == 0, self.last == 1, np.eye(LENGTH + 1)[self.t]]).astype(np.float32)
+        return np.concatenate([self.last == 0, self.last == 1, np.eye(LENGTH + 1)[self.t]]).astype(
+            np.float32
+        )
 
     def _obs(self):
         return tuple(np.ones((self.n_agents, 1), np.float32))

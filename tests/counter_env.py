@@ -46,6 +46,9 @@ class Counter(gym.Env):
 
 gym.register("Counter-v0", entry_point=Counter, max_episode_steps=6)
 gym.register(
-    "SlowCounter-v0", entry_point=Counter, kwargs={"delay": 0.002, "end_probability": 0.05}, max_episode_steps=30
+    "SlowCounter-v0",
+    entry_point=Counter,
+    kwargs={"delay": 0.002, "end_probability": 0.05},
+    max_episode_steps=30,
 )
 gym.register("FailingCounter-v0", entry_point=Counter, kwargs={"fail": True}, max_episode_steps=6)

@@ -19,7 +19,9 @@ class MemoryCue(gym.Env):
     n_agents = 2
 
     def __init__(self):
-        self.observation_space = gym.spaces.Tuple([gym.spaces.Box(0, 1, (3,), np.float32)] * self.n_agents)
+        self.observation_space = gym.spaces.Tuple(
+            [gym.spaces.Box(0, 1, (3,), np.float32)] * self.n_agents
+        )
         self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(2)] * self.n_agents)
         self.cues, self.t = np.zeros(self.n_agents, np.int64), 0
 
@@ -40,7 +42,13 @@ class MemoryCue(gym.Env):
 
     def step(self, actions):
         if self.t == DELAY:
-            return self._obs(), 0.5 * float(np.sum(np.asarray(actions) == self.cues)), True, False, {}
+            return (
+                self._obs(),
+                0.5 * float(np.sum(np.asarray(actions) == self.cues)),
+                True,
+                False,
+                {},
+            )
         self.t += 1
         return self._obs(), 0.0, False, False, {}
 

@@ -21,9 +21,7 @@ from tests import tuple_env
 
 LBF_NAME = "Foraging-8x8-2p-2f-coop-v3"
 LBF_LOAD = 5  # lbforaging's Action.LOAD; the only action that can collect food
-SMACLITE_INSTALL = (
-    "pip install --no-deps git+https://github.com/uoe-agents/smaclite.git, then pip install -e '.[smaclite]'"
-)
+SMACLITE_INSTALL = "pip install --no-deps git+https://github.com/uoe-agents/smaclite.git, then pip install -e '.[smaclite]'"
 
 
 # The package each family needs, and how to install it (a missing one skips the family).
@@ -44,17 +42,33 @@ class Case:
     env_name: str
     n_agents: int
     n_actions: int
-    raw_obs_size: int  # the family's own, without the agent ids (and without the time feature of a horizon)
+    raw_obs_size: (
+        int  # the family's own, without the agent ids (and without the time feature of a horizon)
+    )
     state_size: int  # the family's own (without the time feature)
     episode_limit: int
     short_limit: int  # a time_limit shorter than episode_limit
-    horizon: int | None = None  # the task's fixed horizon: reaching it terminates, obs and state end with t / horizon
+    horizon: int | None = (
+        None  # the task's fixed horizon: reaching it terminates, obs and state end with t / horizon
+    )
 
 
 CASES = [
     Case("lbf", "lbf", "lbf", LBF_NAME, 2, 6, 12, 24, 50, 10),
     Case("mpe-spread", "mpe", "pz", "simple_spread_v3", 3, 5, 18, 54, 25, 7, horizon=25),
-    Case("mpe-speaker-listener", "mpe", "pz", "simple_speaker_listener_v4", 2, 5, 11, 14, 25, 7, horizon=25),
+    Case(
+        "mpe-speaker-listener",
+        "mpe",
+        "pz",
+        "simple_speaker_listener_v4",
+        2,
+        5,
+        11,
+        14,
+        25,
+        7,
+        horizon=25,
+    ),
     Case("tuple", "tuple", "gym", tuple_env.ENV_ID, 3, 4, 4, 4, 20, 5),
     Case("tuple-masked", "tuple", "gym", tuple_env.MASKED_ENV_ID, 3, 4, 4, 4, 20, 5),
     Case("rware", "rware", "gym", "rware:rware-tiny-2ag-v2", 2, 5, 71, 142, 500, 12),
@@ -67,7 +81,9 @@ CHEAP = ("lbf", "mpe", "tuple")  # families cheap enough for hypothesis to play 
 @pytest.fixture(params=CASES, ids=lambda c: c.id, scope="module")
 def case(request):
     package, install = PACKAGES[request.param.family]
-    pytest.importorskip(package, reason=f"{request.param.id} needs the {package} package: {install}")
+    pytest.importorskip(
+        package, reason=f"{request.param.id} needs the {package} package: {install}"
+    )
     return request.param
 
 
@@ -87,7 +103,9 @@ def idle_policy(case):
     if case.family == "lbf":
         rng = np.random.default_rng(0)
 
-        def no_load(env, obs, avail):  # uniform over available moves, never LOAD: food stays on the field
+        def no_load(
+            env, obs, avail
+        ):  # uniform over available moves, never LOAD: food stays on the field
             avail = avail.copy()
             avail[:, LBF_LOAD] = False
             return np.array([rng.choice(np.flatnonzero(a)) for a in avail])
@@ -107,7 +125,9 @@ def stay_policy(env, obs, avail):
 def greedy_tuple_policy(env, obs, avail):
     """Walk every agent straight to the goal, read from its own observation (position, goal)."""
     pos, goal = obs[:, 0], obs[:, 1]
-    return np.where(pos < goal, tuple_env.RIGHT, np.where(pos > goal, tuple_env.LEFT, tuple_env.STAY))
+    return np.where(
+        pos < goal, tuple_env.RIGHT, np.where(pos > goal, tuple_env.LEFT, tuple_env.STAY)
+    )
 
 
 # ---------------------------------------------------------------- contract checks
@@ -115,8 +135,14 @@ def greedy_tuple_policy(env, obs, avail):
 
 def check_arrays(env, obs, state, avail):
     n, a = env.n_agents, env.n_actions
-    assert isinstance(obs, np.ndarray) and obs.dtype == np.float32 and obs.shape == (n, env.obs_size)
-    assert isinstance(state, np.ndarray) and state.dtype == np.float32 and state.shape == (env.state_size,)
+    assert (
+        isinstance(obs, np.ndarray) and obs.dtype == np.float32 and obs.shape == (n, env.obs_size)
+    )
+    assert (
+        isinstance(state, np.ndarray)
+        and state.dtype == np.float32
+        and state.shape == (env.state_size,)
+    )
     assert isinstance(avail, np.ndarray) and avail.dtype == np.bool_ and avail.shape == (n, a)
     assert np.isfinite(obs).all() and np.isfinite(state).all()
     assert avail.any(axis=1).all(), f"an agent has no available action: {avail}"
@@ -139,7 +165,9 @@ def run_episode(env, policy, seed=None, max_steps=None):
     while max_steps is None or len(steps) < max_steps:
         actions = np.asarray(policy(env, obs.copy(), avail))
         assert actions.shape == (env.n_agents,) and np.issubdtype(actions.dtype, np.integer)
-        assert avail[np.arange(env.n_agents), actions].all(), f"unavailable actions {actions} under {avail}"
+        assert avail[np.arange(env.n_agents), actions].all(), (
+            f"unavailable actions {actions} under {avail}"
+        )
         out = env.step(actions)
         assert len(out) == 7
         obs, state, avail, reward, terminated, truncated, info = out
@@ -241,11 +269,15 @@ def test_sample_actions_available_for_any_seed(case, seed):
 def test_any_available_actions_keep_the_contract(case, data):
     """Hypothesis picks the actions (not uniformly, and shrinks): a whole episode still meets the contract."""
     if case.family not in CHEAP:
-        pytest.skip(f"{case.family} episodes are too slow for many examples; test_random_episode covers it")
+        pytest.skip(
+            f"{case.family} episodes are too slow for many examples; test_random_episode covers it"
+        )
     env = make(case, seed=data.draw(st.integers(0, 2**31 - 1), label="seed"))
 
     def drawn(env, obs, avail):
-        picks = data.draw(st.lists(st.integers(0, 63), min_size=env.n_agents, max_size=env.n_agents))
+        picks = data.draw(
+            st.lists(st.integers(0, 63), min_size=env.n_agents, max_size=env.n_agents)
+        )
         return np.array([np.flatnonzero(a)[p % a.sum()] for a, p in zip(avail, picks, strict=True)])
 
     _, steps = run_episode(env, drawn)
@@ -267,7 +299,9 @@ def test_episode_limit_ends_the_episode(case):
     bootstraps), or, where the limit is the task's fixed horizon (MPE, SMAC), as a termination (issue 23)."""
     policy = idle_policy(case)
     if policy is None:
-        pytest.skip(f"no policy keeps a {case.env_name} battle going: test_smaclite_map_limit_is_the_horizon covers it")
+        pytest.skip(
+            f"no policy keeps a {case.env_name} battle going: test_smaclite_map_limit_is_the_horizon covers it"
+        )
     env = make(case)
     _, steps = run_episode(env, policy, seed=4)
     assert len(steps) == case.episode_limit
@@ -288,7 +322,9 @@ def test_horizon_time_feature(case):
         obs = np.stack([reset[0]] + [s[1] for s in steps])
         state = np.stack([reset[1]] + [s[2] for s in steps])
         elapsed = np.arange(len(steps) + 1, dtype=np.float32) / case.horizon
-        np.testing.assert_allclose(obs[:, :, case.raw_obs_size], elapsed[:, None].repeat(case.n_agents, 1))
+        np.testing.assert_allclose(
+            obs[:, :, case.raw_obs_size], elapsed[:, None].repeat(case.n_agents, 1)
+        )
         np.testing.assert_allclose(state[:, -1], elapsed)
         if idle_policy(case):
             assert len(steps) == length
@@ -299,7 +335,9 @@ def test_time_limit_beyond_the_horizon_is_refused(case):
         return
     with pytest.raises(EnvError) as e:
         make(case, time_limit=case.horizon + 1)
-    assert_one_line(e, f"time_limit {case.horizon + 1}", f"after {case.horizon} env steps", f"<= {case.horizon}")
+    assert_one_line(
+        e, f"time_limit {case.horizon + 1}", f"after {case.horizon} env steps", f"<= {case.horizon}"
+    )
 
 
 def test_same_seed_same_trajectory(case):
@@ -468,7 +506,9 @@ def test_tuple_env_real_termination(env_name):
         _, steps = run_episode(env, greedy_tuple_policy, seed=seed)
         assert steps[-1][5] is True and steps[-1][6] is False
         assert len(steps) < env.episode_limit and env._env.unwrapped.all_on_goal
-        assert sum(s[4] for s in steps) == pytest.approx(sum(float(np.sum(s[7]["rewards"])) for s in steps))
+        assert sum(s[4] for s in steps) == pytest.approx(
+            sum(float(np.sum(s[7]["rewards"])) for s in steps)
+        )
         last = steps[-1][7]["rewards"]  # everyone is on the goal: +1 if they arrived now, else 0
         assert set(last.tolist()) <= {0.0, 1.0} and 1.0 in last
 
@@ -535,10 +575,20 @@ def test_smaclite_3m_sizes_and_battle_won():
     pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
     env = make_env("smaclite", "3m", seed=0, agent_ids=False)
     # SMAC's sizes (obs 30, state 48), each + 1: the time feature of the 60-step horizon
-    assert (env.obs_size, env.state_size, env.n_actions, env.episode_limit, env.horizon) == (31, 49, 9, 60, 60)
+    assert (env.obs_size, env.state_size, env.n_actions, env.episode_limit, env.horizon) == (
+        31,
+        49,
+        9,
+        60,
+        60,
+    )
 
-    def focus_fire(env, obs, avail):  # everyone shoots the first enemy in range, else walks east towards them
-        return np.array([6 + np.flatnonzero(a[6:])[0] if a[6:].any() else (4 if a[4] else 0) for a in avail])
+    def focus_fire(
+        env, obs, avail
+    ):  # everyone shoots the first enemy in range, else walks east towards them
+        return np.array(
+            [6 + np.flatnonzero(a[6:])[0] if a[6:].any() else (4 if a[4] else 0) for a in avail]
+        )
 
     _, steps = run_episode(env, focus_fire, seed=0)
     assert steps[-1][5] is True and steps[-1][6] is False
@@ -555,7 +605,12 @@ class FakeSMAClite:
     """
 
     def __init__(self, n_agents=3, n_actions=9, obs_size=30, state_size=48):
-        self.n_agents, self.n_actions, self.obs_size, self.state_size = n_agents, n_actions, obs_size, state_size
+        self.n_agents, self.n_actions, self.obs_size, self.state_size = (
+            n_agents,
+            n_actions,
+            obs_size,
+            state_size,
+        )
         self.unwrapped = self
         self.last_actions = np.zeros(n_agents * n_actions)
         self.rng = np.random.default_rng(0)
@@ -574,7 +629,9 @@ class FakeSMAClite:
         return self.get_obs(), 0.0, False, False, {"battle_won": False}
 
     def get_obs(self):
-        return tuple(self.rng.uniform(-1, 1, self.obs_size).astype(np.float32) for _ in range(self.n_agents))
+        return tuple(
+            self.rng.uniform(-1, 1, self.obs_size).astype(np.float32) for _ in range(self.n_agents)
+        )
 
     def get_avail_actions(self):
         avail = np.zeros(self.n_actions)
@@ -666,11 +723,16 @@ def test_smaclite_laser_beam_hits_nobody_where_smaclite_raises():
     smaclite_module.guard_laser_beam(module)
     assert LaserBeamTargeter.target is guarded
     beam = LaserBeamTargeter()
-    assert beam.target("colossus", "dead zergling", neighbour_finder=Finder([]), max_radius=1) == 0 and not calls
+    assert (
+        beam.target("colossus", "dead zergling", neighbour_finder=Finder([]), max_radius=1) == 0
+        and not calls
+    )
     finder = Finder(["zergling"])
     assert beam.target("colossus", "zergling", neighbour_finder=finder, max_radius=1) == 7.5
     assert calls == [("colossus", "zergling", {"neighbour_finder": finder, "max_radius": 1})]
-    smaclite_module.guard_laser_beam(type(sys)("a SMAClite without the beam"))  # nothing to guard, no error
+    smaclite_module.guard_laser_beam(
+        type(sys)("a SMAClite without the beam")
+    )  # nothing to guard, no error
     smaclite_module.guard_laser_beam(None)
 
 
@@ -725,8 +787,20 @@ def test_unknown_env_type():
         ("lbf", "Foraging-9x9-nope-v3", {}, "lbforaging", ["'Foraging-9x9-nope-v3'", LBF_NAME]),
         ("lbf", "CartPole-v1", {}, "lbforaging", ["'CartPole-v1'", LBF_NAME]),
         ("pz", "simple_nope_v3", {}, "mpe2", ["'simple_nope_v3'", *MPE_ENVS]),
-        ("pz", "simple_tag_v3", {}, "mpe2", ["simple_tag_v3", "adversaries", "team reward", *MPE_ENVS]),
-        ("pz", "simple_adversary_v3", {}, "mpe2", ["simple_adversary_v3", "cooperative", *MPE_ENVS]),
+        (
+            "pz",
+            "simple_tag_v3",
+            {},
+            "mpe2",
+            ["simple_tag_v3", "adversaries", "team reward", *MPE_ENVS],
+        ),
+        (
+            "pz",
+            "simple_adversary_v3",
+            {},
+            "mpe2",
+            ["simple_adversary_v3", "cooperative", *MPE_ENVS],
+        ),
         ("pz", "pistonball_v6", {"env_family": "bogus"}, "pettingzoo", ["'bogus'", *PZ_FAMILIES]),
         ("pz", "nope_v1", {"env_family": "sisl"}, "pettingzoo", ["'nope_v1'", "sisl"]),
         ("gym", "NoSuchEnv-v0", {}, "gymnasium", ["'NoSuchEnv-v0'"]),
@@ -764,13 +838,20 @@ def test_unknown_smaclite_map():
     "package, env_type, env_name, parts",
     [
         # SMAClite is not on PyPI: its message also names the families that work without it, with an env each.
-        ("smaclite", "smaclite", "3m", ["lbf", LBF_NAME, "pz", "simple_spread_v3", "gym", "rware:rware-tiny-2ag-v2"]),
+        (
+            "smaclite",
+            "smaclite",
+            "3m",
+            ["lbf", LBF_NAME, "pz", "simple_spread_v3", "gym", "rware:rware-tiny-2ag-v2"],
+        ),
         ("mpe2", "pz", "simple_spread_v3", []),
         ("lbforaging", "lbf", LBF_NAME, []),
     ],
 )
 def test_missing_package(monkeypatch, package, env_type, env_name, parts):
-    monkeypatch.setitem(sys.modules, package, None)  # import now raises ModuleNotFoundError(name=package)
+    monkeypatch.setitem(
+        sys.modules, package, None
+    )  # import now raises ModuleNotFoundError(name=package)
     with pytest.raises(EnvError) as e:
         make_env(env_type, env_name)
     assert_one_line(e, package, "pip install", *parts)
@@ -806,7 +887,9 @@ def test_gym_time_limit_beyond_the_envs_own_is_refused(env_name, own_limit, pack
     pytest.importorskip(package, reason=f"needs {package}: pip install {package}")
     with pytest.raises(EnvError) as e:
         make_env("gym", env_name, time_limit=own_limit + 1)
-    assert_one_line(e, f"time_limit {own_limit + 1}", env_name, f"step limit of {own_limit}", f"<= {own_limit}")
+    assert_one_line(
+        e, f"time_limit {own_limit + 1}", env_name, f"step limit of {own_limit}", f"<= {own_limit}"
+    )
     for time_limit in (own_limit, own_limit - 1):
         assert make_env("gym", env_name, time_limit=time_limit).episode_limit == time_limit
 
@@ -862,7 +945,16 @@ def test_resolve_env_type_lbf_ids_registered_by_lbforaging():
 def test_resolve_env_type_unknown(env_name):
     with pytest.raises(EnvError) as e:
         resolve_env_type(env_name)
-    assert_one_line(e, repr(env_name), "--env-type", *ENV_TYPES, "3m", "Foraging-", "simple_spread_v3", "module:EnvId")
+    assert_one_line(
+        e,
+        repr(env_name),
+        "--env-type",
+        *ENV_TYPES,
+        "3m",
+        "Foraging-",
+        "simple_spread_v3",
+        "module:EnvId",
+    )
 
 
 def test_resolve_env_type_ambiguous(monkeypatch):
@@ -870,7 +962,11 @@ def test_resolve_env_type_ambiguous(monkeypatch):
     import gymnasium as gym
     from gymnasium.envs.registration import EnvSpec
 
-    monkeypatch.setitem(gym.registry, "simple_spread_v3", EnvSpec("simple_spread_v3", "tests.tuple_env:TupleChaseEnv"))
+    monkeypatch.setitem(
+        gym.registry,
+        "simple_spread_v3",
+        EnvSpec("simple_spread_v3", "tests.tuple_env:TupleChaseEnv"),
+    )
     with pytest.raises(EnvError) as e:
         resolve_env_type("simple_spread_v3")
     assert_one_line(e, "'simple_spread_v3'", "(pz, gym)", "--env-type")
@@ -928,19 +1024,32 @@ def test_random_state_on_a_fresh_env_gives_the_same_episodes(case, tmp_path):
     for _ in range(2):
         run_episode(env, random_policy, max_steps=max_steps)
     state = saved_and_loaded(env.random_state, tmp_path / "random_state.pt")
-    assert state["pending_seed"] is None and state["core"], "the family's own generators are not found"
+    assert state["pending_seed"] is None and state["core"], (
+        "the family's own generators are not found"
+    )
     restored, fresh, partial = make(case, seed=11), make(case, seed=11), make(case, seed=11)
     generators = {name: getattr(restored._core(), name) for name in state["core"]}
     restored.random_state = state
-    for name, generator in generators.items():  # set in place: the env's other objects may hold the generator
-        assert generator is None or getattr(restored._core(), name) is generator  # (LBF's is None until a reset)
+    for (
+        name,
+        generator,
+    ) in generators.items():  # set in place: the env's other objects may hold the generator
+        assert (
+            generator is None or getattr(restored._core(), name) is generator
+        )  # (LBF's is None until a reset)
     partial.random_state = {**state, "core": {}}
     for _ in range(3):
         expected = run_episode(env, random_policy, max_steps=max_steps)
         assert_same_trajectory(run_episode(restored, random_policy, max_steps=max_steps), expected)
-        assert not trajectories_equal(run_episode(fresh, random_policy, max_steps=max_steps), expected)
-        if case.family != "smaclite":  # its armies start where they always do: test_smaclite_random_state covers it
-            assert not trajectories_equal(run_episode(partial, random_policy, max_steps=max_steps), expected)
+        assert not trajectories_equal(
+            run_episode(fresh, random_policy, max_steps=max_steps), expected
+        )
+        if (
+            case.family != "smaclite"
+        ):  # its armies start where they always do: test_smaclite_random_state covers it
+            assert not trajectories_equal(
+                run_episode(partial, random_policy, max_steps=max_steps), expected
+            )
 
 
 def test_lbf_random_state_carries_where_the_players_stand(tmp_path):
@@ -952,7 +1061,9 @@ def test_lbf_random_state_carries_where_the_players_stand(tmp_path):
     differed = 0
     for _ in range(30):
         state = saved_and_loaded(env.random_state, tmp_path / "random_state.pt")
-        restored, unplaced = (make_env("lbf", "Foraging-5x5-4p-1f-coop-v3", seed=3, time_limit=5) for _ in range(2))
+        restored, unplaced = (
+            make_env("lbf", "Foraging-5x5-4p-1f-coop-v3", seed=3, time_limit=5) for _ in range(2)
+        )
         restored.random_state = state
         unplaced.random_state = {**state, "positions": [None] * 4}
         expected = run_episode(env, random_policy)
@@ -998,7 +1109,10 @@ def test_smaclite_random_state(env_name, tmp_path):
         run_episode(env, random_policy)
     state = saved_and_loaded(env.random_state, tmp_path / "random_state.pt")
     assert list(state["core"]) == ["_np_random"]
-    restored, partial = make_env("smaclite", env_name, seed=13), make_env("smaclite", env_name, seed=13)
+    restored, partial = (
+        make_env("smaclite", env_name, seed=13),
+        make_env("smaclite", env_name, seed=13),
+    )
     restored.random_state = state
     partial.random_state = {**state, "core": {}}
     same_without_core = []
@@ -1006,5 +1120,7 @@ def test_smaclite_random_state(env_name, tmp_path):
         expected = run_episode(env, random_policy)
         assert_same_trajectory(run_episode(restored, random_policy), expected)
         same_without_core.append(trajectories_equal(run_episode(partial, random_policy), expected))
-    if env_name == "2s3z":  # on 3m the order of the marines' shots happens not to change these battles
+    if (
+        env_name == "2s3z"
+    ):  # on 3m the order of the marines' shots happens not to change these battles
         assert not all(same_without_core)

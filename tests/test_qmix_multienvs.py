@@ -46,9 +46,22 @@ def descendants(pid):
 @pytest.mark.parametrize("env_args", [LBF, MPE], ids=["lbf", "mpe"])
 def test_one_env_gives_qmix_losses(tmp_path, env_args):
     """--num-envs 1 --no-overlap: the same episodes, epsilons, updates and evaluations as qmix.py, so the same losses."""
-    args = [*env_args, "--total-timesteps", "2500", "--batch-size", "8", "--log-every", "1", "--seed", "3"]
+    args = [
+        *env_args,
+        "--total-timesteps",
+        "2500",
+        "--batch-size",
+        "8",
+        "--log-every",
+        "1",
+        "--seed",
+        "3",
+    ]
     logged = []
-    for script, extra in (("qmix.py", []), ("qmix_multienvs.py", ["--num-envs", "1", "--no-overlap"])):
+    for script, extra in (
+        ("qmix.py", []),
+        ("qmix_multienvs.py", ["--num-envs", "1", "--no-overlap"]),
+    ):
         (tmp_path / script).mkdir()
         run(tmp_path / script, *args, *extra, script=ROOT / "cleanmarl" / script)
         logged.append([scalars(tmp_path / script, tag) for tag in ("train/loss", "eval/ep_reward")])
@@ -56,7 +69,16 @@ def test_one_env_gives_qmix_losses(tmp_path, env_args):
 
 
 def losses(tmp_path, seed, num_envs):
-    args = ["--total-timesteps", "1500", "--batch-size", "4", "--log-every", "1", "--eval-steps", "10"]
+    args = [
+        "--total-timesteps",
+        "1500",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "1",
+        "--eval-steps",
+        "10",
+    ]
     run(tmp_path, *LBF, *args, "--seed", str(seed), "--num-envs", str(num_envs), script=SCRIPT)
     return scalars(tmp_path, "train/loss")
 
@@ -83,7 +105,9 @@ def test_vector_env_seeds_env_i_with_seed_plus_i_and_keeps_final_observations():
             single.reset()
         ends = {"terminated": 0, "truncated": 0}
         for _ in range(60):
-            (next_obs, _, _, reward, terminated, truncated, infos), (obs, _, _) = envs.step(np.zeros((3, 2), int))
+            (next_obs, _, _, reward, terminated, truncated, infos), (obs, _, _) = envs.step(
+                np.zeros((3, 2), int)
+            )
             for i, single in enumerate(singles):
                 expected = single.step(np.zeros(2, int))
                 np.testing.assert_array_equal(next_obs[i], expected[0])
@@ -91,7 +115,9 @@ def test_vector_env_seeds_env_i_with_seed_plus_i_and_keeps_final_observations():
                 np.testing.assert_array_equal(infos[i]["rewards"], expected[6]["rewards"])
                 if terminated[i] or truncated[i]:
                     ends["terminated" if terminated[i] else "truncated"] += 1
-                    np.testing.assert_array_equal(obs[i], single.reset()[0])  # the next episode's first step
+                    np.testing.assert_array_equal(
+                        obs[i], single.reset()[0]
+                    )  # the next episode's first step
                     assert obs[i, 0, 0] == next_obs[i, 0, 0] + 1 and obs[i, 0, 1] == 0
                 else:
                     np.testing.assert_array_equal(obs[i], next_obs[i])
@@ -145,7 +171,9 @@ def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
         sizes = (envs.episode_limit, envs.n_agents, envs.obs_size, envs.state_size, envs.n_actions)
         q_network = qmix.QNetwork(envs.obs_size, envs.n_actions, hidden_dim=8, num_layers=0)
         rollout = multienvs.VectorRollout(envs, sizes, np.random.default_rng(0), overlap)
-        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        episode = {
+            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
+        }
         seen, cut = {}, 0
         for _ in range(80):
             ep_return, length, _, _ = rollout.next_episode(q_network, 0.5, episode)
@@ -154,11 +182,15 @@ def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
             assert number == seen.get(env_seed, 0) + 1  # this env's next episode, none skipped
             seen[env_seed] = number
             np.testing.assert_array_equal(obs[:, 1], np.arange(length))
-            np.testing.assert_array_equal(next_obs[:, 1], np.arange(1, length + 1))  # the final observation last
+            np.testing.assert_array_equal(
+                next_obs[:, 1], np.arange(1, length + 1)
+            )  # the final observation last
             assert (next_obs[:, 0] == number).all() and ep_return == length * (length + 1) / 2
             assert not episode["terminated"][: length - 1].any()
             assert episode["terminated"][length - 1] or length == 6  # ended early: terminated
-            cut += length == 6 and not episode["terminated"][length - 1]  # the time limit: bootstrapped
+            cut += (
+                length == 6 and not episode["terminated"][length - 1]
+            )  # the time limit: bootstrapped
         assert sorted(seen) == [0, 1, 2, 3] and cut > 3
     finally:
         envs.close()
@@ -166,27 +198,55 @@ def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
 
 @pytest.mark.parametrize(
     "args, message",
-    [(["--num-envs", "0"], "--num-envs must be > 0"), (["--n-epochs", "0"], "--n-epochs must be > 0")],
+    [
+        (["--num-envs", "0"], "--num-envs must be > 0"),
+        (["--n-epochs", "0"], "--n-epochs must be > 0"),
+    ],
 )
 def test_bad_flags_give_one_error_line(tmp_path, args, message):
     proc = run(tmp_path, *LBF, *args, "--total-timesteps", "10", check=False, script=SCRIPT)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("qmix_multienvs.py: error:"), proc.stderr
+    assert (
+        proc.returncode == 1
+        and len(lines) == 1
+        and lines[0].startswith("qmix_multienvs.py: error:")
+    ), proc.stderr
     assert message in lines[0]
 
 
 def test_n_epochs_gradient_steps_per_train_step(tmp_path):
-    args = [*LBF, "--total-timesteps", "1000", "--batch-size", "4", "--log-every", "1", "--n-epochs", "3"]
+    args = [
+        *LBF,
+        "--total-timesteps",
+        "1000",
+        "--batch-size",
+        "4",
+        "--log-every",
+        "1",
+        "--n-epochs",
+        "3",
+    ]
     run(tmp_path, *args, script=SCRIPT)
-    episodes, updates = scalars(tmp_path, "rollout/num_episodes")[-1][1], scalars(tmp_path, "train/num_updates")[-1][1]
-    assert updates == 3 * (episodes - 3)  # one train step per episode once the buffer holds a batch of 4
+    episodes, updates = (
+        scalars(tmp_path, "rollout/num_episodes")[-1][1],
+        scalars(tmp_path, "train/num_updates")[-1][1],
+    )
+    assert updates == 3 * (
+        episodes - 3
+    )  # one train step per episode once the buffer holds a batch of 4
 
 
 def start(tmp_path, *args, prefix=()):
     """Start qmix_multienvs.py; wait until its workers run. -> process, worker pids."""
     cmd = [sys.executable, *prefix, str(SCRIPT), "--no-progress-bar", "--num-envs", "3", *args]
     proc = subprocess.Popen(  # its own process group, as a terminal gives a command
-        cmd, cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     deadline, workers = time.monotonic() + 60, []
     while len(workers) < 3 and time.monotonic() < deadline and proc.poll() is None:
@@ -280,7 +340,12 @@ print("not reached: the held SIGTERM ends the run as close() returns")
 """
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", script], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         out, err = proc.communicate(timeout=60)
@@ -288,7 +353,9 @@ print("not reached: the held SIGTERM ends the run as close() returns")
         proc.kill()
         out, err = proc.communicate()
     workers = [int(pid) for pid in out.splitlines()[0].split()]
-    assert proc.returncode == 128 + signal.SIGTERM and err == "" and "not reached" not in out, err[-3000:]
+    assert proc.returncode == 128 + signal.SIGTERM and err == "" and "not reached" not in out, err[
+        -3000:
+    ]
     assert gone_within(workers, 5)
 
 
@@ -306,22 +373,43 @@ print("built")
 os.kill(os.getpid(), signal.SIGINT)  # the parent's own Ctrl-C: the run stops, its workers closed at exit
 """
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT and proc.stdout == "built\n" and proc.stderr == "", proc.stderr[
-        -3000:
-    ]
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        proc.returncode == 128 + signal.SIGINT and proc.stdout == "built\n" and proc.stderr == ""
+    ), proc.stderr[-3000:]
 
 
 def test_eval_only_starts_no_worker(tmp_path):
     """--eval-only plays the checkpoint on its one evaluation env: the training envs' workers are not started (here
     starting a VectorEnv fails)."""
-    run(tmp_path, *LBF, "--total-timesteps", "200", "--num-envs", "2", "--save-model", script=SCRIPT)
+    run(
+        tmp_path, *LBF, "--total-timesteps", "200", "--num-envs", "2", "--save-model", script=SCRIPT
+    )
     (model,) = (tmp_path / "runs").glob("*/*.cleanmarl_model")
     patch = "import cleanmarl.env.vector as v, runpy, sys; v.VectorEnv.__init__ = lambda *a, **k: 1 / 0; "
     patch += "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-    cmd = [sys.executable, "-c", patch, str(SCRIPT), "--eval-only", "--load-model", str(model), "--num-eval-ep", "2"]
+    cmd = [
+        sys.executable,
+        "-c",
+        patch,
+        str(SCRIPT),
+        "--eval-only",
+        "--load-model",
+        str(model),
+        "--num-eval-ep",
+        "2",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.startswith("eval over 2 episodes"), proc.stderr[-3000:]
+    assert proc.returncode == 0 and proc.stdout.startswith("eval over 2 episodes"), proc.stderr[
+        -3000:
+    ]
 
 
 def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
@@ -333,10 +421,23 @@ def test_sigkill_of_the_main_process_ends_its_workers(tmp_path):
 
 def test_a_worker_exception_is_one_line_naming_the_env(tmp_path):
     env_name = "tests.counter_env:FailingCounter-v0"
-    proc = run(tmp_path, "--env-name", env_name, "--num-envs", "4", "--seed", "0", check=False, script=SCRIPT)
+    proc = run(
+        tmp_path,
+        "--env-name",
+        env_name,
+        "--num-envs",
+        "4",
+        "--seed",
+        "0",
+        check=False,
+        script=SCRIPT,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0] == f"qmix_multienvs.py: error: env 2 ({env_name}) raised RuntimeError: counter broke at step 20"
+    assert (
+        lines[0]
+        == f"qmix_multienvs.py: error: env 2 ({env_name}) raised RuntimeError: counter broke at step 20"
+    )
 
 
 def test_a_learner_exception_leaves_no_worker(tmp_path):
@@ -344,7 +445,9 @@ def test_a_learner_exception_leaves_no_worker(tmp_path):
     and the workers closed at interpreter exit."""
     patch = "import torch, runpy, sys; torch.optim.Adam.step = lambda *a, **k: 1 / 0; sys.argv = sys.argv[1:]; "
     patch += "runpy.run_path(sys.argv[0], run_name='__main__')"
-    proc, workers = start(tmp_path, *LBF, "--total-timesteps", "1000000", "--batch-size", "64", prefix=("-c", patch))
+    proc, workers = start(
+        tmp_path, *LBF, "--total-timesteps", "1000000", "--batch-size", "64", prefix=("-c", patch)
+    )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1 and "ZeroDivisionError" in err, err[-3000:]
     assert gone_within(workers, 5)
@@ -361,7 +464,9 @@ def test_worker_error_in_the_vector_env_stops_the_others():
     envs = VectorEnv("gym", "tests.counter_env:FailingCounter-v0", 4, seed=0)
     workers = [p.pid for p in envs._envs.processes]
     envs.reset()
-    with pytest.raises(WorkerError, match=r"^env 2 \(tests.counter_env:FailingCounter-v0\) raised RuntimeError"):
+    with pytest.raises(
+        WorkerError, match=r"^env 2 \(tests.counter_env:FailingCounter-v0\) raised RuntimeError"
+    ):
         for _ in range(30):
             envs.step(np.zeros((4, 2), int))
     assert gone_within(workers, 5)
@@ -389,8 +494,12 @@ def assert_same_acting(a, b, counts, count_offset):
     (obs_a, state_a, avail_a), (obs_b, state_b, avail_b) = a, b
     obs_columns, state_columns = counts
     assert (obs_a[:, :, obs_columns] - obs_b[:, :, obs_columns] == count_offset[:, None]).all()
-    np.testing.assert_array_equal(np.delete(obs_a, obs_columns, axis=2), np.delete(obs_b, obs_columns, axis=2))
-    np.testing.assert_array_equal(np.delete(state_a, state_columns, axis=1), np.delete(state_b, state_columns, axis=1))
+    np.testing.assert_array_equal(
+        np.delete(obs_a, obs_columns, axis=2), np.delete(obs_b, obs_columns, axis=2)
+    )
+    np.testing.assert_array_equal(
+        np.delete(state_a, state_columns, axis=1), np.delete(state_b, state_columns, axis=1)
+    )
     np.testing.assert_array_equal(avail_a, avail_b)
 
 
@@ -398,7 +507,12 @@ def assert_same_acting(a, b, counts, count_offset):
     "env_name, kwargs, t_column, counts",
     [
         (COUNTER, {}, 1, ([0], [0, 3])),  # random episode ends, and a count of episodes
-        ("tests.tuple_env:TupleChaseMasked-v0", {"time_limit": 5}, 2, ([], [])),  # random starts (reset draws), masks
+        (
+            "tests.tuple_env:TupleChaseMasked-v0",
+            {"time_limit": 5},
+            2,
+            ([], []),
+        ),  # random starts (reset draws), masks
     ],
     ids=["counter", "tuple-masked"],
 )
@@ -410,15 +524,23 @@ def test_vector_env_restore_replays_each_envs_current_episode(env_name, kwargs, 
     envs_again = None
     try:
         acting, episode_actions = envs.reset(), [[] for _ in range(3)]
-        acting = step_recording(envs, rng, int(rng.integers(10, 40)), acting, episode_actions)[-1][1]
-        while not any(episode_actions):  # every env's episode just started: step on, so that one is replayed
+        acting = step_recording(envs, rng, int(rng.integers(10, 40)), acting, episode_actions)[-1][
+            1
+        ]
+        while not any(
+            episode_actions
+        ):  # every env's episode just started: step on, so that one is replayed
             acting = step_recording(envs, rng, 1, acting, episode_actions)[-1][1]
         states = envs.start_states()
         envs_again = VectorEnv("gym", env_name, 3, seed=20, **kwargs)
         n_agents = envs.n_agents
-        replayed = envs_again.restore(states, [np.array(a, np.int64).reshape(-1, n_agents) for a in episode_actions])
+        replayed = envs_again.restore(
+            states, [np.array(a, np.int64).reshape(-1, n_agents) for a in episode_actions]
+        )
         assert replayed[2].dtype == bool
-        np.testing.assert_array_equal(replayed[0][:, 0, t_column], [len(a) for a in episode_actions])
+        np.testing.assert_array_equal(
+            replayed[0][:, 0, t_column], [len(a) for a in episode_actions]
+        )
         offset = acting[0][:, 0, counts[0]] - replayed[0][:, 0, counts[0]]
         assert_same_acting(acting, replayed, counts, offset)
         seed = int(rng.integers(2**31))
@@ -426,9 +548,13 @@ def test_vector_env_restore_replays_each_envs_current_episode(env_name, kwargs, 
             step_recording(vector, np.random.default_rng(seed), 100, start, [[], [], []])
             for vector, start in ((envs, acting), (envs_again, replayed))
         )
-        assert sum(out[4].sum() + out[5].sum() for out, _ in run_a) > 20  # many episodes ended, and started again
+        assert (
+            sum(out[4].sum() + out[5].sum() for out, _ in run_a) > 20
+        )  # many episodes ended, and started again
         for (out_a, acting_a), (out_b, acting_b) in zip(run_a, run_b, strict=True):
-            assert_same_acting(out_a[:3], out_b[:3], counts, offset)  # next_obs ...: an ended episode's final ones
+            assert_same_acting(
+                out_a[:3], out_b[:3], counts, offset
+            )  # next_obs ...: an ended episode's final ones
             assert_same_acting(acting_a, acting_b, counts, offset)
             for x, y in zip(out_a[3:6], out_b[3:6], strict=True):  # reward, terminated, truncated
                 np.testing.assert_array_equal(x, y)
@@ -454,7 +580,12 @@ def test_vector_env_random_states_resume_whole_episodes():
         results = []
         for vector in (envs, *others):
             vector.play_async(counter_episode, (1,), 12)
-            results.append([(ep_return, length, info["seed"]) for ep_return, length, info in vector.play_wait()])
+            results.append(
+                [
+                    (ep_return, length, info["seed"])
+                    for ep_return, length, info in vector.play_wait()
+                ]
+            )
         assert results[1] == results[0] and results[2] != results[0]
     finally:
         for vector in (envs, *others):
@@ -466,8 +597,13 @@ def test_vector_env_restore_with_actions_of_another_episode_is_one_line():
     envs = VectorEnv("gym", COUNTER, 2, seed=40)
     workers = [p.pid for p in envs._envs.processes]
     states = envs.start_states()
-    with pytest.raises(WorkerError, match=r"^env 0 \(tests.counter_env:Counter-v0\) raised RuntimeError: the replayed"):
-        envs.restore(states, [np.zeros((7, 2), np.int64), np.zeros((0, 2), np.int64)])  # Counter cuts at 6 steps
+    with pytest.raises(
+        WorkerError,
+        match=r"^env 0 \(tests.counter_env:Counter-v0\) raised RuntimeError: the replayed",
+    ):
+        envs.restore(
+            states, [np.zeros((7, 2), np.int64), np.zeros((0, 2), np.int64)]
+        )  # Counter cuts at 6 steps
     assert gone_within(workers, 5)
 
 
@@ -476,13 +612,17 @@ def test_each_episode_acts_and_logs_with_the_epsilon_of_its_first_step(monkeypat
     """Epsilon is held per episode from its first step, as in qmix.py, whatever the calls in between pass; the episode
     hands its own epsilon out (rollout/epsilon logs it, not the schedule's value at the call that returned it)."""
     codes = {0.0: 0, 0.5: 1, 1.0: 2}  # the action every agent takes: which epsilon it acted with
-    monkeypatch.setattr(multienvs, "select_actions", lambda q, avail, epsilon, rng: np.full(len(q), codes[epsilon]))
+    monkeypatch.setattr(
+        multienvs, "select_actions", lambda q, avail, epsilon, rng: np.full(len(q), codes[epsilon])
+    )
     envs = VectorEnv("gym", COUNTER, 3, seed=0)
     try:
         sizes = (envs.episode_limit, envs.n_agents, envs.obs_size, envs.state_size, envs.n_actions)
         q_network = qmix.QNetwork(envs.obs_size, envs.n_actions, hidden_dim=8, num_layers=0)
         rollout = multienvs.VectorRollout(envs, sizes, np.random.default_rng(0), overlap)
-        episode = {k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()}
+        episode = {
+            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
+        }
         spanning = 0
         for call in range(60):
             _, length, _, epsilon = rollout.next_episode(q_network, list(codes)[call % 3], episode)

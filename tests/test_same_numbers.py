@@ -16,10 +16,35 @@ SHORT = ["--batch-size", "8", "--log-every", "2", "--eval-steps", "8", "--seed",
 CASES = {
     "lbf": [*LBF, *SHORT, "--total-timesteps", "3000"],
     "mpe": ["--env-name", "simple_spread_v3", *SHORT, "--total-timesteps", "1500"],
-    "lbf_options": [*LBF, *SHORT, "--total-timesteps", "2000", "--td-lambda", "0", "--no-double-q", "--bound-targets"]
-    + ["--optimizer", "RMSprop", "--clip-gradients", "10", "--polyak", "0.5", "--target-network-update-freq", "20"],
+    "lbf_options": [
+        *LBF,
+        *SHORT,
+        "--total-timesteps",
+        "2000",
+        "--td-lambda",
+        "0",
+        "--no-double-q",
+        "--bound-targets",
+    ]
+    + [
+        "--optimizer",
+        "RMSprop",
+        "--clip-gradients",
+        "10",
+        "--polyak",
+        "0.5",
+        "--target-network-update-freq",
+        "20",
+    ],
 }
-TAGS = ("train/loss", "train/grads", "train/q_taken_mean", "train/target_mean", "rollout/ep_reward", "eval/ep_reward")
+TAGS = (
+    "train/loss",
+    "train/grads",
+    "train/q_taken_mean",
+    "train/target_mean",
+    "rollout/ep_reward",
+    "eval/ep_reward",
+)
 
 
 def logs(path):
@@ -30,7 +55,9 @@ def logs(path):
     events = EventAccumulator(str(run_dir))
     events.Reload()
     logged = {tag: [[e.step, e.value] for e in events.Scalars(tag)] for tag in TAGS}
-    records = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()
+    ]
     return logged | {"records": [[r["step"], r["returns"], r["lengths"]] for r in records]}
 
 

@@ -18,7 +18,9 @@ from urllib.parse import urlparse
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
+CHROMIUM = next(
+    filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None
+)
 # Hosts a page may ask for and do without: mkdocs-material reads the repository's stars and forks from GitHub's API.
 OPTIONAL_HOSTS = {"api.github.com"}
 
@@ -43,7 +45,9 @@ def site(tmp_path_factory):
         text=True,
     )
     assert build.returncode == 0, build.stderr
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(out)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(out))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield out, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
@@ -70,10 +74,18 @@ def rendered_mermaid(page):
     found, stack = [], [root]
     while stack:
         node = stack.pop()
-        attributes = dict(zip(node.get("attributes", [])[::2], node.get("attributes", [])[1::2], strict=True))
+        attributes = dict(
+            zip(node.get("attributes", [])[::2], node.get("attributes", [])[1::2], strict=True)
+        )
         if node.get("nodeName") == "DIV" and "mermaid" in attributes.get("class", "").split():
-            children = [child for shadow in node.get("shadowRoots", []) for child in shadow.get("children", [])]
-            found.append([child for child in children if child.get("nodeName", "").lower() == "svg"])
+            children = [
+                child
+                for shadow in node.get("shadowRoots", [])
+                for child in shadow.get("children", [])
+            ]
+            found.append(
+                [child for child in children if child.get("nodeName", "").lower() == "svg"]
+            )
         stack += node.get("children", []) + node.get("shadowRoots", [])
     return found
 
@@ -85,7 +97,10 @@ def open_offline(browser, url):
     errors, outside = [], set()
 
     def on_console(msg):
-        if msg.type == "error" and urlparse(msg.location.get("url") or url).hostname not in OPTIONAL_HOSTS:
+        if (
+            msg.type == "error"
+            and urlparse(msg.location.get("url") or url).hostname not in OPTIONAL_HOSTS
+        ):
             errors.append(f"console: {msg.text} ({msg.location.get('url')})")
 
     def on_response(response):
@@ -113,7 +128,15 @@ def test_every_page_renders_offline(site, browser):
 
     out, url = site
     pages = sorted(path.relative_to(out).parent.as_posix() for path in out.rglob("index.html"))
-    assert {".", "qmix", "qmix_memefficient", "qmix_lstm", "qmix_multienvs", "env", "benchmarks"} <= set(pages)
+    assert {
+        ".",
+        "qmix",
+        "qmix_memefficient",
+        "qmix_lstm",
+        "qmix_multienvs",
+        "env",
+        "benchmarks",
+    } <= set(pages)
     diagrams_seen = 0
     for name in pages:
         html = (out / name / "index.html").read_text()
@@ -121,12 +144,18 @@ def test_every_page_renders_offline(site, browser):
         diagrams_seen += n_diagrams
         page, errors, outside = open_offline(browser, url + ("" if name == "." else name + "/"))
         if n_diagrams:
-            with contextlib.suppress(PlaywrightTimeoutError):  # the assertions below say what is missing
+            with contextlib.suppress(
+                PlaywrightTimeoutError
+            ):  # the assertions below say what is missing
                 page.wait_for_function(
-                    f"document.querySelectorAll('div.mermaid').length >= {n_diagrams}", timeout=15_000, polling=100
+                    f"document.querySelectorAll('div.mermaid').length >= {n_diagrams}",
+                    timeout=15_000,
+                    polling=100,
                 )
             svgs = rendered_mermaid(page)
-            assert len(svgs) == n_diagrams and all(svgs), f"{name}: {n_diagrams} mermaid diagrams, rendered: {svgs}"
+            assert len(svgs) == n_diagrams and all(svgs), (
+                f"{name}: {n_diagrams} mermaid diagrams, rendered: {svgs}"
+            )
             assert page.locator("pre.mermaid").count() == 0, f"{name}: a diagram is left as text"
         images = page.evaluate(
             """() => Array.from(document.querySelectorAll('.md-content img')).map(img => ({
@@ -136,8 +165,12 @@ def test_every_page_renders_offline(site, browser):
         broken = [image["src"] for image in images if not image["loaded"]]
         assert not broken, f"{name}: images that did not load: {broken}"
         uncaptioned = [image["src"] for image in images if len(image["caption"]) < 20]
-        assert not uncaptioned, f"{name}: figures without a caption saying what was run: {uncaptioned}"
+        assert not uncaptioned, (
+            f"{name}: figures without a caption saying what was run: {uncaptioned}"
+        )
         assert not errors, f"{name}: {errors}"
-        assert outside <= OPTIONAL_HOSTS, f"{name} asks other hosts for files: {sorted(outside - OPTIONAL_HOSTS)}"
+        assert outside <= OPTIONAL_HOSTS, (
+            f"{name} asks other hosts for files: {sorted(outside - OPTIONAL_HOSTS)}"
+        )
         page.close()
     assert diagrams_seen >= 1, "no mermaid diagram found on any page"

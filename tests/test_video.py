@@ -17,8 +17,23 @@ import pytest
 from tests.test_smoke import ROOT, SCRIPTS, run
 
 pytest.importorskip("imageio", reason="--capture-video needs imageio: pip install -e '.[video]'")
-MPE = ["--env-type", "pz", "--env-name", "simple_spread_v3"]  # 25-step episodes: 10 of them between evaluations
-TINY = [*MPE, "--total-timesteps", "1000", "--eval-steps", "10", "--batch-size", "4", "--num-eval-ep", "2"]
+MPE = [
+    "--env-type",
+    "pz",
+    "--env-name",
+    "simple_spread_v3",
+]  # 25-step episodes: 10 of them between evaluations
+TINY = [
+    *MPE,
+    "--total-timesteps",
+    "1000",
+    "--eval-steps",
+    "10",
+    "--batch-size",
+    "4",
+    "--num-eval-ep",
+    "2",
+]
 EXTRA = {"qmix_multienvs.py": ["--num-envs", "2"]}
 IDS = [s.name for s in SCRIPTS]
 
@@ -51,11 +66,15 @@ def test_capture_video_records_every_nth_evaluation_and_changes_nothing_else(tmp
     assert [v.name for v in videos] == ["eval_step_250.mp4", "eval_step_750.mp4"]
     for video in videos:
         clip = frames(video)
-        assert clip.shape[0] == 26 and clip.shape[-1] == 3 and clip.std() > 0  # the env drawn, not a blank
+        assert (
+            clip.shape[0] == 26 and clip.shape[-1] == 3 and clip.std() > 0
+        )  # the env drawn, not a blank
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
     gifs = events.Images("eval/video")
-    assert [g.step for g in gifs] == [250, 750] and all(g.encoded_image_string[:6] == b"GIF89a" for g in gifs)
+    assert [g.step for g in gifs] == [250, 750] and all(
+        g.encoded_image_string[:6] == b"GIF89a" for g in gifs
+    )
     assert records(tmp_path / "video") == records(tmp_path / "plain")
     assert not (tmp_path / "plain" / "runs" / run_dir.name / "videos").exists()
 
@@ -64,18 +83,29 @@ def test_eval_only_draws_a_checkpoint_next_to_it(tmp_path):
     """--eval-only --load-model PATH --capture-video: the trained policy's first episode, PATH's name .mp4."""
     run(tmp_path, *TINY, "--save-model")
     (model,) = (tmp_path / "runs").glob("*/qmix.cleanmarl_model")
-    proc = run(tmp_path, "--eval-only", "--load-model", str(model), "--capture-video", "--num-eval-ep", "2")
+    proc = run(
+        tmp_path, "--eval-only", "--load-model", str(model), "--capture-video", "--num-eval-ep", "2"
+    )
     video = model.with_suffix(".mp4")
-    assert f"video: {video.relative_to(tmp_path)}" in proc.stdout or f"video: {video}" in proc.stdout
+    assert (
+        f"video: {video.relative_to(tmp_path)}" in proc.stdout or f"video: {video}" in proc.stdout
+    )
     assert frames(video).shape[0] == 26
 
 
-@pytest.mark.skipif(bool(os.environ.get("DISPLAY")), reason="checks the error where no display is open")
+@pytest.mark.skipif(
+    bool(os.environ.get("DISPLAY")), reason="checks the error where no display is open"
+)
 def test_a_family_that_cannot_draw_here_says_so_in_one_line(tmp_path):
     """LBF draws with pyglet, which needs a display: one line saying so (and how), before the run starts."""
     proc = run(tmp_path, "--env-name", "Foraging-8x8-2p-2f-coop-v3", "--capture-video", check=False)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1 and "cannot render" in lines[0] and "xvfb-run" in lines[0]
+    assert (
+        proc.returncode != 0
+        and len(lines) == 1
+        and "cannot render" in lines[0]
+        and "xvfb-run" in lines[0]
+    )
     assert not (tmp_path / "runs").exists()
 
 
@@ -89,7 +119,9 @@ WITHOUT_IMAGEIO = (
 def test_capture_video_without_imageio_gives_one_error_line(tmp_path, script):
     proc = run(tmp_path, *MPE, "--capture-video", check=False, script=script, code=WITHOUT_IMAGEIO)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1 and "pip install 'cleanmarl[video]'" in lines[0], proc.stderr
+    assert (
+        proc.returncode != 0 and len(lines) == 1 and "pip install 'cleanmarl[video]'" in lines[0]
+    ), proc.stderr
 
 
 # ---------------------------------------------------------------- W&B, offline: no account, no network
@@ -104,7 +136,9 @@ def wandb_env(tmp_path):
 
 def wandb_run(tmp_path, *args, script, env):
     command = [sys.executable, str(script), "--no-progress-bar", *args]
-    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -114,14 +148,28 @@ def test_wandb_offline_run_holds_the_config_the_scalars_and_the_videos(tmp_path,
     """The offline run's record file (protobuf records) names the flags and the synced TensorBoard scalars; its media
     hold the MP4s of --capture-video."""
     env = wandb_env(tmp_path)
-    flags = [*TINY, *EXTRA.get(script.name, []), "--use-wnb", "--capture-video", "--video-every", "2", "--seed", "7"]
+    flags = [
+        *TINY,
+        *EXTRA.get(script.name, []),
+        "--use-wnb",
+        "--capture-video",
+        "--video-every",
+        "2",
+        "--seed",
+        "7",
+    ]
     wandb_run(tmp_path, *flags, script=script, env=env)
     (offline,) = (tmp_path / "wandb").glob("offline-run-*")
     (record_file,) = offline.glob("run-*.wandb")
     data = record_file.read_bytes()
     for key in (b"td_lambda", b"capture_video", b"num_eval_ep"):  # the config
         assert key in data, key
-    for tag in (b"eval/ep_reward", b"rollout/ep_reward", b"train/loss", b"charts/SPS"):  # the TensorBoard scalars
+    for tag in (
+        b"eval/ep_reward",
+        b"rollout/ep_reward",
+        b"train/loss",
+        b"charts/SPS",
+    ):  # the TensorBoard scalars
         assert tag in data, tag
     assert len(list(offline.glob("files/media/videos/**/*.mp4"))) == 2
 
@@ -129,9 +177,17 @@ def test_wandb_offline_run_holds_the_config_the_scalars_and_the_videos(tmp_path,
 def test_a_resumed_run_continues_its_wandb_run(tmp_path):
     """Stopped by SIGTERM and resumed, the run writes into the same W&B run (its id kept in the training state)."""
     env = wandb_env(tmp_path)
-    command = [sys.executable, str(ROOT / "cleanmarl" / "qmix.py"), "--no-progress-bar", *TINY, "--use-wnb"]
+    command = [
+        sys.executable,
+        str(ROOT / "cleanmarl" / "qmix.py"),
+        "--no-progress-bar",
+        *TINY,
+        "--use-wnb",
+    ]
     command[command.index("1000")] = "100000"
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not list((tmp_path / "runs").glob("*/evaluations.jsonl")) and time.time() < deadline:
         time.sleep(0.2)
@@ -164,16 +220,33 @@ def test_an_env_records_one_episode_per_request():
     assert video_frame(np.zeros((700, 500, 3), np.uint8)).shape == (350, 250, 3)
 
 
-@pytest.mark.skipif(not shutil.which("xvfb-run"), reason="needs xvfb-run (apt-get install xvfb): LBF draws with pyglet")
+@pytest.mark.skipif(
+    not shutil.which("xvfb-run"),
+    reason="needs xvfb-run (apt-get install xvfb): LBF draws with pyglet",
+)
 def test_lbf_and_rware_draw_under_a_virtual_display(tmp_path):
     """The families that draw with pyglet (LBF, rware) record their videos under xvfb-run, as the docs say."""
-    lbf = ["--env-name", "Foraging-8x8-2p-2f-coop-v3", "--total-timesteps", "100", "--eval-steps", "2"]
+    lbf = [
+        "--env-name",
+        "Foraging-8x8-2p-2f-coop-v3",
+        "--total-timesteps",
+        "100",
+        "--eval-steps",
+        "2",
+    ]
     rware = ["--env-name", "rware:rware-tiny-2ag-v2", "--time-limit", "20", "--total-timesteps", "40", "--eval-steps", "2"]  # fmt: skip
     for name, flags in (("lbf", lbf), ("rware", rware)):
         if name == "rware" and importlib.util.find_spec("rware") is None:
             continue
         (tmp_path / name).mkdir()
-        command = ["xvfb-run", "-a", sys.executable, str(ROOT / "cleanmarl" / "qmix.py"), "--no-progress-bar", *flags]
+        command = [
+            "xvfb-run",
+            "-a",
+            sys.executable,
+            str(ROOT / "cleanmarl" / "qmix.py"),
+            "--no-progress-bar",
+            *flags,
+        ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.run([*command, "--capture-video", "--num-eval-ep", "1"], cwd=tmp_path / name, env=env,
                               capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -29,7 +29,9 @@ class TupleChaseEnv(gym.Env):
         self.size, self.max_steps = size, max_steps
         self.action_space = spaces.Tuple([spaces.Discrete(n) for n in N_ACTIONS])
         high = float(max(size, max_steps))
-        self.observation_space = spaces.Tuple([spaces.Box(0.0, high, (n,), np.float32) for n in OBS_SIZES])
+        self.observation_space = spaces.Tuple(
+            [spaces.Box(0.0, high, (n,), np.float32) for n in OBS_SIZES]
+        )
         self.pos = np.zeros(len(N_ACTIONS), dtype=np.int64)
         self.goal, self.t = 0, 0
         self.all_on_goal = False  # lets tests tell a real end from the step-limit "termination"
@@ -62,7 +64,8 @@ class TupleChaseEnv(gym.Env):
         self.t += 1
         on_goal = self.pos == self.goal
         rewards = [
-            1.0 if on and not was else (0.0 if on else -0.1) for on, was in zip(on_goal, was_on_goal, strict=True)
+            1.0 if on and not was else (0.0 if on else -0.1)
+            for on, was in zip(on_goal, was_on_goal, strict=True)
         ]
         self.all_on_goal = bool(on_goal.all())
         terminated = self.all_on_goal or self.t >= self.max_steps
@@ -103,4 +106,6 @@ class MaskedTupleChaseEnv(TupleChaseEnv):
 
 for _id, _cls in ((ENV_ID, TupleChaseEnv), (MASKED_ENV_ID, MaskedTupleChaseEnv)):
     if _id not in gym.registry:
-        gym.register(id=_id, entry_point=_cls)  # no max_episode_steps: the env's own limit is the only one
+        gym.register(
+            id=_id, entry_point=_cls
+        )  # no max_episode_steps: the env's own limit is the only one
