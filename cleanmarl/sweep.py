@@ -170,7 +170,7 @@ def evaluations(folder):
 
 
 def reached(records, stop_at, window):
-    """Whether the mean score of the last `window` evaluations reaches stop_at (harness.evaluation_score)."""
+    """Whether the mean score of the last `window` evaluations reaches stop_at (layout.evaluation_score)."""
     if len(records) < window:
         return False
     return (

@@ -31,34 +31,18 @@ CHANGES = {
         "main": [("batch = rb.sample(", None)],  # whole episodes and their mask
     },
     "qmix_multienvs.py": {
-        "definitions": {"Args", "check_args", "VectorRollout", "start_evaluation", "log_evaluation"}
-        | {"from cleanmarl.env.vector import VectorEnv, WorkerError"},
+        "definitions": {"Args", "VectorRollout", "start_evaluation", "log_evaluation"}
+        | {"from cleanmarl.env.vector import VectorEnv, WorkerError"}
+        | {"from cleanmarl.utils.resume import as_numpy, tree_map"},
         "main": [
-            (
-                "env_kwargs = {k: getattr(args, k)",
-                "        q_network = QNetwork(",
-            ),  # VectorEnvs (not --eval-only)
-            (
-                "objects = nets | dict(",
-                "    saver = harness.StateSaver(",
-            ),  # + the rollout: its state is the envs'
-            ("    start_time", None),  # + the evaluation under way
-            (
-                "# EVAL",
-                "            if args.save_model:",
-            ),  # started in the evaluation workers, logged when done
-            (
-                "ep_return, ep_length, info",
-                None,
-            ),  # the next finished episode of any env, and its epsilon
-            (
-                "rb.size >= args.batch_size and num_episodes % args.train_freq == 0",
-                None,
-            ),  # --n-epochs updates
-            (
-                "if saver.due(",
-                "            loop = (",
-            ),  # an evaluation under way is logged before the state is saved
+            # VectorEnvs (not --eval-only); the rollout holds the envs' state
+            ("kw = {k: getattr(args, k)", "        prepare_video("),
+            ("state = nets | dict(", "        saver = TrainingState("),
+            ("exploration_steps = ", "    while loop.global_step"),  # + the evaluation under way
+            ("ep_return, ep_length, info", None),  # the next episode of any env, and its epsilon
+            ("# TRAIN", "            batch = rb.sample("),  # --n-epochs updates
+            ("# EVAL", "            if args.save_model:"),  # in the evaluation workers
+            ("if saver.due(", "            saver.save("),  # an evaluation under way logged first
         ],
     },
 }
