@@ -274,3 +274,44 @@ def test_the_records_elapsed_time_is_the_runs_own_clock_over_a_resume(tmp_path):
     assert (
         elapsed[-1] <= records[-1]["time"] - records[0]["time"] + elapsed[0] - 3
     )  # the 3 s break left out
+
+
+def test_a_resume_brings_models_json_and_the_best_checkpoint_back_to_the_saved_state(tmp_path):
+    """Killed after an evaluation that made a newer best checkpoint than the saved state: the resume
+    puts models.json, the latest and the best checkpoint back as they were at the saved step, so the
+    best is always a checkpoint whose evaluation is in the records (the later ones were purged)."""
+    script = ROOT / "cleanmarl" / "qmix.py"
+    flags = [*FLAGS[:-6], "--batch-size", "8", "--eval-steps", "2", "--seed", "3", "--save-model"]
+    flags += ["--total-timesteps", "20000", "--checkpoint-every", "0.05"]  # a state every 3 s
+    proc, run_dir = start(tmp_path, script, flags=flags)
+    deadline = time.time() + 120
+    while True:  # an evaluation after the state made a new best (ties go to the later)
+        saved = torch.load(run_dir / STATE, weights_only=True)["step"]
+        models = json.loads((run_dir / "models.json").read_text() or "{}")
+        if models.get("best", {}).get("step", 0) > saved:
+            break
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate()
+    saved = torch.load(run_dir / STATE, weights_only=True)["step"]
+    # resumed to its own step: nothing more runs; what it restored stays
+    run(
+        tmp_path,
+        "--resume",
+        str(run_dir.relative_to(tmp_path)),
+        "--total-timesteps",
+        str(saved),
+        script=script,
+    )
+    models = json.loads((run_dir / "models.json").read_text())
+    records = {
+        r["step"]: r for r in map(json.loads, (run_dir / layout.EVAL_FILE).read_text().splitlines())
+    }
+    assert models["best"]["step"] <= saved and models["latest"]["step"] <= saved
+    assert (
+        models["best"]["step"] in records
+        and models["best"]["score"] == layout.evaluation_score(records[models["best"]["step"]])[0]
+    )
+    for entry in models.values():
+        assert torch.load(run_dir / entry["path"], weights_only=True)["step"] == entry["step"]

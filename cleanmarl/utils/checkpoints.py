@@ -1,5 +1,7 @@
-"""Model checkpoints: --save-model's latest and best checkpoint, --load-model's checks of flags and shapes."""
+"""Model checkpoints: --save-model's latest and best checkpoint, --load-model's checks of flags and
+shapes."""
 
+import contextlib
 import os
 import shutil
 
@@ -18,9 +20,10 @@ from cleanmarl.utils.layout import (
 
 
 def save_model(path, networks, args, reward_scale, step=None):
-    """--save-model's checkpoint: the networks' state dicts (name -> network), the flags, the reward scale that turns
-    the mixer's Q_tot into reward units (Q_tot * reward_scale) and the env step. With a step, models.json names it the
-    latest and keep_best() may copy it as the best. -> whether it was saved"""
+    """--save-model's checkpoint: the networks' state dicts (name -> network), the flags, the reward
+    scale that turns the mixer's Q_tot into reward units (Q_tot * reward_scale) and the env step.
+    With a step, models.json names it the latest and keep_best() may copy it as the best. -> whether
+    it was saved"""
     checkpoint = {name: network.state_dict() for name, network in networks.items()}
     checkpoint["args"], checkpoint["reward_scale"], checkpoint["step"] = (
         vars(args),
@@ -41,9 +44,10 @@ def save_model(path, networks, args, reward_scale, step=None):
 
 
 def keep_best(run_dir):
-    """Copy the latest checkpoint to best/ when its evaluation scores at least as high as every earlier one's (the later
-    of equals: more training behind it): the checkpoint that the absolute metric re-evaluates (Gorsane et al., 2022).
-    Called after each save and each recorded evaluation, as either may come second."""
+    """Copy the latest checkpoint to best/ when its evaluation scores at least as high as every
+    earlier one's (the later of equals: more training behind it): the checkpoint that the absolute
+    metric re-evaluates (Gorsane et al., 2022). Called after each save and each recorded evaluation,
+    as either may come second."""
     models = read_json(os.path.join(run_dir, MODELS_FILE))
     latest, best = models.get("latest"), models.get("best")
     if not latest or (best and best["step"] >= latest["step"]):
@@ -62,7 +66,8 @@ def keep_best(run_dir):
 
 
 def load_checkpoint(path, flags, networks):
-    """A checkpoint written by --save-model, on the CPU (it may come from a GPU run). Raises ValueError (one line)."""
+    """A checkpoint written by --save-model, on the CPU (it may come from a GPU run). Raises
+    ValueError (one line)."""
     if not os.path.isfile(path):
         raise ValueError(f"--load-model: no file {path!r}")
     try:
@@ -83,7 +88,8 @@ def load_checkpoint(path, flags, networks):
     checkpoint.setdefault("reward_scale", 1.0)  # saved before the reward scale: rewards / 1
     if missing := [k for k in flags if k not in checkpoint["args"]]:
         raise ValueError(
-            f"--load-model {path!r} is not a cleanmarl checkpoint (its flags lack {', '.join(missing)})"
+            f"--load-model {path!r} is not a cleanmarl checkpoint"
+            f" (its flags lack {', '.join(missing)})"
         )
     for target, online in zip(
         networks[2:], networks[:2], strict=True
@@ -93,7 +99,8 @@ def load_checkpoint(path, flags, networks):
 
 
 def shape_mismatch(network, saved):
-    """'NAME: [saved shape] in it, [shape] here' for the first weight whose shape differs from `saved`, or None."""
+    """'NAME: [saved shape] in it, [shape] here' for the first weight whose shape differs from
+    `saved`, or None."""
     for name, param in network.state_dict().items():
         shape = getattr(saved.get(name), "shape", None)
         if shape is not None and tuple(shape) != tuple(param.shape):
@@ -102,11 +109,13 @@ def shape_mismatch(network, saved):
 
 
 def load_networks(networks, saved, source):
-    """network.load_state_dict(saved[name]) for each name -> network; ValueError (one line) naming what disagrees."""
+    """network.load_state_dict(saved[name]) for each name -> network; ValueError (one line) naming
+    what disagrees."""
     for name, network in networks.items():
         if mismatch := shape_mismatch(network, saved[name]):
             raise ValueError(
-                f"{source} was saved for other env inputs ({name} {mismatch}): a checkpoint from a cleanmarl "
+                f"{source} was saved for other env inputs ({name} {mismatch}): "
+                "a checkpoint from a cleanmarl "
                 "whose env gave other observations or states; train it again"
             )
     try:
@@ -120,3 +129,29 @@ def load_networks(networks, saved, source):
         raise ValueError(
             f"{source} is damaged: {(str(e).strip().splitlines() or [type(e).__name__])[0]}"
         ) from None
+
+
+def models_snapshot(run_dir):
+    """models.json and the checkpoint files it names (latest, best), for the training state: a
+    resumed run puts them back, so the best checkpoint is always one whose evaluation is in the
+    records."""
+    models = read_json(os.path.join(run_dir, MODELS_FILE))
+    files = {}
+    for entry in models.values():
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(os.path.join(run_dir, entry["path"]), "rb") as f,
+        ):
+            files[entry["path"]] = f.read()
+    return dict(models=models, files=files)
+
+
+def restore_models(run_dir, snapshot):
+    """Put back what models_snapshot() saved (each file written, then renamed); models.json last."""
+    for path, data in snapshot["files"].items():
+        os.makedirs(os.path.dirname(os.path.join(run_dir, path)), exist_ok=True)
+        with open(os.path.join(run_dir, path + ".tmp"), "wb") as f:
+            f.write(data)
+        os.replace(os.path.join(run_dir, path + ".tmp"), os.path.join(run_dir, path))
+    if snapshot["models"] or os.path.exists(os.path.join(run_dir, MODELS_FILE)):
+        write_json(snapshot["models"], os.path.join(run_dir, MODELS_FILE))

@@ -1,5 +1,6 @@
-"""Evaluation records: every evaluation's episodes in evaluations.jsonl (the protocol's statistics need the episodes,
-not TensorBoard's mean: Gorsane et al., 2022), its eval/* scalars, and --eval-only's summary."""
+"""Evaluation records: every evaluation's episodes in evaluations.jsonl (the protocol's statistics
+need the episodes, not TensorBoard's mean: Gorsane et al., 2022), its eval/* scalars, and
+--eval-only's summary."""
 
 import json
 import os
@@ -21,9 +22,9 @@ from cleanmarl.utils.video import write_video
 
 
 def record_evaluation(run_dir, step, elapsed, returns, lengths, won=None, writer=None, env=None):
-    """Append an evaluation at env step `step` (`elapsed`: the run's own seconds so far, over its resumes) to
-    run_dir/evaluations.jsonl; with a writer, log its eval/* scalars; with an env that recorded an episode
-    (--capture-video), write its video. -> the mean return"""
+    """Append an evaluation at env step `step` (`elapsed`: the run's own seconds so far, over its
+    resumes) to run_dir/evaluations.jsonl; with a writer, log its eval/* scalars; with an env that
+    recorded an episode (--capture-video), write its video. -> the mean return"""
     record = dict(step=int(step), time=time.time(), elapsed=round(elapsed, 3))
     record.update(returns=[float(r) for r in returns], lengths=[int(n) for n in lengths])
     if won is not None:
@@ -45,15 +46,17 @@ def record_evaluation(run_dir, step, elapsed, returns, lengths, won=None, writer
 
 
 def purge_records(run_dir, step):
-    """Keep the records up to env step `step` (a resumed run's saved state): the later ones are logged again."""
+    """Keep the records up to env step `step` (a resumed run's saved state): the later ones are
+    logged again."""
     path = os.path.join(run_dir, EVAL_FILE)
     if os.path.exists(path):
         write_records([r for r in read_records(path) if r["step"] <= step], path)
 
 
 def print_evaluation(checkpoint, env, returns, lengths, won):
-    """--eval-only's summary line; its episodes are also written next to the checkpoint, in <name>.eval.json (for a
-    best checkpoint, the absolute metric that cleanmarl.report reads), and the video env recorded, in <name>.mp4."""
+    """--eval-only's summary line; its episodes are also written next to the checkpoint, in
+    <name>.eval.json (for a best checkpoint, the absolute metric that cleanmarl.report reads), and
+    the video env recorded, in <name>.mp4."""
     summary = (
         f"eval over {len(returns)} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
     )

@@ -1,17 +1,18 @@
-"""The run directory, the contract between the scripts, cleanmarl.sweep and cleanmarl.report (docs/qmix.md, "Runs").
+"""The run directory: the contract between the scripts, cleanmarl.sweep and cleanmarl.report.
 
     runs/{env_name}__{exp_name}__{seed}__{unix time}/   one run (-2, -3, ... when the name is taken)
         events.out.tfevents.*             TensorBoard: train/*, rollout/*, eval/*, charts/SPS
         evaluations.jsonl                 one JSON object a line, an evaluation each:
                                           step, time, elapsed (s), returns, lengths[, battle_won]
-        training_state.cleanmarl          everything --resume needs (networks, optimizer, buffer, RNGs, loop)
+        training_state.cleanmarl          everything --resume needs (networks, buffer, RNGs, loop)
         {exp_name}.cleanmarl_model        --save-model: the latest checkpoint
-        models.json                       {"latest": {path, step}, "best": {path, step, score, metric}}
+        models.json                       {"latest": {path, step},
+                                           "best": {path, step, score, metric}}
         best/{exp_name}.cleanmarl_model   the best checkpoint (checkpoints.keep_best)
         best/{exp_name}.eval.json         its re-evaluation by --eval-only (the absolute metric)
         videos/eval_step_{step}.mp4       --capture-video
 
-Every file is written whole or not at all (write, then rename): a kill leaves the previous version."""
+Every file is written whole or not at all (write, then rename): a kill leaves the previous one."""
 
 import contextlib
 import itertools
@@ -37,8 +38,8 @@ def run_name(env_name, exp_name, seed):
 
 
 def make_run_dir(name, root="runs"):
-    """Create root/name, or root/name-2, -3, ... when taken: os.mkdir is atomic, so two runs started in the same
-    second never share a directory."""
+    """Create root/name, or root/name-2, -3, ... when taken: os.mkdir is atomic, so two runs started
+    in the same second never share a directory."""
     os.makedirs(root, exist_ok=True)
     for i in itertools.count(1):
         with contextlib.suppress(FileExistsError):
@@ -52,8 +53,8 @@ def warn(message, file=None):
 
 
 def atomic_save(obj, path):
-    """torch.save to path.tmp, synced, renamed over path. Where it cannot be written (disk full): a warning line, the
-    previous file kept. -> whether it was saved"""
+    """torch.save to path.tmp, synced, renamed over path. Where it cannot be written (disk full): a
+    warning line, the previous file kept. -> whether it was saved"""
     try:
         with open(path + ".tmp", "wb") as f:
             torch.save(obj, f)
@@ -87,8 +88,8 @@ def write_json(obj, path):
 
 
 def read_records(path):
-    """The evaluation records in path (EVAL_FILE), oldest first; [] when there is none. A partial last line (a kill
-    mid-write, a full disk) is left out with a warning."""
+    """The evaluation records in path (EVAL_FILE), oldest first; [] when there is none. A partial
+    last line (a kill mid-write, a full disk) is left out with a warning."""
     try:
         with open(path) as f:
             lines = f.read().splitlines()
@@ -113,8 +114,8 @@ def write_records(records, path):
 
 
 def evaluation_score(record):
-    """An evaluation's score (the best checkpoint's, --stop-at's): the win rate where the env reports battles, else the
-    mean return. -> (score, metric name)"""
+    """An evaluation's score (the best checkpoint's, --stop-at's): the win rate where the env
+    reports battles, else the mean return. -> (score, metric name)"""
     if "battle_won" in record:
         return float(np.mean(record["battle_won"])), "battle_won"
     return float(np.mean(record["returns"])), "return"

@@ -13,9 +13,9 @@ from cleanmarl.utils.layout import warn
 
 
 def torch_device(name, threads):
-    """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's CPU threads and
-    numpy's BLAS threads set to threads (numpy runs the acting forward: BLAS threads waiting on each other on a busy
-    machine made it 20-400x slower, docs/qmix.md)."""
+    """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's
+    CPU threads and numpy's BLAS threads set to threads (numpy runs the acting forward: BLAS threads
+    waiting on each other on a busy machine made it 20-400x slower, docs/qmix.md)."""
     torch.set_num_threads(threads)
     threadpoolctl.threadpool_limits(threads, user_api="blas")
     name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
@@ -30,9 +30,9 @@ def torch_device(name, threads):
 
 
 def seed_everything(seed, n):
-    """Seed Python's, numpy's and torch's global generators (network weights, env libraries that use them) -> n numpy
-    streams of their own that share no bits with each other or with the envs (np.random.default_rng(seed) is the
-    stream gymnasium seeds an env with)."""
+    """Seed Python's, numpy's and torch's global generators (network weights, env libraries that use
+    them) -> n numpy streams of their own that share no bits with each other or with the envs
+    (np.random.default_rng(seed) is the stream gymnasium seeds an env with)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -40,7 +40,8 @@ def seed_everything(seed, n):
 
 
 def lazy_zeros(shape, dtype):
-    """Zeros whose memory is committed page by page (4 KB) as they are written (np.zeros would take 2 MB huge pages)."""
+    """Zeros whose memory is committed page by page (4 KB) as they are written (np.zeros would take
+    2 MB huge pages)."""
     memory = mmap.mmap(
         -1, max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
     )  # anonymous: zero-filled, lazy
@@ -72,7 +73,8 @@ def check_buffer_memory(buffer_size, episode_bytes, episode_limit, padded=True):
 
 
 def available_memory():
-    """Bytes this process can still take: Linux's MemAvailable, within its cgroup's limit; else None."""
+    """Bytes this process can still take: Linux's MemAvailable, within its cgroup's limit; else
+    None."""
     try:
         with open("/proc/meminfo") as f:
             available = next(

@@ -1,4 +1,5 @@
-"""Where a run is watched: its directory, TensorBoard, Weights & Biases, and the progress bar or status lines."""
+"""Where a run is watched: its directory, TensorBoard, Weights & Biases, and the progress bar or
+status lines."""
 
 import os
 import sys
@@ -13,9 +14,10 @@ from cleanmarl.utils.video import video_due
 
 
 class Run:
-    """A run's directory (runs/{env_name}__{exp_name}__{seed}__{unix time}, or the resumed run's), its TensorBoard
-    writer, its W&B run when asked and its clock. A resumed run writes on in its own TensorBoard and W&B runs and
-    records: what was logged after its saved state is purged, not doubled. Raises ValueError (one line)."""
+    """A run's directory (runs/{env_name}__{exp_name}__{seed}__{unix time}, or the resumed run's),
+    its TensorBoard writer, its W&B run when asked and its clock. A resumed run writes on in its own
+    TensorBoard and W&B runs and records: what was logged after its saved state is purged, not
+    doubled. Raises ValueError (one line)."""
 
     def __init__(self, args, resume=None):
         if args.use_wnb and not wandb_importable():  # before a run directory is made for nothing
@@ -49,8 +51,9 @@ class Run:
         return time.time() - self.clock
 
     def log(self, scalars, step):
-        """Log scalars (tag -> value) and charts/SPS at env step `step` to TensorBoard (and W&B), and show the
-        progress: the bar moves to `step`, with rollout/ep_reward, the latest evaluation and the steps/s."""
+        """Log scalars (tag -> value) and charts/SPS at env step `step` to TensorBoard (and W&B),
+        and show the progress: the bar moves to `step`, with rollout/ep_reward, the latest
+        evaluation and the steps/s."""
         sps = int(step / self.elapsed())
         for tag, value in (scalars | {"charts/SPS": sps}).items():
             self.writer.add_scalar(tag, value, step)
@@ -65,8 +68,8 @@ class Run:
         return self.eval_return
 
     def video_due(self):
-        """Whether this evaluation's first episode is recorded (--capture-video): every --video-every-th
-        evaluation, the first included."""
+        """Whether this evaluation's first episode is recorded (--capture-video): every
+        --video-every-th evaluation, the first included."""
         return video_due(self.args, self.dir)
 
     def close(self, envs):
@@ -82,7 +85,7 @@ class Run:
 
 
 def wandb_importable():
-    """Whether `import wandb` works (an import, not find_spec: a broken install counts as missing)."""
+    """Whether `import wandb` works (an import: a broken install counts as missing)."""
     try:
         import wandb  # noqa: F401
     except ImportError:
@@ -91,7 +94,8 @@ def wandb_importable():
 
 
 def start_wandb(args, name, run_id=None):
-    """wandb.init syncing the TensorBoard logs; run_id (a resumed run's) continues that W&B run. -> the W&B run"""
+    """wandb.init syncing the TensorBoard logs; run_id (a resumed run's) continues that W&B run. ->
+    the W&B run"""
     import wandb
 
     return wandb.init(
@@ -107,8 +111,8 @@ def start_wandb(args, name, run_id=None):
 
 
 class Progress:
-    """A tqdm bar when stderr is a terminal; else one status line a minute (a bar's carriage returns would flood a
-    redirected log); nothing when not enabled."""
+    """A tqdm bar when stderr is a terminal; else one status line a minute (a bar's carriage returns
+    would flood a redirected log); nothing when not enabled."""
 
     def __init__(self, total, enabled, initial=0):
         bar = enabled and sys.stderr.isatty()
@@ -121,7 +125,8 @@ class Progress:
         )
 
     def show(self, step, ep_return, eval_return, sps):
-        """Move to env step `step`, showing the training return, the latest evaluation's and the steps/s."""
+        """Move to env step `step`, showing the training return, the latest evaluation's and the
+        steps/s."""
         self.bar.update(step - self.step)
         self.step = step
         self.bar.set_postfix(
@@ -129,9 +134,8 @@ class Progress:
         )
         if self.lines and time.time() - self.time >= 60:
             self.time = time.time()
-            print(
-                f"step {step}/{self.total}: return {ep_return:.3g}, eval {eval_return:.3g}, {sps} steps/s"
-            )
+            returns = f"return {ep_return:.3g}, eval {eval_return:.3g}"
+            print(f"step {step}/{self.total}: {returns}, {sps} steps/s", flush=True)
 
     def close(self):
         self.bar.close()

@@ -1,5 +1,6 @@
-"""--capture-video: the first greedy episode of every --video-every-th evaluation as runs/{run}/videos/*.mp4 (a GIF
-where ffmpeg is missing), an animated GIF in TensorBoard and a video in W&B."""
+"""--capture-video: the first greedy episode of every --video-every-th evaluation as
+runs/{run}/videos/*.mp4 (a GIF where ffmpeg is missing), an animated GIF in TensorBoard and a video
+in W&B."""
 
 import os
 import sys
@@ -14,8 +15,9 @@ VIDEO_FPS = 10  # frames (env steps) per second
 
 
 def prepare_video(env, capture_video):
-    """With --capture-video: fail now, in one line (ValueError), where the env cannot draw or no video writer is
-    installed; then the env records its next episode. Drawing uses no random state: a run is the same without it."""
+    """With --capture-video: fail now, in one line (ValueError), where the env cannot draw or no
+    video writer is installed; then the env records its next episode. Drawing uses no random state:
+    a run is the same without it."""
     if capture_video:
         try:
             import imageio.v3  # noqa: F401
@@ -28,14 +30,16 @@ def prepare_video(env, capture_video):
 
 
 def video_due(args, run_dir):
-    """Whether this evaluation's first episode is recorded: every --video-every-th evaluation, the first included."""
+    """Whether this evaluation's first episode is recorded: every --video-every-th evaluation, the
+    first included."""
     records = read_records(os.path.join(run_dir, EVAL_FILE))
     return args.capture_video and len(records) % args.video_every == 0
 
 
 def write_video(frames, path, writer=None, step=None):
-    """frames [T, H, W, 3] uint8 -> path.mp4 (H.264, imageio-ffmpeg), or path.gif without ffmpeg; also an animated GIF
-    in TensorBoard (an image summary, in an event file of its own) and in W&B when a W&B run is on. -> the file"""
+    """frames [T, H, W, 3] uint8 -> path.mp4 (H.264, imageio-ffmpeg), or path.gif without ffmpeg;
+    also an animated GIF in TensorBoard (an image summary, in an event file of its own) and in W&B
+    when a W&B run is on. -> the file"""
     import imageio.v3 as iio
 
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
