@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cleanmarl.utils.layout import EVAL_FILE, MODELS_FILE
+from cleanmarl.utils.layout import EVAL_FILE, MODELS_FILE, read_records
 
 REPS = 2000
 
@@ -37,7 +37,9 @@ def load(sweep_dir):
     for meta_path in sorted(Path(sweep_dir).glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
         run_dir = current_run(meta_path.parent)
-        records = [json.loads(line) for line in open(run_dir / EVAL_FILE)] if run_dir else []
+        records = (
+            read_records(run_dir / EVAL_FILE) if run_dir else []
+        )  # a partial last line: left out
         if not records:
             continue
         records.sort(key=lambda r: r["step"])
