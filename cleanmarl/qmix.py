@@ -128,7 +128,7 @@ class Args:
     """width of the mixing network's hidden layer"""
     # Target network
     target_network_update_freq: int = 200
-    """update the target networks every target_network_update_freq episodes"""
+    """update the target networks every this many episodes"""
     polyak: float = 1.0
     """target <- polyak * online + (1 - polyak) * target"""
     # Evaluation
@@ -138,7 +138,7 @@ class Args:
     """episodes per evaluation"""
 
 
-CHECKPOINT_FLAGS = (  # what --load-model takes from a checkpoint
+CHECKPOINT_FLAGS = (  # --load-model takes these
     "env_type env_name env_family agent_ids time_limit last_action hidden_dim num_layers hyper_dim"
     " hypernet_layers mixer_embed_dim"
 ).split()
@@ -148,7 +148,7 @@ TRAIN_LOGS += ("train/target_clamped",)
 
 
 class QNetwork(nn.Module):
-    """One network for all agents: obs (+ agent id, last action) -> a Q-value per action."""
+    """One network for all agents: obs (+ id, last action) -> a Q-value per action."""
 
     def __init__(self, obs_size, n_actions, hidden_dim, num_layers):
         super().__init__()
@@ -231,7 +231,7 @@ class EpisodeBuffer:
         self.pos = (self.pos + 1) % self.buffer_size
         self.size = min(self.size + 1, self.buffer_size)
 
-    def state_dict(self):  # for --resume: the real steps, not the padding
+    def state_dict(self):  # real steps only
         mask = self.mask[: self.size]
         steps = {k: v[: self.size][mask] for k, v in self.fields.items()}
         return dict(steps=steps, mask=mask, pos=self.pos, rng=self.rng.bit_generator.state)
@@ -252,8 +252,8 @@ class EpisodeBuffer:
         return {k: v.to(device) for k, v in batch.items()}
 
 
-def acting_forward(q_network, obs_size):
-    """q_network's forward in numpy (~5x faster for one step, docs), checked against torch's."""
+def acting_forward(q_network, obs_size=None):
+    """q_network's forward in numpy (~5x faster for a step, docs); checked, given obs_size."""
     to_numpy = lambda x: x.detach().cpu().numpy()  # noqa: E731 (on CPU: views)
     layers = [
         (to_numpy(m.weight).T, to_numpy(m.bias)) if isinstance(m, nn.Linear) else m
@@ -265,6 +265,8 @@ def acting_forward(q_network, obs_size):
             x = x @ layer[0] + layer[1] if isinstance(layer, tuple) else np.maximum(x, 0.0)  # ReLU
         return x
 
+    if obs_size is None:
+        return forward
     obs = np.random.default_rng(0).random((3, obs_size), np.float32) - 0.5
     expected = to_numpy(q_network(torch.from_numpy(obs).to(next(q_network.parameters()).device)))
     if not np.allclose(forward(obs), expected, rtol=1e-4, atol=1e-5):
@@ -311,8 +313,8 @@ def online_next_q_values(q_network, q_values, batch):
 
 
 def lambda_returns(td_target, reward, mask, gamma, td_lambda):
-    """PyMARL2's TD(lambda) from one-step targets y: G_t = y_t + lambda (gamma G_t+1 - y_t + r_t)
-    while t + 1 is real, else y_t, as one matrix product (docs). [B, T] -> [B, T]"""
+    """PyMARL2's TD(lambda): G_t = y_t + lambda (gamma G_t+1 - y_t + r_t) while t + 1 is real, else
+    y_t (y: one-step targets), as one matrix product (docs). [B, T] -> [B, T]"""
     next_real = F.pad(mask[:, 1:], (0, 1))
     a = torch.where(mask, td_target - td_lambda * next_real * (td_target - reward), 0.0)
     k = torch.arange(mask.shape[1], device=mask.device)
@@ -346,7 +348,7 @@ def soft_update(target_params, online_params, polyak):
 
 def run_episode(env, q_network, epsilon, rng, episode=None):
     """Play one episode, filling `episode` if given. -> return, length, info"""
-    forward = acting_forward(q_network, env.obs_size)
+    forward = acting_forward(q_network)
     obs, state, avail_actions, info = env.reset()
     ep_return, t, terminated, truncated = 0.0, 0, False, False
     while not (terminated or truncated):
@@ -364,7 +366,8 @@ def run_episode(env, q_network, epsilon, rng, episode=None):
 
 
 def evaluate(env, q_network, num_episodes):
-    """Greedy episodes -> returns, lengths, battle_won (or None)."""
+    """Greedy episodes -> returns, lengths, battle_won or None."""
+    acting_forward(q_network, env.obs_size)  # checked at every evaluation
     episodes = [run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)]
     returns, lengths, infos = zip(*episodes, strict=True)
     won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
@@ -373,12 +376,12 @@ def evaluate(env, q_network, num_episodes):
 
 @dataclass
 class Loop:
-    """What the loop carries from pass to pass; --resume saves and restores it whole."""
+    """What the loop carries from pass to pass, saved and restored whole by --resume."""
 
     global_step: int = 0  # env steps
     num_episodes: int = 0
     num_updates: int = 0
-    reward_scale: float | None = None  # rewards / reward_scale; None: none yet
+    reward_scale: float | None = None  # rewards / reward_scale; None: no scale yet
     episodes: list = field(default_factory=list)  # (return, length, won) since the last log
     train_logs: list = field(default_factory=list)  # TRAIN_LOGS since the last log
 
@@ -407,7 +410,7 @@ if __name__ == "__main__":
             )
         if checkpoint:  # Q_tot in units of rewards / its reward_scale
             load_networks(nets, checkpoint, f"--load-model {args.load_model!r}")
-        acting_forward(q_network, env.obs_size)  # raises where acting differs from q_network
+        acting_forward(q_network, env.obs_size)  # raises if acting is not q_network
         if args.eval_only:
             evaluation = evaluate(eval_env, q_network, args.num_eval_ep)
             sys.exit(print_evaluation(args.load_model, eval_env, *evaluation))
@@ -443,7 +446,7 @@ if __name__ == "__main__":
         # TRAIN
         if rb.size >= args.batch_size and loop.num_episodes % args.train_freq == 0:
             batch = rb.sample(args.batch_size, device)  # the real steps of B episodes: [M, ...]
-            # rewards / their std, Q_tot rescaled with it (Pop-Art; van Hasselt et al., 2016)
+            # rewards / their std, Q_tot rescaled with it (Pop-Art, van Hasselt et al., 2016)
             if args.normalize_reward and (reward_stats.std > 0 or reward_stats.mean != 0):
                 if loop.reward_scale is not None:
                     for m in (mixer, target_mixer):
@@ -478,7 +481,7 @@ if __name__ == "__main__":
                 scalars |= zip(TRAIN_LOGS, torch.stack(train_logs).mean(0).tolist(), strict=True)
             scalars["train/num_updates"] = loop.num_updates
             scalars["train/reward_scale"] = loop.reward_scale or 1.0
-            run.log(scalars, loop.global_step)  # TensorBoard, W&B, charts/SPS, progress bar
+            run.log(scalars, loop.global_step)  # + charts/SPS, progress bar
             loop.episodes, loop.train_logs = [], []
 
         # EVAL
@@ -490,7 +493,7 @@ if __name__ == "__main__":
             if args.save_model:
                 save_model(run.model_path, nets, args, loop.reward_scale or 1.0, loop.global_step)
 
-        # SAVE: the training state (--resume), every --checkpoint-every minutes
+        # SAVE: the training state, every --checkpoint-every minutes
         if saver.due(end=loop.global_step >= args.total_timesteps):
             saver.save(loop.global_step)
         if saver.stopping:

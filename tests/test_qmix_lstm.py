@@ -123,7 +123,7 @@ def play(endings, q_network, monkeypatch):
     rb = lstm.EpisodeBuffer(len(endings), *sizes, seed=0)
     acting_forward = lstm.acting_forward
 
-    def recorded(q_network, obs_size):
+    def recorded(q_network, obs_size=None):
         forward = acting_forward(q_network, obs_size)
 
         def step(inputs, hidden):
