@@ -320,7 +320,7 @@ def test_a_signal_while_the_workers_close_stops_the_run_once_all_are_closed():
         STOP_ON_SIGNALS
         + """
 envs = VectorEnv("gym", "tests.counter_env:Counter-v0", 3, seed=0)
-print(*[p.pid for p in envs._envs.processes], flush=True)
+print(*[p.pid for p in envs._workers], flush=True)
 envs.reset()
 
 class SignalOnSend:  # a pipe whose first send also brings this process a SIGTERM
@@ -334,7 +334,7 @@ class SignalOnSend:  # a pipe whose first send also brings this process a SIGTER
         os.kill(os.getpid(), signal.SIGTERM)
         self.pipe.send(message)
 
-envs._envs.parent_pipes = [SignalOnSend(p) for p in envs._envs.parent_pipes]
+envs._pipes = [SignalOnSend(p) for p in envs._pipes]
 envs.close()
 print("not reached: the held SIGTERM ends the run as close() returns")
 """
@@ -462,13 +462,29 @@ def test_the_end_of_training_leaves_no_worker(tmp_path):
 
 def test_worker_error_in_the_vector_env_stops_the_others():
     envs = VectorEnv("gym", "tests.counter_env:FailingCounter-v0", 4, seed=0)
-    workers = [p.pid for p in envs._envs.processes]
+    workers = [p.pid for p in envs._workers]
     envs.reset()
     with pytest.raises(
         WorkerError, match=r"^env 2 \(tests.counter_env:FailingCounter-v0\) raised RuntimeError"
     ):
         for _ in range(30):
             envs.step(np.zeros((4, 2), int))
+    assert gone_within(workers, 5)
+
+
+def test_a_worker_killed_while_idle_is_one_line_where_its_answer_is_read():
+    """An evaluation worker killed between evaluations (SIGKILL, out of memory): play_async still
+    returns (the script starts evaluations outside its WorkerError handling), play_wait raises one
+    line naming the env, and the others are stopped."""
+    envs = VectorEnv("gym", COUNTER, 3, seed=0)
+    workers = [p.pid for p in envs._workers]
+    os.kill(workers[1], signal.SIGKILL)
+    assert gone_within(workers[1:2], 5)  # dead before the command is sent
+    envs.play_async(counter_episode, (1,), 6)
+    with pytest.raises(
+        WorkerError, match=r"^env 1 \(tests.counter_env:Counter-v0\) stopped \(exit code -9\): "
+    ):
+        envs.play_wait()
     assert gone_within(workers, 5)
 
 
@@ -595,7 +611,7 @@ def test_vector_env_random_states_resume_whole_episodes():
 def test_vector_env_restore_with_actions_of_another_episode_is_one_line():
     """Actions that end the replayed episode before they run out are not of the episode the state starts: WorkerError."""
     envs = VectorEnv("gym", COUNTER, 2, seed=40)
-    workers = [p.pid for p in envs._envs.processes]
+    workers = [p.pid for p in envs._workers]
     states = envs.start_states()
     with pytest.raises(
         WorkerError,
