@@ -29,6 +29,7 @@ from cleanmarl.utils import (
     torch_device,
 )
 from cleanmarl.utils.resume import as_numpy, tree_map
+from cleanmarl.utils.system import env_seeds
 
 
 @dataclass
@@ -88,7 +89,7 @@ class Args:
     time_limit: int | None = None
     """episode limit (env steps); default: the env's own"""
     num_envs: int = 4
-    """envs stepped at once, env i in a worker process, seeded with seed + i"""
+    """envs stepped at once, each in a worker process"""
     # Algorithm
     buffer_size: int = 5000
     """replay buffer capacity (episodes)"""
@@ -438,7 +439,7 @@ def evaluate(env, q_network, num_episodes):
 
 def start_evaluation(eval_envs, q_network, num_episodes):
     """evaluate() in the evaluation workers while training goes on."""
-    acting_forward(q_network, eval_envs.obs_size)  # checked at every evaluation
+    acting_forward(q_network, eval_envs.obs_size)
     eval_envs.play_async(run_episode, (copy.deepcopy(q_network).cpu(), 0.0, None), num_episodes)
 
 
@@ -472,11 +473,11 @@ if __name__ == "__main__":
         rng, buffer_rng = seed_everything(args.seed, 2)  # exploration, sampling
         kw = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
         name, n_eval = (args.env_type, args.env_name), min(args.num_envs, args.num_eval_ep)
-        if args.eval_only:  # eval_env alone: no workers
-            env = eval_env = make_env(*name, seed=args.seed + 10_000, **kw)
-        else:  # env i in a worker, seeded with seed + i
-            env = VectorEnv(*name, args.num_envs, args.seed, **kw)
-            eval_env = VectorEnv(*name, n_eval, args.seed + 10_000, **kw)
+        if args.eval_only:  # no workers
+            env = eval_env = make_env(*name, seed=env_seeds(args.seed, 1, 1)[0], **kw)
+        else:  # seeds: SeedSequence children (docs)
+            env = VectorEnv(*name, args.num_envs, env_seeds(args.seed, args.num_envs, 0), **kw)
+            eval_env = VectorEnv(*name, n_eval, env_seeds(args.seed, n_eval, 1), **kw)
         prepare_video(eval_env, args.capture_video)
         sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
         q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers)

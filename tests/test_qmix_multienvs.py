@@ -3,6 +3,7 @@
 ends (the end, Ctrl-C, SIGTERM, SIGKILL, an exception in the learner or in a worker)."""
 
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 
 from cleanmarl import qmix
 from cleanmarl.env.vector import VectorEnv, WorkerError
+from cleanmarl.utils.system import env_seeds
 from tests.test_smoke import LBF, ROOT, run, scalars
 
 multienvs = importlib.import_module("cleanmarl.qmix_multienvs")
@@ -434,10 +436,9 @@ def test_a_worker_exception_is_one_line_naming_the_env(tmp_path):
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
-    assert (
-        lines[0]
-        == f"qmix_multienvs.py: error: env 2 ({env_name}) raised RuntimeError: counter broke at step 20"
-    )
+    failing = next(i for i, seed in enumerate(env_seeds(0, 4, 0)) if seed % 4 == 2)  # the first
+    message = f"env {failing} ({env_name}) raised RuntimeError: counter broke at step 20"
+    assert lines[0] == f"qmix_multienvs.py: error: {message}"
 
 
 def test_a_learner_exception_leaves_no_worker(tmp_path):
@@ -648,3 +649,36 @@ def test_each_episode_acts_and_logs_with_the_epsilon_of_its_first_step(monkeypat
         assert spanning > 10
     finally:
         envs.close()
+
+
+def test_runs_with_neighbouring_seeds_share_no_env_stream(tmp_path):
+    """Each env is seeded by a SeedSequence child of the run's seed: the SeedEcho returns (the next
+    number of each env's generator) of runs with seeds 1 and 2 have nothing in common, and neither do
+    a run's training and evaluation envs. With seed + i, 3 of the 4 envs of the two runs would be the
+    same streams."""
+    args = [
+        "--env-name",
+        "tests.seed_echo:SeedEcho-v0",
+        "--total-timesteps",
+        "16",
+        "--batch-size",
+        "2",
+    ]
+    args += ["--num-envs", "4", "--log-every", "1", "--eval-steps", "4", "--num-eval-ep", "4"]
+    returns = {}
+    for seed in (1, 2):
+        (tmp_path / str(seed)).mkdir()
+        run(tmp_path / str(seed), *args, "--seed", str(seed), script=SCRIPT)
+        returns[seed] = {v for _, v in scalars(tmp_path / str(seed), "rollout/ep_reward")}
+        records = (tmp_path / str(seed)).glob("runs/*/evaluations.jsonl")
+        evaluation = {
+            r
+            for path in records
+            for line in path.read_text().splitlines()
+            for r in json.loads(line)["returns"]
+        }
+        assert len(returns[seed]) == 16 and evaluation and not returns[seed] & evaluation
+    assert not returns[1] & returns[2]
+    assert env_seeds(1, 8, 0) != env_seeds(1, 8, 1) and not set(env_seeds(1, 8, 0)) & set(
+        env_seeds(2, 8, 0)
+    )

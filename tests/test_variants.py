@@ -33,7 +33,8 @@ CHANGES = {
     "qmix_multienvs.py": {
         "definitions": {"Args", "VectorRollout", "start_evaluation", "log_evaluation"}
         | {"from cleanmarl.env.vector import VectorEnv, WorkerError"}
-        | {"from cleanmarl.utils.resume import as_numpy, tree_map"},
+        | {"from cleanmarl.utils.resume import as_numpy, tree_map"}
+        | {"from cleanmarl.utils.system import env_seeds"},
         "main": [
             # VectorEnvs (not --eval-only); the rollout holds the envs' state
             ("kw = {k: getattr(args, k)", "        prepare_video("),

@@ -5,9 +5,10 @@ one answer per command. An env that ends an episode resets in the same step and 
 its final observation and info (truncated episodes bootstrap from them); play_async() has the
 workers play whole episodes (evaluation) while the parent goes on. Besides:
 
-- env i is make_env(..., seed=seed + i), built in its worker: no random state is inherited from
-  the parent. The parent builds env 0 first, to read the sizes: a user mistake (EnvError) or a
-  broken library is raised there, with its one line or its trace;
+- env i is make_env(..., seed=seed[i]) for a list of seeds (qmix_multienvs.py passes SeedSequence
+  children of the run's seed), seed + i for an int, built in its worker: no random state is
+  inherited from the parent. The parent builds env 0 first, to read the sizes: a user mistake
+  (EnvError) or a broken library is raised there, with its one line or its trace;
 - resume: start_states() is each env's random state at the start of its current episode
   (MultiAgentEnv.random_state); restore(states, actions) on a fresh VectorEnv of the same
   arguments sets them and replays each episode's actions so far, which rebuilds the envs' inner
@@ -176,7 +177,8 @@ class VectorEnv:
         self.recording, self._frames = False, []
         # A Ctrl-C meanwhile acts once the workers are built and close is registered.
         with _stop_signals_held():
-            env = make_env(env_type, env_name, seed=seed, **kwargs)
+            seeds = list(seed) if hasattr(seed, "__len__") else [seed + i for i in range(num_envs)]
+            env = make_env(env_type, env_name, seed=seeds[0], **kwargs)
             for name in SIZES:
                 setattr(self, name, getattr(env, name))
             env.close()
@@ -187,7 +189,7 @@ class VectorEnv:
                     parent_end, child_end = context.Pipe()
                     self._pipes.append(parent_end)
                     args = (i, child_end, list(self._pipes), os.getpid(), env_type, env_name)
-                    args += (seed + i, kwargs)
+                    args += (seeds[i], kwargs)
                     process = context.Process(target=_work, args=args, daemon=True)
                     process.start()
                     self._workers.append(process)

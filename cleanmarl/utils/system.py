@@ -89,3 +89,13 @@ def available_memory():
         with open("/sys/fs/cgroup/memory.current") as used:
             available = min(available, int(limit.read()) - int(used.read()))
     return available
+
+
+def env_seeds(seed, n, stream):
+    """n env seeds from the run's seed, stream 0 for the training envs, 1 for the evaluation envs. The
+    first is the single-env scripts' (seed, seed + 10000): one env is qmix.py's. The others are
+    SeedSequence children of (seed, stream), the root's third and fourth children's (seed_everything
+    spawns its first two): runs with other seeds share no env stream (seed + i would give seeds 1 and
+    2 all but one stream in common), nor do a run's training and evaluation envs."""
+    children = np.random.SeedSequence(seed, spawn_key=(2 + stream,)).spawn(n - 1)
+    return [seed + 10_000 * stream] + [int(child.generate_state(1)[0]) for child in children]
