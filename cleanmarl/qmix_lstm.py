@@ -299,7 +299,7 @@ def acting_forward(q_network, obs_size=None):
     try:  # another recurrent layer (an LSTM's 4 gates) fails here or gives other values
         for x, q_values in zip(obs, expected, strict=True):
             acted, hidden = forward(x, hidden)
-            same &= np.allclose(acted, q_values, rtol=1e-4, atol=1e-5)
+            same &= np.allclose(acted, q_values, rtol=1e-3, atol=1e-3)  # cuDNN: TF32
     except ValueError:
         same = False
     if not same:

@@ -16,6 +16,12 @@ from tests.test_resume import SECONDS, STATE, flags, logs, reference
 from tests.test_smoke import ROOT, SCRIPTS, run
 
 KILLS = 10
+# The script run with each torch.save 50 ms longer (written, not yet renamed): kills land in writes
+SLOW_WRITES = """import runpy, sys, time, torch
+save = torch.save
+torch.save = lambda *args, **kwargs: (save(*args, **kwargs), time.sleep(0.05))[0]
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")"""
 
 
 def launch(tmp_path, script, run_dir=None):
@@ -25,7 +31,7 @@ def launch(tmp_path, script, run_dir=None):
     else:
         args = ["--resume", str(run_dir.relative_to(tmp_path)), "--total-timesteps", "5000"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(script), "--no-progress-bar", *args]
+    command = [sys.executable, "-c", SLOW_WRITES, str(script), "--no-progress-bar", *args]
     return subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -40,7 +46,7 @@ def kill_at_a_random_moment(proc, runs, seconds, in_a_write):
         if deadline is None and len(list(runs.glob("*/events.out.tfevents.*"))) > events:
             deadline = time.time() + random.uniform(0, seconds / 4)
         writing = in_a_write and list(runs.glob(f"*/{STATE}.tmp"))
-        if writing or (deadline is not None and time.time() >= deadline):
+        if writing or (not in_a_write and deadline is not None and time.time() >= deadline):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             return "write" if writing else "time"

@@ -60,7 +60,7 @@ def write_video(frames, path, writer=None, step=None):
             for frame in frames:
                 video.append_data(frame)
         written = path + ".mp4"
-    except (ImportError, OSError, RuntimeError):  # no ffmpeg here: a GIF (pillow)
+    except (ImportError, OSError, RuntimeError, TypeError):  # no ffmpeg (another plugin): a GIF
         written = path + ".gif"
         iio.imwrite(written, frames, duration=1000 / VIDEO_FPS, loop=0)
     if writer is not None:
