@@ -5,21 +5,18 @@ one-line message; the scripts print it."""
 
 from cleanmarl.utils.checkpoints import load_networks, save_model
 from cleanmarl.utils.evaluations import print_evaluation
-from cleanmarl.utils.flags import check_flags, startup_args
-from cleanmarl.utils.resume import TrainingState, as_numpy, catch_stop_signals, tree_map
+from cleanmarl.utils.flags import startup_args
+from cleanmarl.utils.resume import TrainingState
 from cleanmarl.utils.stats import RunningStats
 from cleanmarl.utils.system import check_buffer_memory, lazy_zeros, seed_everything, torch_device
 from cleanmarl.utils.tracking import Run
-from cleanmarl.utils.video import prepare_video, video_due
+from cleanmarl.utils.video import prepare_video
 
 __all__ = [
     "Run",
     "RunningStats",
     "TrainingState",
-    "as_numpy",
-    "catch_stop_signals",
     "check_buffer_memory",
-    "check_flags",
     "lazy_zeros",
     "load_networks",
     "prepare_video",
@@ -28,6 +25,4 @@ __all__ = [
     "seed_everything",
     "startup_args",
     "torch_device",
-    "tree_map",
-    "video_due",
 ]

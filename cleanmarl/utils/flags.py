@@ -10,8 +10,8 @@ from cleanmarl.utils.checkpoints import load_checkpoint
 from cleanmarl.utils.resume import catch_stop_signals, load_state
 
 # What --resume lets change: how the run is watched and how long it goes on; the rest is the run's.
-RESUME_MAY_CHANGE = {"resume", "total_timesteps", "checkpoint_every", "progress_bar", "device"}
-RESUME_MAY_CHANGE.add("torch_threads")
+RESUME_MAY_CHANGE = {"resume", "total_timesteps", "checkpoint_every", "progress_bar"}
+RESUME_MAY_CHANGE |= {"device", "torch_threads"}
 
 # (names, what they must be, the test): a flag that a script lacks is left alone
 POSITIVE = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep"
