@@ -2,14 +2,17 @@
 a table, and marl-eval's JSON layout, from each run's evaluation records (evaluations.jsonl).
 
     python -m cleanmarl.report sweeps/lambda              # writes sweeps/lambda/report/: report.md, *.png, *.csv, *.json
+    python -m cleanmarl.report sweeps/lambda --keep benchmarks/results/lambda   # the results store (its README)
 
 Per env: the greedy evaluation return (or battle_won, --metric) against env steps and against wall time (the run's own
-clock, summed over its resumes), the mean over seeds with a 95% percentile bootstrap CI over seeds (2000 resamples),
-one line per script and flag set.
+clock, summed over its resumes), the mean over seeds shaded with the range over 2-4 seeds or a 95% percentile bootstrap
+CI over 5 or more (2000 resamples), one line per script and flag set.
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
 final score of any run on that env (a win rate is kept as it is), then the interquartile mean (IQM) with stratified
 bootstrap CIs, the probability of improvement between every two lines, and performance profiles (rliable: Agarwal et
-al., 2021), over the seeds actually run. The table: per line final and best evaluation (mean over seeds, 95% CI), the
+al., 2021), over the seeds actually run. The table: per line the final evaluation of the runs that ran their full length (each seed shown; a run stopped by
+--stop-at is listed apart, never averaged in) and the best evaluation, each a mean over seeds with the range (2-4
+seeds) or a 95% CI (5 or more), the
 absolute metric where the sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
 --threshold X the env steps to X (the first evaluation at which the mean over it and the --window - 1 before it
 reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time (to the last evaluation),
@@ -19,24 +22,36 @@ steps/s. A combination's run is its newest run directory (the one the sweep cont
 import argparse
 import csv
 import json
+import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from cleanmarl.utils.layout import EVAL_FILE, MODELS_FILE, read_records
+from cleanmarl.utils.layout import (
+    EVAL_FILE,
+    MODELS_FILE,
+    read_json,
+    read_records,
+    write_json,
+    write_records,
+)
 
 REPS = 2000
+MIN_CI_SEEDS = 5  # fewer seeds get a range, not an interval
+ENDED, ABSOLUTE = "ended.json", "absolute.json"  # the results store's (keep)
 
 
 def load(sweep_dir):
-    """Every run of a sweep -> list of dicts: env, line (script and flag set), seed, steps, times, records, wall time,
-    absolute (the re-evaluation), folder (the combination's)."""
+    """Every run of a sweep, or of a folder of the results store (keep) -> list of dicts: env, line
+    (script and flag set), seed, steps, times, records, wall time, absolute (the re-evaluation),
+    ended (how the run ended: ending), folder (the combination's), meta (its meta.json)."""
     runs = []
     for meta_path in sorted(Path(sweep_dir).glob("*/meta.json")):
         meta = json.loads(meta_path.read_text())
-        run_dir = current_run(meta_path.parent)
+        stored = (meta_path.parent / EVAL_FILE).exists()  # the store's layout: one folder a run
+        run_dir = meta_path.parent if stored else current_run(meta_path.parent)
         records = (
             read_records(run_dir / EVAL_FILE) if run_dir else []
         )  # a partial last line: left out
@@ -50,10 +65,82 @@ def load(sweep_dir):
         line = meta["script"].removesuffix(".py") + (
             f" {meta['flag_set']}" if meta["flag_set"].strip() else ""
         )
+        if stored:
+            absolute = read_json(run_dir / ABSOLUTE) if (run_dir / ABSOLUTE).exists() else None
+        else:
+            absolute = reevaluation(run_dir)
         runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=float(times[-1]),
-                         absolute=reevaluation(run_dir), steps=np.array([r["step"] for r in records]), times=times,
-                         folder=meta_path.parent))  # fmt: skip
+                         absolute=absolute, steps=np.array([r["step"] for r in records]), times=times,
+                         ended=ending(meta_path.parent), folder=meta_path.parent, meta=meta))  # fmt: skip
     return runs
+
+
+def ending(folder):
+    """How the run in a sweep's or the store's folder ended: {"ended": "completed" | "stopped" |
+    "failed", "step", ["by"] (the --stop-at rule), ...}, or None while it is under way."""
+    for path in (Path(folder) / name for name in (ENDED, "done", "failed")):
+        if path.exists():  # an older sweep's `done` holds its seconds alone
+            found = read_json(path)
+            return found if isinstance(found, dict) else {"ended": "completed"}
+    return None
+
+
+def keep(sweep_dir, store):
+    """Copy each ended run of a sweep into a folder of the results store (benchmarks/results/
+    README.md), one folder a combination: meta.json; ended.json (ending(), with the run's own clock
+    in wall_clock_s); evaluations.jsonl of the run the sweep continued; absolute.json, the best
+    checkpoint's re-evaluation; log.txt's physics and sweep lines. No checkpoints, no states. A run
+    kept before is replaced. -> the names copied"""
+    copied = []
+    for meta_path in sorted(Path(sweep_dir).glob("*/meta.json")):
+        folder = meta_path.parent
+        ended, run_dir = ending(folder), current_run(folder)
+        if ended is None or run_dir is None:
+            continue
+        records = read_records(run_dir / EVAL_FILE)
+        target = Path(store) / folder.name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        shutil.copy(meta_path, target / "meta.json")
+        clock = records[-1].get("elapsed") if records else None
+        ended = {k: v for k, v in ended.items() if k != "seconds"}  # the sweep's, not the run's
+        write_json(
+            {**ended, "wall_clock_s": None if clock is None else round(clock, 1)},
+            str(target / ENDED),
+        )
+        write_records(records, str(target / EVAL_FILE))
+        if (absolute := reevaluation(run_dir)) is not None:
+            write_json(absolute, str(target / ABSOLUTE))
+        log = folder / "log.txt"
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        said = [line for line in lines if line.startswith(("SMAClite physics", "sweep:"))]
+        (target / "log.txt").write_text("".join(line + "\n" for line in said))
+        copied.append(folder.name)
+    return copied
+
+
+def machines(runs):
+    """The CPUs the runs ran on (their meta.json), with how many runs each."""
+    found = {}
+    for run in runs:
+        cpu = run["meta"].get("machine") or {}
+        name = f"{cpu.get('cpu', 'a CPU not recorded')} ({cpu.get('cores', '?')} cores)"
+        found[name] = found.get(name, 0) + 1
+    return "; ".join(f"{name}, {n} runs" for name, n in sorted(found.items()))
+
+
+def spread(values, spec=".2f", unit=""):
+    """A mean over seeds, as much as the seeds can say: one seed's value alone; 2-4 seeds
+    'mean (range low to high)'; 5 or more 'mean [low, high] 95% CI' (percentile bootstrap, which
+    over fewer seeds is only the range, or narrower). unit follows each number."""
+    values = [float(v) for v in values]
+    f = lambda v: f"{v:{spec}}{unit}"  # noqa: E731
+    if len(values) == 1:
+        return f(values[0])
+    if len(values) < MIN_CI_SEEDS:
+        return f"{f(np.mean(values))} (range {f(min(values))} to {f(max(values))})"
+    mean, low, high = bootstrap_ci(values)
+    return f"{f(mean)} [{f(low)}, {f(high)}] 95% CI"
 
 
 def current_run(folder):
@@ -109,7 +196,11 @@ def curves(runs, metric, x="steps", points=100):
         end = min(run[x][-1] for run in members)
         grid = np.linspace(min(run[x][0] for run in members), end, points)
         values = [np.interp(grid, run[x], scores(run, metric)) for run in members]
-        out[env][line] = (grid, *bootstrap_ci(values))
+        if len(members) < MIN_CI_SEEDS:  # the range: a bootstrap over so few seeds is no interval
+            interval = (np.mean(values, 0), np.min(values, 0), np.max(values, 0))
+        else:
+            interval = bootstrap_ci(values)
+        out[env][line] = (grid, *interval, len(members))
     return out
 
 
@@ -208,7 +299,16 @@ def main(argv=None):
     parser.add_argument(
         "--window", type=int, default=10, help="evaluations averaged by --threshold"
     )
+    parser.add_argument(
+        "--keep",
+        metavar="STORE",
+        help="copy the sweep's ended runs' records into STORE (benchmarks/results/NAME) and stop",
+    )
     args = parser.parse_args(argv)
+    if args.keep:
+        copied = keep(args.sweep_dir, args.keep)
+        print(f"report: kept {len(copied)} ended runs' records in {args.keep}")
+        return 0
     runs = load(args.sweep_dir)
     if not runs:
         sys.exit(
@@ -231,67 +331,41 @@ def main(argv=None):
     for x, label in (("steps", "env steps"), ("times", "wall time (s)")):
         for env, lines in curves(runs, args.metric, x).items():
             fig, ax = plt.subplots(figsize=(6, 4))
-            for line, (grid, mean, low, high) in sorted(lines.items()):
-                ax.plot(grid, mean, label=line)
+            for line, (grid, mean, low, high, n) in sorted(lines.items()):
+                shade = "95% CI" if n >= MIN_CI_SEEDS else "range"
+                ax.plot(grid, mean, label=f"{line}: mean of {n} seeds, shaded: {shade}")
                 ax.fill_between(grid, low, high, alpha=0.2)
-            ax.set(
-                xlabel=label,
-                ylabel=f"eval {args.metric}",
-                title=f"{env} (mean over seeds, 95% bootstrap CI)",
-            )
+            ax.set(xlabel=label, ylabel=f"greedy evaluation {args.metric}", title=env)
             ax.legend(fontsize=8)
             name = f"curve_{'steps' if x == 'steps' else 'time'}_{env.replace(':', '_')}.png"
             fig.tight_layout()
             fig.savefig(out / name, dpi=100)
             plt.close(fig)
             md += [f"![{env} vs {label}]({name})", ""]
-    rows = []
+    rows, md_rows = [], []
     groups = defaultdict(list)
     for run in runs:
         groups[run["env"], run["line"]].append(run)
     for (env, line), members in sorted(groups.items()):
-        final = bootstrap_ci([scores(r, args.metric)[-1] for r in members])
-        best = bootstrap_ci([scores(r, args.metric).max() for r in members])
-        absolute = [np.mean(a[key(args.metric)]) for r in members if (a := r["absolute"])]
-        absolute = (
-            bootstrap_ci(absolute) if len(absolute) == len(members) else (np.nan,) * 3
-        )  # every seed, or none
-        if args.threshold is not None:
-            to = [
-                s
-                for r in members
-                if (s := steps_to(r, args.metric, args.threshold, args.window)) is not None
-            ]
-            to_ci = bootstrap_ci(to) if to else (np.nan,) * 3
-        steps, wall = (
-            np.mean([r["steps"][-1] for r in members]),
-            np.mean([r["wall"] for r in members]),
-        )
-        rows.append(dict(env=env, line=line, seeds=len(members), final=final[0], final_low=final[1],
-                         final_high=final[2], best=best[0], best_low=best[1], best_high=best[2], absolute=absolute[0],
-                         absolute_low=absolute[1], absolute_high=absolute[2], env_steps=steps, wall_time_s=wall,
-                         steps_per_s=steps / wall if wall else float("nan")))  # fmt: skip
-        if args.threshold is not None:
-            rows[-1] |= dict(
-                steps_to=to_ci[0], steps_to_low=to_ci[1], steps_to_high=to_ci[2], reached=len(to)
-            )
+        row, cells = table_row(members, args.metric, args.threshold, args.window)
+        rows.append(dict(env=env, line=line, **row))
+        md_rows.append(f"| {env} | {line} | " + " | ".join(cells) + " |")
     with open(out / "table.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    has_absolute, to = any(np.isfinite(r["absolute"]) for r in rows), args.threshold
-    md += ["| env | script and flags | seeds | final (95% CI) | best (95% CI) | "
-           + ("absolute (95% CI) | " if has_absolute else "") + (f"steps to {to:g} (95% CI) | " if to is not None else "")
-           + "env steps | wall time | steps/s |", "|---" * (8 + has_absolute + (to is not None)) + "|"]  # fmt: skip
-    for r in rows:
-        absolute = f"{ci(r, 'absolute')} | " if has_absolute else ""
-        steps_to_x = (
-            f"{ci(r, 'steps_to', ',.0f')} ({r['reached']}/{r['seeds']}) | "
-            if to is not None
-            else ""
-        )
-        md.append(f"| {r['env']} | {r['line']} | {r['seeds']} | {ci(r, 'final')} | {ci(r, 'best')} | {absolute}"
-                  f"{steps_to_x}{r['env_steps']:,.0f} | {r['wall_time_s'] / 60:.1f} min | {r['steps_per_s']:,.0f} |")  # fmt: skip
+    to = "" if args.threshold is None else f" steps to {args.threshold:g} (k/n) |"
+    md += [
+        "Each cell: the mean over seeds, then its spread: the range over 2-4 seeds, a 95% bootstrap"
+        " CI from 5. Final: the last evaluation of the runs that ran their full length (a run"
+        " stopped by --stop-at is listed apart, with its step); absolute: the best checkpoint"
+        " re-evaluated (--absolute).",
+        "",
+        "| env | script and flags | seeds | final | per seed | best | absolute |"
+        f"{to} env steps | wall time | steps/s |",
+        "|---" * (10 + (args.threshold is not None)) + "|",
+        *md_rows,
+    ]
     score_dict, envs = normalised_finals(runs, args.metric)
     if len(score_dict) > 1 and all(len(v) for v in score_dict.values()):
         iqm = aggregate(score_dict)
@@ -326,11 +400,42 @@ def key(metric):
     return "battle_won" if metric == "battle_won" else "returns"
 
 
-def ci(row, name, spec=".3g"):
-    """A table cell: mean (low, high), or - where there is none."""
-    if not np.isfinite(row[name]):
-        return "-"
-    return f"{row[name]:{spec}} ({row[name + '_low']:{spec}}, {row[name + '_high']:{spec}})"
+def table_row(members, metric, threshold=None, window=10):
+    """One env and line's runs -> (the CSV's row, the table's cells). Final scores are the runs'
+    that ran their full length (ended "completed") only: a run stopped by --stop-at ends on a window
+    that just crossed its threshold, so it is shown apart ("stopped at S"), never averaged in."""
+    ended = lambda r: (r["ended"] or {}).get("ended", "under way")  # noqa: E731
+    full = [r for r in members if ended(r) == "completed"]
+    finals = [scores(r, metric)[-1] for r in full]
+    best = [scores(r, metric).max() for r in members]
+    absolute = [np.mean(a[key(metric)]) for r in members if (a := r["absolute"])]
+    per_seed = [
+        f"{r['seed']}: {scores(r, metric)[-1]:.3g}"
+        if ended(r) == "completed"
+        else f"{r['seed']}: {ended(r)} at {int(r['steps'][-1]):,}"
+        for r in sorted(members, key=lambda r: r["seed"])
+    ]
+    steps = np.mean([r["steps"][-1] for r in members])
+    wall = np.mean([r["wall"] for r in members])
+    row = dict(seeds=len(members), completed=len(full), final=mean_or_nan(finals),
+               per_seed="; ".join(per_seed), best=mean_or_nan(best), absolute=mean_or_nan(absolute),
+               env_steps=steps, wall_time_s=wall, steps_per_s=steps / wall if wall else float("nan"))  # fmt: skip
+    cells = [str(len(members)), cell(finals), "; ".join(per_seed), cell(best), cell(absolute)]
+    if threshold is not None:
+        to = [s for r in members if (s := steps_to(r, metric, threshold, window)) is not None]
+        row |= dict(steps_to=mean_or_nan(to), reached=len(to))
+        cells.append(f"{cell(to, ',.0f')} ({len(to)}/{len(members)})")
+    cells += [f"{steps:,.0f}", f"{wall / 60:.1f} min", f"{row['steps_per_s']:,.0f}"]
+    return row, cells
+
+
+def mean_or_nan(values):
+    return float(np.mean(values)) if len(values) else float("nan")
+
+
+def cell(values, spec=".3g"):
+    """A table cell: spread(values), or - where there are none."""
+    return spread(values, spec) if len(values) else "-"
 
 
 def rly_profiles(score_dict, thresholds, reps=REPS, seed=0):

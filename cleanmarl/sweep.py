@@ -8,6 +8,7 @@ Each combination runs in DIR/<script>__<env>__<flag set>__<seed>/ (docs/benchmar
 folder, log.txt, command.txt, meta.json with the flags, git commit, package versions and CPU, and
 `done` once it ended: {"ended": "completed" | "stopped", "step": its last evaluation's, "by": the
 --stop-at rule (stopped only), "seconds": this sweep's}; an older sweep's holds the seconds alone.
+A run whose last attempt failed has `failed` instead: {"ended": "failed", "exit", "last_line"}.
 The flag set's part of the name is its flags made a file name (td_lambda_0; "" is defaults),
 followed by -<8 hex of the sha1 of its tokens> where that form could stand for another flag set
 ("--clip-gradients -1" and "--clip-gradients 1") or is cut at 80 characters. A failed run is
@@ -74,6 +75,7 @@ POLL_SECONDS = 5  # how often a run's evaluations are read (--stop-at, the progr
 WAKE_SECONDS = 0.2  # how often the sweep looks for a stop signal
 PACKAGES = ("torch", "numpy", "gymnasium", "pettingzoo", "mpe2", "lbforaging", "smaclite", "tyro")
 DONE = "done"  # in a combination's folder once its run ended (read_done)
+FAILED = "failed"  # in a combination's folder while its last attempt failed: exit code, last line
 NAME_LIMIT = 80  # characters of a folder name's flag set part
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM)  # a script stopped
@@ -479,6 +481,7 @@ def locked_execute(run, folder, env, stop_at, window, absolute, stopper):
             return run.name, "interrupted (resumable)", seconds
         return run.name, "interrupted before its first training state (begins anew)", seconds
     if code == 0 or stopped_at is not None:
+        (folder / FAILED).unlink(missing_ok=True)
         if stopped_at is None:
             status, by = "done", None
         else:
@@ -489,6 +492,7 @@ def locked_execute(run, folder, env, stop_at, window, absolute, stopper):
         if not command:
             return run.name, status, seconds
         return reevaluate(run, folder, command, env, status, seconds, stopper)
+    write_json(dict(ended="failed", exit=code, last_line=last_line(folder)), str(folder / FAILED))
     return run.name, f"failed (exit {code}): {last_line(folder)}", seconds
 
 

@@ -42,81 +42,77 @@ hard_maps = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(hard_maps)
 
 
-def fake_run(sweep, env, seed, won, done=True, script="qmix.py"):
-    """A sweep's combination folder as cleanmarl.sweep leaves it: meta.json, done, one run's evaluations."""
-    folder = sweep / f"{script[:-3]}__{env}__defaults__{seed}"
-    (folder / "runs" / f"{env}__qmix__{seed}__1700000000").mkdir(parents=True)
+def fake_run(store, env, seed, won, ended="completed", script="qmix.py", absolute=None):
+    """A run of the results store (benchmarks/results/README.md): meta.json, ended.json (ended None:
+    a run under way, none), evaluations.jsonl, absolute.json (absolute: its win rate)."""
+    folder = store / f"{script[:-3]}__{env}__defaults__{seed}"
+    folder.mkdir(parents=True)
     (folder / "meta.json").write_text(
         json.dumps(dict(script=script, env=env, flag_set="", seed=seed))
     )
-    if done:
-        (folder / "done").write_text("1.0\n")
+    if ended:
+        (folder / "ended.json").write_text(json.dumps(dict(ended=ended, step=1000 * len(won))))
     records = [dict(step=1000 * (k + 1), time=k, elapsed=60.0 * (k + 1), returns=[0.0], lengths=[1], battle_won=[w])
                for k, w in enumerate(won)]  # fmt: skip
-    (folder / "runs" / f"{env}__qmix__{seed}__1700000000" / "evaluations.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in records)
-    )
+    (folder / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if absolute is not None:
+        (folder / "absolute.json").write_text(
+            json.dumps(dict(battle_won=[absolute], returns=[0.0]))
+        )
+    return folder
 
 
-def test_hard_maps_table_steps_to_90_final_win_rate_under_way_and_the_aggregate(tmp_path, capsys):
-    """Steps to 90% over the seeds that got there (k/n), the final win rate as the mean of the last 10 evaluations, a
-    run under way named with its steps, PyMARL2's SC2 figure beside it, and the IQM over the finished maps."""
-    sweep = tmp_path / "sweep"
-    fake_run(
-        sweep, "MMM2", 1, [0.0] * 5 + [0.8, 1.0] * 5
-    )  # windows: the first >= 0.9 ends at the 15th: step 15000
-    fake_run(sweep, "MMM2", 2, [0.0] * 4 + [1.0] * 10)  # the 13th (one loss in it): step 13000
-    fake_run(sweep, "MMM2", 3, [0.2] * 12)  # finished without reaching it
-    fake_run(sweep, "corridor", 1, [1.0] * 10, script="qmix_memefficient.py")
-    fake_run(sweep, "corridor", 2, [0.0] * 4, done=False, script="qmix_memefficient.py")
-    fake_run(
-        sweep, "MMM2", 1, [0.0] * 20, script="qmix_lstm.py"
-    )  # another script on a map: a row of its own
-    for folder in sweep.iterdir():  # the line the runs print; one run resumed once
-        physics = "SMAClite physics: C++ RVO2, fast path (docs/env.md, SMAClite speed)\n"
-        (folder / "log.txt").write_text(physics * (2 if "MMM2__defaults__1" in folder.name else 1))
-    (sweep / "qmix__MMM2__defaults__3" / "log.txt").write_text(
-        "SMAClite physics: numpy RVO2, fast path (docs)\n"
-    )
-    assert hard_maps.main([str(sweep), "--out", str(tmp_path / "img")]) == 0
+def test_hard_maps_table_shows_each_seed_and_never_averages_stopped_and_full_runs(tmp_path, capsys):
+    """Each seed's step to 90% (the stop rule's window), with the mean over those that got there, its
+    range and k/n; the final win rate of full-length runs only (a stopped run says "stopped"); each
+    seed's best checkpoint and wall time; a run under way named apart; PyMARL2's SC2 figure beside
+    it; the aggregate naming its maps and leaving out the one that is no test."""
+    store = tmp_path / "store"
+    # windows: the first >= 0.9 ends at the 15th evaluation: step 15000; seed 2's at the 13th
+    fake_run(store, "MMM2", 1, [0.0] * 5 + [0.8, 1.0] * 5, "stopped", absolute=1.0)
+    fake_run(store, "MMM2", 2, [0.0] * 4 + [1.0] * 10, "stopped", absolute=0.9)
+    fake_run(store, "MMM2", 3, [0.2] * 12, absolute=0.4)  # the full budget, never reached
+    fake_run(store, "corridor", 1, [1.0] * 10, "stopped", "qmix_memefficient.py", absolute=1.0)
+    fake_run(store, "corridor", 2, [0.0] * 4, None, "qmix_memefficient.py")
+    fake_run(store, "2c_vs_64zg", 1, [1.0] * 10, "stopped", absolute=1.0)
+    fake_run(store, "MMM2", 1, [0.0] * 20, script="qmix_lstm.py")  # another script: its own row
+    for folder in store.iterdir():  # the line the runs print
+        (folder / "log.txt").write_text("SMAClite physics: C++ RVO2, fast path (docs)\n")
+    (store / "qmix__MMM2__defaults__3" / "log.txt").write_text("SMAClite physics: numpy RVO2 (x)\n")
+    assert hard_maps.main([str(store), "--out", str(tmp_path / "img")]) == 0
     out = capsys.readouterr().out
     mmm2, lstm = (line for line in out.splitlines() if line.startswith("| `MMM2`"))
-    assert "| `qmix_lstm` | 1 of 3 | - (0/1) | 0.00 | - | 20 min |" in lstm
-    assert (
-        "| 3 of 3 | 14,000 [13,000, 15,000] (2/3) |" in mmm2 and "| 14 min | 100% / 100% |" in mmm2
+    assert mmm2.startswith(
+        "| `MMM2` | `qmix` | 1 / 2 / 3 | 15k / 13k / never | 14k (range 13k to 15k) (2/3) "
+        "| stopped / stopped / 0.20 | 0.20 | 1.00 / 0.90 / 0.40 | 15 / 14 / 12 min | 100% / 100% |"
     )
-    assert (
-        f"| {np.mean([0.9, 1.0, 0.2]):.2f} [" in mmm2
-    )  # final: the last 10 evaluations' mean per seed
+    assert "| `qmix_lstm` | 1 | never | - (0/1) | 0.00 | 0.00 | - | 20 min |" in lstm
     corridor = next(line for line in out.splitlines() if line.startswith("| `corridor`"))
-    assert "| `qmix_memefficient` | 1 of 3 | 10,000 (1/1) |" in corridor
+    assert "| `qmix_memefficient` | 1 | 10k | 10k (1/1) | stopped | - | 1.00 |" in corridor
     assert (
-        "Under way: `corridor` seed 2 at 4,000 steps (0.00 won over its last 10 evaluations)."
-        in out
+        "Not in the table: `corridor` seed 2 under way at 4,000 steps"
+        " (0.00 won over its last 10 evaluations)." in out
     )
     assert "--scripts qmix_memefficient --envs corridor --seeds 1-3" in out
-    assert (
-        "printed it: C++ RVO2, fast path (5 of 6 runs); numpy RVO2, fast path (1 of 6 runs)." in out
-    )
-    for command in (
-        out.split("```bash\n")[1].split("```")[0].splitlines()
-    ):  # each row's command, as the sweep reads it
+    assert "C++ RVO2, fast path (6 of 7 runs); numpy RVO2 (1 of 7 runs)." in out
+    for command in out.split("```bash\n")[1].split("```")[0].splitlines():  # as the sweep reads it
         argv = shlex.split(command)[3:]
         assert (
             cleanmarl_sweep.main([*argv[: argv.index("--")], "--print", *argv[argv.index("--") :]])
             == 0
         )
-    assert (
-        "IQM of the best checkpoints' win rate, `qmix`, over `MMM2`, `corridor` (seeds 1): 0.950, one seed per map: no CI."
-        in out
-    )  # seed 1: the one both finished
-    assert {"curves.png", "aggregate.png", "table.md", "summary.md"} <= {
-        p.name for p in (tmp_path / "img").iterdir()
+    aggregate = next(line for line in out.splitlines() if line.startswith("IQM"))
+    assert "over 2 runs: `MMM2`, `corridor`, seeds 1: 1.000" in aggregate  # seed 1: both ended
+    assert "left out: `2c_vs_64zg` (a random policy wins it on SMAClite)." in aggregate
+    assert {p.name for p in (tmp_path / "img").iterdir()} == {
+        "curves.png",
+        "table.md",
+        "summary.md",
     }
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
     home = (tmp_path / "img" / "summary.md").read_text()
     assert (
-        "| [`corridor`](smaclite_hard_maps.md) | `qmix_memefficient` | 1 of 3 | 10,000 (1/1) | - | 100% / 100% |"
+        "| [`MMM2`](smaclite_hard_maps.md) | `qmix` | 15k / 13k / never (2/3) | 1.00 / 0.90 / 0.40 |"
         in home
     )
 
@@ -142,39 +138,53 @@ def test_hard_maps_aggregate_is_the_largest_grid_of_maps_that_finished_the_same_
     assert hard_maps.common_seeds({}) == ([], [])
 
 
-def test_hard_maps_keep_copies_the_finished_runs_records_only_and_the_table_reads_them(
-    tmp_path, capsys
-):
-    """--keep copies what the report reads of each finished run (no checkpoint, no training state, no unfinished run),
-    replaces a run kept before, and the table made from the kept folder is the sweep's own, the runs under way aside."""
+def test_keep_copies_the_ended_runs_records_only_and_the_table_reads_them(tmp_path, capsys):
+    """report.keep copies what the tables read of each ended run of a sweep (no checkpoint, no
+    training state, no run under way) into the store's layout, with how it ended and its own clock;
+    a run kept before is replaced, and the table drawn from the store is the one drawn from the
+    sweep's own folders."""
+    from cleanmarl import report
+
     sweep, kept = tmp_path / "sweep", tmp_path / "kept"
-    fake_run(sweep, "MMM2", 1, [0.0] * 5 + [1.0] * 10)
-    fake_run(sweep, "MMM2", 2, [0.0] * 4, done=False)
-    run_dir = next((sweep / "qmix__MMM2__defaults__1" / "runs").iterdir())
+    for seed, ended in (
+        (1, '{"ended": "stopped", "step": 15000, "by": "--stop-at 0.9"}'),
+        (2, None),
+    ):
+        folder = sweep / f"qmix__MMM2__defaults__{seed}"
+        run_dir = folder / "runs" / f"MMM2__qmix__{seed}__1700000000"
+        run_dir.mkdir(parents=True)
+        (folder / "meta.json").write_text(
+            json.dumps(dict(script="qmix.py", env="MMM2", flag_set="", seed=seed))
+        )
+        if ended:
+            (folder / "done").write_text(ended)
+        won = [0.0] * 5 + [1.0] * 10 if seed == 1 else [0.0] * 4
+        records = [dict(step=1000 * (k + 1), time=k, elapsed=60.0 * (k + 1), returns=[0.0], lengths=[1],
+                        battle_won=[w]) for k, w in enumerate(won)]  # fmt: skip
+        (run_dir / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run_dir := sweep / "qmix__MMM2__defaults__1" / "runs" / "MMM2__qmix__1__1700000000")
     (run_dir / "best").mkdir()
     for name, text in [("training_state.cleanmarl", "state"), ("best/best.cleanmarl_model", "weights"),
                        ("events.out.tfevents.1", "tb"), ("best/best.eval.json", json.dumps(dict(battle_won=[1.0] * 50))),
                        ("models.json", json.dumps(dict(best=dict(path="best/best.cleanmarl_model", step=15000))))]:  # fmt: skip
         (run_dir / name).write_text(text)
-    log = "run directory: runs/x\nSMAClite physics: C++ RVO2, fast path (docs)\nstep 1000 return 0.0\nsweep: stopped\n"
+    log = "run directory: runs/x\nSMAClite physics: C++ RVO2 (docs)\nstep 1000 return 0.0\nsweep: stopped\n"
     (sweep / "qmix__MMM2__defaults__1" / "log.txt").write_text(log)
-    (kept / "qmix__MMM2__defaults__1" / "runs" / "old").mkdir(
-        parents=True
-    )  # kept by an earlier session: replaced
+    (kept / "qmix__MMM2__defaults__1" / "old").mkdir(parents=True)  # kept before: replaced
+    assert report.main([str(sweep), "--keep", str(kept)]) == 0
+    folder = kept / "qmix__MMM2__defaults__1"
+    assert sorted(p.name for p in kept.rglob("*")) == sorted(
+        [folder.name, "meta.json", "ended.json", "evaluations.jsonl", "absolute.json", "log.txt"]
+    )
+    assert json.loads((folder / "ended.json").read_text()) == dict(
+        ended="stopped", step=15000, by="--stop-at 0.9", wall_clock_s=900.0
+    )
+    assert (folder / "log.txt").read_text() == "SMAClite physics: C++ RVO2 (docs)\nsweep: stopped\n"
     assert hard_maps.main([str(sweep), "--out", str(tmp_path / "a")]) == 0
     direct = capsys.readouterr().out
-    assert hard_maps.main([str(sweep), "--keep", str(kept), "--out", str(tmp_path / "b")]) == 0
+    assert hard_maps.main([str(kept), "--out", str(tmp_path / "b")]) == 0
     from_kept = capsys.readouterr().out
-    files = sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file())
-    folder, runs = "qmix__MMM2__defaults__1", f"qmix__MMM2__defaults__1/runs/{run_dir.name}"
-    assert files == sorted([f"{folder}/meta.json", f"{folder}/done", f"{folder}/log.txt", f"{runs}/evaluations.jsonl",
-                            f"{runs}/models.json", f"{runs}/best/best.eval.json"])  # fmt: skip
-    assert (
-        kept / folder / "log.txt"
-    ).read_text() == "SMAClite physics: C++ RVO2, fast path (docs)\nsweep: stopped\n"
-    assert (
-        "| `MMM2` | `qmix` | 1 of 3 | 14,000 (1/1) | 1.00 | 1.00 |" in from_kept
-    )  # the re-evaluation was kept
-    assert "Under way: `MMM2` seed 2" in direct and "Under way" not in from_kept
+    assert "| `MMM2` | `qmix` | 1 | 14k | 14k (1/1) | stopped | - | 1.00 | 15 min |" in from_kept
+    assert "`MMM2` seed 2 under way" in direct and "under way" not in from_kept
     rows = lambda text: [line for line in text.splitlines() if line.startswith("| `")]  # noqa: E731
     assert rows(direct) == rows(from_kept)

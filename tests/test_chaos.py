@@ -1,7 +1,9 @@
 """Chaos: a short LBF run killed 10 times with SIGKILL at random moments, some of them while it writes its
 training state, and resumed after each kill, ends with exactly the losses and evaluations of the run
-never killed, for each script."""
+never killed, for each script; a sweep of 4 runs killed 3 times, its runs with it, ends with the
+records of a sweep never killed."""
 
+import contextlib
 import os
 import random
 import shutil
@@ -9,11 +11,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from cleanmarl import sweep
 from tests.test_resume import SECONDS, STATE, flags, logs, reference
 from tests.test_smoke import ROOT, SCRIPTS, run
+from tests.test_sweep import LBF
 
 KILLS = 10
 # The script run with each torch.save 50 ms longer (written, not yet renamed): kills land in writes
@@ -79,3 +84,71 @@ def test_ten_sigkills_then_resumes_log_as_the_run_never_killed(script, tmp_path,
         )
     assert killed.count("time") >= 3 and killed.count("write") >= 3, killed
     assert logs(run_dir) == expected
+
+
+SWEEP_KILLS = 3
+
+
+def sweep_argv(out):
+    """A sweep of 4 short LBF runs, 2 at a time, each saving its state every 0.3 s."""
+    argv = [sys.executable, "-m", "cleanmarl.sweep", "--envs", LBF, "--seeds", "1-4"]
+    argv += ["--workers", "2", "--out", str(out), "--", "--total-timesteps", "3000"]
+    return argv + ["--checkpoint-every", "0.005", "--eval-steps", "5"]
+
+
+def process_tree(pid):
+    """pid and every process below it (from /proc: the runs are in sessions of their own, so a
+    process group would miss them)."""
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        for task in Path(f"/proc/{found[-1]}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def sweep_records(out):
+    """Per combination: how it ended and its evaluations, the clock's fields left out."""
+    clock = ("time", "elapsed")
+    return {
+        folder.name: (
+            {k: v for k, v in sweep.read_done(folder).items() if k != "seconds"},
+            [{k: v for k, v in r.items() if k not in clock} for r in sweep.evaluations(folder)],
+        )
+        for folder in sorted(out.iterdir())
+    }
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/task").exists(), reason="reads the process tree from /proc"
+)
+def test_a_sweep_killed_three_times_with_its_runs_ends_as_one_never_killed(tmp_path):
+    """SIGKILL to the sweep and to every run under way, 3 times at random moments, the same command
+    re-run after each: the grid ends with exactly the records of a sweep never killed (every run's
+    evaluations, how it ended), whatever moment each kill hit: before a run's first state (it
+    begins anew), mid-run (it resumes), after its end but before `done` (it is only marked)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    never = tmp_path / "never"
+    subprocess.run(sweep_argv(never), cwd=tmp_path, env=env, capture_output=True, check=True)
+    expected = sweep_records(never)
+    assert len(expected) == 4 and all(e["ended"] == "completed" for e, _ in expected.values())
+    random.seed(0)
+    out, kills = tmp_path / "killed", 0
+    while kills < SWEEP_KILLS:
+        proc = subprocess.Popen(
+            sweep_argv(out), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        time.sleep(random.uniform(3, 12))
+        if proc.poll() is None:
+            for pid in reversed(process_tree(proc.pid)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    finished = subprocess.run(
+        sweep_argv(out), cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+    assert sweep_records(out) == expected
