@@ -1,29 +1,25 @@
-"""QMIX on SMAClite's hard maps (docs/smaclite_hard_maps.md): the results table and figures from a sweep of them.
+"""QMIX on SMAClite's hard maps (docs/smaclite_hard_maps.md): its table and figure, from the results store.
 
-    python benchmarks/hard_maps.py sweeps/hard_maps --keep benchmarks/results/hard_maps --out docs/img/hard_maps
+    python benchmarks/hard_maps.py benchmarks/results/hard_maps --out docs/img/hard_maps
+    python benchmarks/hard_maps.py sweeps/hard_maps --keep benchmarks/results/hard_maps   # first keep a sweep's runs
 
-writes into --out: curves.png, aggregate.png, table.md (the docs page's table) and summary.md (the home page's rows).
---keep DIR first copies each finished run's records into DIR (only what the report reads: meta.json, done, the
-evaluations, the best checkpoint's re-evaluation and the physics line of its log; no checkpoints, no training state)
-and then reads DIR instead, so the table is made from records kept in the repository: a sweep's runs from several
-machines or sessions add up there, and `python benchmarks/hard_maps.py benchmarks/results/hard_maps` redraws it.
+writes into --out: table.md (the page's table), summary.md (the home page's rows) and curves.png. --keep DIR first copies
+each ended run of a sweep into DIR (cleanmarl.report.keep: meta, how it ended, evaluations, the best checkpoint's
+re-evaluation; no checkpoints, no states) and then reads DIR: runs from several machines or sessions add up there.
+benchmarks/redraw.py runs this on the committed store.
 
-Reads the sweep with cleanmarl.report (each combination's newest run). Per map: the seeds run and how many are finished
-(`done`); the env steps to 90% won (the first evaluation at which it and the 9 before it average >= 0.9, the sweep's
---stop-at rule), mean with its 95% bootstrap CI over the seeds that got there and "k/n"; the final win rate (the mean
-of the last 10 evaluations), mean and CI over seeds; the absolute metric (the best checkpoint re-evaluated with 10x
-the episodes, --absolute 10), mean over seeds; the wall time per run (the run's own clock, summed over its resumes);
-PyMARL2's QMIX on SC2.4.10 beside it, as its README lists it (a different simulator: StarCraft II, not SMAClite).
-Figures: the win rate of each run against env steps and against wall time, one panel per map (`curves.png`: each
-evaluation faint, the mean over it and the 9 before it, which --stop-at reads, solid), and the
-aggregate over maps (`aggregate.png`): the IQM of the finished runs' best-checkpoint win rates (the absolute metric;
-the final window where it is missing) with rliable's stratified bootstrap 95% CI (Agarwal et al., 2021), over the
-grid of maps x seeds with the most finished runs (common_seeds).
+Per map and script, each seed shown: the env step at which it reached 90% won (the first evaluation at which it and the 9
+before it average >= 0.9, the sweep's --stop-at rule), with the mean over the seeds that got there and k/n; the final
+win rate (the mean of the last 10 evaluations) of the runs that ran the full 2M steps, a stopped run marked as such
+(its last window is >= 0.9 by the stop rule itself, so it is never averaged with them); the best checkpoint's win rate
+over 50 fresh battles (--absolute 10); the run's own wall clock. Means over 2-4 seeds come with their range. PyMARL2's
+QMIX on SC2.4.10 beside it, as its README lists it (another simulator). The aggregate: the IQM of the best
+checkpoints' win rates with rliable's stratified bootstrap CI (Agarwal et al., 2021), over the maps every seed of which
+ended, NO_TEST left out and named. Figure: each run's win rate against env steps and against wall time, one panel per
+map (each evaluation faint, the mean over it and the 9 before it, which --stop-at reads, solid).
 """
 
 import argparse
-import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -55,28 +51,28 @@ SWEEP = (
 )
 
 
+# Maps the docs call no test on SMAClite (docs/smaclite_hard_maps.md): left out of the aggregate, named
+NO_TEST = {"2c_vs_64zg": "a random policy wins it on SMAClite"}
+
+
 def final_win_rate(run, window=WINDOW):
     """The mean win rate of a run's last `window` evaluations."""
     return float(report.scores(run, "battle_won")[-window:].mean())
 
 
 def absolute_win_rate(run):
-    """The best checkpoint's win rate over the sweep's --absolute re-evaluation, else the final win rate: the score
-    the aggregate takes (Gorsane et al., 2022; a stopped run's final window is >= 0.9 by the stop rule itself)."""
-    return float(np.mean(run["absolute"]["battle_won"])) if run["absolute"] else final_win_rate(run)
+    """The best checkpoint's win rate over the sweep's --absolute re-evaluation, or None."""
+    return float(np.mean(run["absolute"]["battle_won"])) if run["absolute"] else None
 
 
-def mean_ci(values, spec=".2f"):
-    """'mean [low, high]' over seeds (95% percentile bootstrap), or the value alone for one seed."""
-    if len(values) == 1:
-        return f"{values[0]:{spec}}"
-    mean, low, high = report.bootstrap_ci(values)
-    return f"{mean:{spec}} [{low:{spec}}, {high:{spec}}]"
+def how_ended(run):
+    """ "completed" (the full budget), "stopped" (--stop-at), "failed", or "under way"."""
+    return (run["ended"] or {}).get("ended", "under way")
 
 
 def finished(run):
-    """Whether the sweep marked the run finished (its folder's `done`: 2M steps, or stopped at 90%)."""
-    return (run["folder"] / "done").exists()
+    """Whether the run ended as planned: its full budget, or stopped at 90% by the rule."""
+    return how_ended(run) in ("completed", "stopped")
 
 
 def map_order(runs):
@@ -97,47 +93,67 @@ def rows(runs):
     return out
 
 
+def thousands(step):
+    return f"{step / 1e6:.2f}M" if step >= 1e6 else f"{step / 1e3:.0f}k"
+
+
 def row(env, line, members):
-    """The table's numbers for one map and line over its runs (members, by seed)."""
+    """The table's cells for one map and line over its finished runs (members, by seed), each
+    seed's value shown, joined by " / " in seed order."""
     done = [r for r in members if finished(r)]
-    reached = [
-        s for r in done if (s := report.steps_to(r, "battle_won", THRESHOLD, WINDOW)) is not None
-    ]
-    absolute = [absolute_win_rate(r) for r in done if r["absolute"]]
+    reached = {r["seed"]: report.steps_to(r, "battle_won", THRESHOLD, WINDOW) for r in done}
+    got = [s for s in reached.values() if s is not None]
+    absolute = [absolute_win_rate(r) for r in done]
+    final = [final_win_rate(r) for r in done if how_ended(r) == "completed"]
     return dict(
         env=env,
         script=line,
-        seeds=[r["seed"] for r in members],
+        seeds=" / ".join(str(r["seed"]) for r in done) or "-",
         done=len(done),
-        steps_to=f"{mean_ci(reached, ',.0f') if reached else '-'} ({len(reached)}/{len(done)})"
-        if done
-        else "-",
-        final=mean_ci([final_win_rate(r) for r in done]) if done else "-",
-        absolute=mean_ci(absolute) if absolute else "-",
-        wall=(f"{np.mean([r['wall'] for r in done]) / 60:.0f} min" if done else "-"),
-        under_way=[
-            (r["seed"], int(r["steps"][-1]), final_win_rate(r)) for r in members if not finished(r)
+        reached=" / ".join("never" if s is None else thousands(s) for s in reached.values()),
+        reached_mean=(
+            f"{report.spread([s / 1e3 for s in got], ',.0f', 'k')} ({len(got)}/{len(done)})"
+            if got
+            else f"- (0/{len(done)})"
+        ),
+        final=" / ".join(
+            f"{final_win_rate(r):.2f}" if how_ended(r) == "completed" else "stopped" for r in done
+        ),
+        final_mean=report.spread(final) if final else "-",
+        absolute=" / ".join("-" if a is None else f"{a:.2f}" for a in absolute),
+        wall=" / ".join(f"{r['wall'] / 60:.0f}" for r in done) + " min" if done else "-",
+        not_finished=[
+            (r["seed"], how_ended(r), int(r["steps"][-1]), final_win_rate(r))
+            for r in members
+            if not finished(r)
         ],
         pymarl2=PYMARL2.get(env, (None, None)),
     )
 
 
+def pct(p):
+    return "-" if p is None else f"{p:.0%}"
+
+
 def markdown(table):
-    pct = lambda p: "-" if p is None else f"{p:.0%}"  # noqa: E731
     lines = [
-        "| map | script | seeds finished | env steps to 90% won (k/n) | final win rate | best checkpoint, 50 battles "
-        "| wall time per run | PyMARL2 on SC2 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| map | script | seeds | 90% won at, per seed | mean (k/n) | final win rate, per seed "
+        "| its mean | best checkpoint over 50 battles, per seed | wall time per run | PyMARL2 on SC2 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         lines.append(
-            f"| `{r['env']}` | `{r['script']}` | {r['done']} of {SEEDS} | {r['steps_to']} | {r['final']} "
-            f"| {r['absolute']} | {r['wall']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+            f"| `{r['env']}` | `{r['script']}` | {r['seeds']} | {r['reached']} | {r['reached_mean']} "
+            f"| {r['final']} | {r['final_mean']} | {r['absolute']} | {r['wall']} "
+            f"| {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
         )
-    under_way = [f"`{r['env']}` seed {s} at {n:,} steps ({w:.2f} won over its last 10 evaluations)"
-                 for r in table for s, n, w in r["under_way"]]  # fmt: skip
-    if under_way:
-        lines += ["", "Under way: " + "; ".join(under_way) + "."]
+    others = [
+        f"`{r['env']}` seed {seed} {how} at {steps:,} steps ({won:.2f} won over its last 10 evaluations)"
+        for r in table
+        for seed, how, steps, won in r["not_finished"]
+    ]
+    if others:
+        lines += ["", "Not in the table: " + "; ".join(others) + "."]
     lines += ["", "Commands, one per row:", "", "```bash"]
     lines += [SWEEP.format(script=r["script"], env=r["env"]) for r in table]
     return "\n".join(lines + ["```"])
@@ -151,10 +167,12 @@ def algorithm(line):
 
 def aggregate(runs):
     """[(algorithm, IQM, low, high, maps, seeds)]: the best checkpoints' win rates over maps x seeds that each
-    algorithm finished (rliable's IQM and stratified bootstrap CI needs every seed on every map), see common_seeds."""
+    algorithm finished (rliable's IQM and stratified bootstrap CI needs every seed on every map), see common_seeds;
+    the maps in NO_TEST left out."""
     out = []
     for name in sorted({algorithm(r["line"]) for r in runs}):
-        done = [r for r in runs if finished(r) and algorithm(r["line"]) == name]
+        done = [r for r in runs if finished(r) and r["absolute"] and algorithm(r["line"]) == name]
+        done = [r for r in done if r["env"] not in NO_TEST]
         maps, seeds = common_seeds(
             {m: {r["seed"] for r in done if r["env"] == m} for m in {r["env"] for r in done}}
         )
@@ -176,130 +194,71 @@ def common_seeds(seeds_of):
     )
 
 
-def plot(runs, out, agg):
+def plot(runs, out):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    maps = map_order(runs)
-    fig, axes = plt.subplots(2, len(maps), figsize=(3.2 * len(maps), 5.6), squeeze=False)
-    for col, env in enumerate(maps):
+    maps = map_order(runs)  # a row per map: env steps left, wall time right
+    fig, axes = plt.subplots(len(maps), 2, figsize=(9, 2.4 * len(maps)), squeeze=False)
+    for k, env in enumerate(maps):
         for run in sorted((r for r in runs if r["env"] == env), key=lambda r: r["seed"]):
             won = report.scores(run, "battle_won")
             window = np.array(
-                [won[max(0, k - WINDOW + 1) : k + 1].mean() for k in range(len(won))]
+                [won[max(0, j - WINDOW + 1) : j + 1].mean() for j in range(len(won))]
             )  # --stop-at's
-            for row, (x, scale) in enumerate((("steps", 1e3), ("times", 60))):
-                line = axes[row, col].plot(
-                    run[x] / scale, window, lw=1.2, label=f"seed {run['seed']}"
+            for col, (x, scale) in enumerate((("steps", 1e3), ("times", 60))):
+                line = axes[k, col].plot(
+                    run[x] / scale, window, lw=1.4, label=f"seed {run['seed']}"
                 )[0]
-                axes[row, col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
-        axes[0, col].set_title(env)
-        axes[0, col].set_xlabel("env steps (thousands)")
-        axes[1, col].set_xlabel("wall time (minutes)")
-        for row in range(2):
-            axes[row, col].axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
-            axes[row, col].set_ylim(-0.03, 1.03)
-            axes[row, col].legend(fontsize=7, loc="lower right")
-    for row in range(2):
-        axes[row, 0].set_ylabel("greedy battles won")
+                axes[k, col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
+        for col, label in enumerate(("env steps (thousands)", "wall time (minutes)")):
+            axes[k, col].set_title(f"{env}: greedy battles won", fontsize=10)
+            axes[k, col].set_xlabel(label)
+            axes[k, col].axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
+            axes[k, col].set_ylim(-0.03, 1.03)
+            axes[k, col].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
-    if agg:
-        fig, ax = plt.subplots(figsize=(6, 0.6 + 0.5 * len(agg)))
-        for k, (_, iqm, low, high, maps, seeds) in enumerate(agg):
-            ax.barh([k], [iqm], xerr=[[iqm - low], [high - iqm]], color="tab:blue", capsize=4)
-            ax.text(
-                0.02,
-                k,
-                f"{len(maps)} maps x {len(seeds)} seeds",
-                va="center",
-                color="white",
-                fontsize=8,
-            )
-        ax.set_yticks(range(len(agg)), [a[0] for a in agg])
-        ax.set_xlim(0, 1.02)
-        ax.set_xlabel("IQM of the best checkpoints' win rate (95% CI)")
-        fig.tight_layout()
-        fig.savefig(out / "aggregate.png", dpi=110)
-        plt.close(fig)
-
-
-def keep(sweep_dir, keep_dir):
-    """Copy each finished run of sweep_dir (its combination folder has `done`) into keep_dir, as the report reads it:
-    meta.json, done, the physics and sweep lines of log.txt, and of its newest run directory evaluations.jsonl,
-    models.json and the best checkpoint's re-evaluation. A run already kept is replaced. -> the names copied"""
-    copied = []
-    for folder in sorted(p.parent for p in Path(sweep_dir).glob("*/done")):
-        run_dir = report.current_run(folder)
-        if run_dir is None:
-            continue
-        target = Path(keep_dir) / folder.name
-        shutil.rmtree(target, ignore_errors=True)
-        (target / run_dir.relative_to(folder)).mkdir(parents=True)
-        for name in ("meta.json", "done"):
-            shutil.copy(folder / name, target / name)
-        log = (
-            (folder / "log.txt").read_text(errors="replace").splitlines()
-            if (folder / "log.txt").exists()
-            else []
-        )
-        said = [
-            line for line in log if line.startswith(("SMAClite physics", "sweep:"))
-        ]  # physics(), the stop
-        (target / "log.txt").write_text("".join(line + "\n" for line in said))
-        names = [report.EVAL_FILE, report.MODELS_FILE]
-        if (run_dir / report.MODELS_FILE).exists() and (
-            best := json.loads((run_dir / report.MODELS_FILE).read_text()).get("best")
-        ):
-            names.append(
-                best["path"].replace(".cleanmarl_model", ".eval.json")
-            )  # report.reevaluation() reads it
-        for name in names:
-            if (run_dir / name).exists():
-                (target / run_dir.relative_to(folder) / name).parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-                shutil.copy(run_dir / name, target / run_dir.relative_to(folder) / name)
-        copied.append(folder.name)
-    return copied
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir")
-    parser.add_argument("--out", default="docs/img/hard_maps", help="folder of the figures")
+    parser.add_argument("sweep_dir", help="a folder of the results store, or a sweep's with --keep")
     parser.add_argument(
-        "--keep", metavar="DIR", help="copy the finished runs' records into DIR, then read DIR"
+        "--out", default="docs/img/hard_maps", help="folder of the table and figure"
+    )
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep the sweep's ended runs in DIR, then read DIR"
     )
     args = parser.parse_args(argv)
     if args.keep:
-        copied = keep(args.sweep_dir, args.keep)
-        print(
-            f"hard_maps: kept {len(copied)} finished runs' records in {args.keep}", file=sys.stderr
-        )
+        copied = report.keep(args.sweep_dir, args.keep)
+        print(f"hard_maps: kept {len(copied)} ended runs' records in {args.keep}", file=sys.stderr)
         args.sweep_dir = args.keep
     runs = [r for r in report.load(args.sweep_dir) if "battle_won" in r["records"][0]]
     if not runs:
         sys.exit(f"hard_maps: error: no SMAClite evaluation records under {args.sweep_dir}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    agg = aggregate(runs)
-    plot(runs, out, agg)
+    plot(runs, out)
     table = rows(runs)
-    hours = sum(r["wall"] for r in runs) / 3600
+    hours = sum(r["wall"] for r in runs if finished(r)) / 3600
     text = (
-        markdown(table)
-        + f"\n\nWall time of these runs together: {hours:.1f} hours of one CPU core each.\n"
+        markdown(table) + f"\n\nWall time of the runs in the table together: {hours:.1f} hours.\n"
     )
+    text += f"\nEach run on one core of: {report.machines(runs)}.\n"
     text += f"\nSMAClite physics, as the runs printed it: {physics(runs)}.\n"
-    for name, iqm, low, high, maps, seeds in agg:
-        ci = f"95% CI [{low:.3f}, {high:.3f}]" if len(seeds) > 1 else "one seed per map: no CI"
+    for name, iqm, low, high, maps, seeds in aggregate(runs):
+        left_out = [f"`{m}` ({why})" for m, why in NO_TEST.items() if m in {r["env"] for r in runs}]
         text += (
-            f"\nIQM of the best checkpoints' win rate, `{name}`, over {', '.join(f'`{m}`' for m in maps)} (seeds "
-            f"{', '.join(map(str, seeds))}): {iqm:.3f}, {ci}.\n"
+            f"\nIQM of the best checkpoints' win rate, `{name}`, over {len(maps) * len(seeds)} runs:"
+            f" {', '.join(f'`{m}`' for m in maps)}, seeds {', '.join(map(str, seeds))}: {iqm:.3f},"
+            f" 95% stratified bootstrap CI [{low:.3f}, {high:.3f}]"
+            + (f"; left out: {', '.join(left_out)}" if left_out else "")
+            + ".\n"
         )
     (out / "table.md").write_text(text)
     (out / "summary.md").write_text(summary(table))
@@ -308,16 +267,17 @@ def main(argv=None):
 
 
 def summary(table):
-    """The home page's rows: map, script, seeds finished, steps to 90%, best checkpoint's win rate, PyMARL2's."""
-    pct = lambda p: "-" if p is None else f"{p:.0%}"  # noqa: E731
+    """The home page's rows: map, script, each seed's step to 90% and best checkpoint, PyMARL2's."""
     lines = [
-        "| map | script | seeds finished | env steps to 90% won | best checkpoint, 50 battles won | PyMARL2 on SC2 |",
-        "|---|---|---|---|---|---|",
+        "| map | script | 90% won at, per seed (k/n) | best checkpoint over 50 battles, per seed "
+        "| PyMARL2 on SC2 |",
+        "|---|---|---|---|---|",
     ]
     for r in table:
+        k_n = r["reached_mean"].rsplit(" ", 1)[-1]
         lines.append(
-            f"| [`{r['env']}`](smaclite_hard_maps.md) | `{r['script']}` | {r['done']} of {SEEDS} "
-            f"| {r['steps_to']} | {r['absolute']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+            f"| [`{r['env']}`](smaclite_hard_maps.md) | `{r['script']}` | {r['reached']} {k_n} "
+            f"| {r['absolute']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
         )
     return "\n".join(lines) + "\n"
 

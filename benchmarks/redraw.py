@@ -1,0 +1,209 @@
+"""Every results table and figure of the docs and the README, redrawn from the results store.
+
+    python benchmarks/redraw.py            # writes them where the docs and the README take them from
+    python benchmarks/redraw.py --check    # exits 1 naming the first table that differs
+
+The store (benchmarks/results/, its README) holds the records of every documented run: meta, how it
+ended, its evaluations, its best checkpoint's re-evaluation. Each entry of RESULTS draws one folder
+of it into docs/img/<name>/ (table.md, which the docs include, and curves.png); the home page's and
+the README's results table (docs/img/results.md, and the README between its two RESULTS markers)
+sum them up. --check draws everything into a temporary folder and compares: tables exactly, figures
+by existence and size in pixels (matplotlib's pixels may differ across versions). CI runs it.
+"""
+
+import argparse
+import contextlib
+import io
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import hard_maps  # noqa: E402
+
+from cleanmarl import report  # noqa: E402
+
+WINDOW = 10  # a run's final score: the mean of its last 10 evaluations
+MARKERS = ("<!-- RESULTS: drawn by benchmarks/redraw.py -->", "<!-- /RESULTS -->")
+
+
+@dataclass
+class Result:
+    """One folder of the store and how its table and figure are drawn."""
+
+    store: str  # under benchmarks/results/
+    page: str  # the docs page that shows it, for the summary's links
+    threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
+    kind: str = "returns"  # "returns", or "hard_maps" (benchmarks/hard_maps.py)
+
+
+RESULTS = {
+    "hard_maps": Result("hard_maps", "smaclite_hard_maps.md", kind="hard_maps"),
+    "lbf": Result("lbf", "qmix.md#lbf", threshold=0.9),
+}
+
+
+def final(run):
+    """A run's final score: the mean of its last WINDOW evaluations (win rate or return)."""
+    metric = "battle_won" if "battle_won" in run["records"][0] else "return"
+    return float(report.scores(run, metric)[-WINDOW:].mean())
+
+
+def groups(runs):
+    """(env, line) -> its runs by seed, in the order first seen."""
+    out = {}
+    for run in runs:
+        out.setdefault((run["env"], run["line"]), []).append(run)
+    return {k: sorted(v, key=lambda r: r["seed"]) for k, v in out.items()}
+
+
+def draw_returns(result, runs, out):
+    """table.md: per env and line, each seed's final score and step to the threshold; curves.png:
+    each seed's greedy evaluation score against env steps. -> the summary's rows"""
+    lines = [
+        "| task | script and flags | seeds | final score, per seed | mean | "
+        + (
+            f"10 evaluations in a row average {result.threshold:g} at, per seed (k/n) | "
+            if result.threshold
+            else ""
+        )
+        + "env steps | wall time per run |",
+        "|---" * (7 + bool(result.threshold)) + "|",
+    ]
+    summary = []
+    for (env, line), members in groups(runs).items():
+        full = [r for r in members if hard_maps.how_ended(r) == "completed"]
+        finals = [final(r) for r in full]
+        per_seed = " / ".join(f"{final(r):.3f}" for r in full)
+        cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in full)]
+        cells += [per_seed, report.spread(finals, ".3f") if finals else "-"]
+        if result.threshold:
+            to = [report.steps_to(r, "return", result.threshold, WINDOW) for r in full]
+            got = sum(s is not None for s in to)
+            at = " / ".join("never" if s is None else hard_maps.thousands(s) for s in to)
+            cells.append(f"{at} ({got}/{len(full)})")
+        steps = sorted({hard_maps.thousands(r["steps"][-1]) for r in full})
+        cells += [", ".join(steps), " / ".join(f"{r['wall'] / 60:.0f}" for r in full) + " min"]
+        lines.append("| " + " | ".join(cells) + " |")
+        summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps)))
+    lines += [
+        "",
+        f"Final score: the greedy return over a run's last {WINDOW} evaluations, of the runs that ran"
+        f" their full length. Each run on one core of: {report.machines(runs)}.",
+    ]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    plot_returns(groups(runs), out / "curves.png")
+    return summary
+
+
+def plot_returns(grouped, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grouped), figsize=(5 * len(grouped), 3.6), squeeze=False)
+    for ax, ((env, line), members) in zip(axes[0], grouped.items(), strict=True):
+        for run in members:
+            ax.plot(
+                run["steps"] / 1e3, report.scores(run, "return"), lw=1, label=f"seed {run['seed']}"
+            )
+        ax.set(title=f"{env}\n{line}", xlabel="env steps (thousands)", ylabel="greedy return")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary_table(rows):
+    """The home page's and the README's table: one row per task and script."""
+    lines = [
+        "| task | script and flags | seeds | final score (mean of the last 10 evaluations), per seed "
+        "| mean | env steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for page, env, line, seeds, finals, steps in rows:
+        spec = ".2f" if all(0 <= f <= 1 for f in finals) else ".1f"
+        cells = [f"[`{env}`]({page})", f"`{line}`", " / ".join(map(str, seeds))]
+        cells += [" / ".join(f"{f:{spec}}" for f in finals), report.spread(finals, spec), steps]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw(root, out_root, readme):
+    """Draw every result of the store under root into out_root (docs/img/ or a temporary folder);
+    write the README's results block into readme. -> the files written"""
+    rows = []
+    for name, result in RESULTS.items():
+        store, out = Path(root) / "benchmarks" / "results" / result.store, Path(out_root) / name
+        out.mkdir(parents=True, exist_ok=True)
+        runs = report.load(store)
+        if not runs:
+            sys.exit(f"redraw: error: no evaluation records under {store}")
+        if result.kind == "hard_maps":
+            with contextlib.redirect_stdout(io.StringIO()):
+                hard_maps.main([str(store), "--out", str(out)])
+            continue  # its own rows on the home page (summary.md)
+        for env, line, seeds, finals, steps in draw_returns(result, runs, out):
+            rows.append((result.page, env, line, seeds, finals, steps))
+    table = summary_table(rows)
+    (Path(out_root) / "results.md").write_text(table)
+    hard = (Path(out_root) / "hard_maps" / "summary.md").read_text()
+    block = f"{table}\nSMAClite's hard maps, each run to 2M steps or 90% won:\n\n{hard}"
+    text = Path(readme).read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    Path(readme).write_text(text[:start] + "\n" + block.replace("](", "](docs/") + text[end:])
+    folders = [Path(out_root) / name for name in RESULTS]
+    return sorted(p for f in folders for p in f.iterdir()) + [Path(out_root) / "results.md"]
+
+
+def png_size(path):
+    """(width, height) of a PNG, from its header."""
+    return struct.unpack(">II", Path(path).read_bytes()[16:24])
+
+
+def check(root):
+    """Draw into a temporary folder and compare with what is committed under root. -> the first
+    difference, or None"""
+    with tempfile.TemporaryDirectory() as tmp:
+        readme = Path(tmp) / "README.md"
+        readme.write_text((Path(root) / "README.md").read_text())
+        for path in draw(root, Path(tmp) / "img", readme):
+            committed = Path(root) / "docs" / "img" / path.relative_to(Path(tmp) / "img")
+            if not committed.exists():
+                return f"{committed.relative_to(root)} is not committed"
+            if path.suffix == ".png":
+                if png_size(path) != png_size(committed):
+                    return f"{committed.relative_to(root)}: {png_size(committed)} pixels, redrawn {png_size(path)}"
+            elif path.read_text() != committed.read_text():
+                return f"{committed.relative_to(root)} differs from its redrawing"
+        if readme.read_text() != (Path(root) / "README.md").read_text():
+            return "README.md's results table differs from its redrawing"
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare, write nothing")
+    parser.add_argument("--root", default=str(ROOT), help="the repository (default: this one)")
+    args = parser.parse_args(argv)
+    np.seterr(all="ignore")
+    if args.check:
+        if difference := check(args.root):
+            print(f"redraw: {difference}: run python benchmarks/redraw.py", file=sys.stderr)
+            return 1
+        print(f"redraw: every table and figure of {len(RESULTS)} results matches the store")
+        return 0
+    written = draw(args.root, Path(args.root) / "docs" / "img", Path(args.root) / "README.md")
+    print(f"redraw: {len(written)} files and README.md's results table")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
