@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-import hard_maps  # noqa: E402
+import smaclite_maps  # noqa: E402
 
 from cleanmarl import report  # noqa: E402
 
@@ -40,11 +40,11 @@ class Result:
     store: str  # under benchmarks/results/
     page: str  # the docs page that shows it, for the summary's links
     threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
-    kind: str = "returns"  # "returns", or "hard_maps" (benchmarks/hard_maps.py)
+    kind: str = "returns"  # "returns", or "smaclite" (benchmarks/smaclite_maps.py)
 
 
 RESULTS = {
-    "hard_maps": Result("hard_maps", "smaclite_hard_maps.md", kind="hard_maps"),
+    "smaclite": Result("smaclite", "smaclite.md", kind="smaclite"),
     "lbf": Result("lbf", "qmix.md#lbf", threshold=0.9),
 }
 
@@ -78,7 +78,7 @@ def draw_returns(result, runs, out):
     ]
     summary = []
     for (env, line), members in groups(runs).items():
-        full = [r for r in members if hard_maps.how_ended(r) == "completed"]
+        full = [r for r in members if smaclite_maps.how_ended(r) == "completed"]
         finals = [final(r) for r in full]
         per_seed = " / ".join(f"{final(r):.3f}" for r in full)
         cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in full)]
@@ -86,9 +86,9 @@ def draw_returns(result, runs, out):
         if result.threshold:
             to = [report.steps_to(r, "return", result.threshold, WINDOW) for r in full]
             got = sum(s is not None for s in to)
-            at = " / ".join("never" if s is None else hard_maps.thousands(s) for s in to)
+            at = " / ".join("never" if s is None else smaclite_maps.thousands(s) for s in to)
             cells.append(f"{at} ({got}/{len(full)})")
-        steps = sorted({hard_maps.thousands(r["steps"][-1]) for r in full})
+        steps = sorted({smaclite_maps.thousands(r["steps"][-1]) for r in full})
         cells += [", ".join(steps), " / ".join(f"{r['wall'] / 60:.0f}" for r in full) + " min"]
         lines.append("| " + " | ".join(cells) + " |")
         summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps)))
@@ -146,16 +146,16 @@ def draw(root, out_root, readme):
         runs = report.load(store)
         if not runs:
             sys.exit(f"redraw: error: no evaluation records under {store}")
-        if result.kind == "hard_maps":
+        if result.kind == "smaclite":
             with contextlib.redirect_stdout(io.StringIO()):
-                hard_maps.main([str(store), "--out", str(out)])
+                smaclite_maps.main([str(store), "--out", str(out)])
             continue  # its own rows on the home page (summary.md)
         for env, line, seeds, finals, steps in draw_returns(result, runs, out):
             rows.append((result.page, env, line, seeds, finals, steps))
     table = summary_table(rows)
     (Path(out_root) / "results.md").write_text(table)
-    hard = (Path(out_root) / "hard_maps" / "summary.md").read_text()
-    block = f"{table}\nSMAClite's hard maps, each run to 2M steps or 90% won:\n\n{hard}"
+    hard = (Path(out_root) / "smaclite" / "summary.md").read_text()
+    block = f"{table}\nSMAClite, at the defaults, each run to 2M steps or 90% won:\n\n{hard}"
     text = Path(readme).read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
     Path(readme).write_text(text[:start] + "\n" + block.replace("](", "](docs/") + text[end:])

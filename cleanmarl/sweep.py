@@ -445,12 +445,14 @@ def locked_execute(run, folder, env, stop_at, window, absolute, stopper):
         extra=list(run.extra),
     )
     meta.update(
-        command=command,
+        command=run.command(),  # the run's own; a resume's is resume_command
         git_commit=git_commit(),
         versions=versions(),
         machine=machine(),
         resumed=bool(states),
     )
+    if states:
+        meta["resume_command"] = command
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
     (folder / "command.txt").write_text(shlex.join(command) + "\n")
     start, stopped_at = time.time(), None  # stopped_at: the step at which --stop-at stopped it

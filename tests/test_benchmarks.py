@@ -37,9 +37,11 @@ def test_reached_counts_an_exact_threshold_and_reports_never():
     assert step is None and best != best
 
 
-spec = importlib.util.spec_from_file_location("hard_maps", ROOT / "benchmarks" / "hard_maps.py")
-hard_maps = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(hard_maps)
+spec = importlib.util.spec_from_file_location(
+    "smaclite_maps", ROOT / "benchmarks" / "smaclite_maps.py"
+)
+smaclite_maps = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(smaclite_maps)
 
 
 def fake_run(store, env, seed, won, ended="completed", script="qmix.py", absolute=None):
@@ -62,7 +64,9 @@ def fake_run(store, env, seed, won, ended="completed", script="qmix.py", absolut
     return folder
 
 
-def test_hard_maps_table_shows_each_seed_and_never_averages_stopped_and_full_runs(tmp_path, capsys):
+def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full_runs(
+    tmp_path, capsys
+):
     """Each seed's step to 90% (the stop rule's window), with the mean over those that got there, its
     range and k/n; the final win rate of full-length runs only (a stopped run says "stopped"); each
     seed's best checkpoint and wall time; a run under way named apart; PyMARL2's SC2 figure beside
@@ -79,21 +83,23 @@ def test_hard_maps_table_shows_each_seed_and_never_averages_stopped_and_full_run
     for folder in store.iterdir():  # the line the runs print
         (folder / "log.txt").write_text("SMAClite physics: C++ RVO2, fast path (docs)\n")
     (store / "qmix__MMM2__defaults__3" / "log.txt").write_text("SMAClite physics: numpy RVO2 (x)\n")
-    assert hard_maps.main([str(store), "--out", str(tmp_path / "img")]) == 0
+    assert smaclite_maps.main([str(store), "--out", str(tmp_path / "img")]) == 0
     out = capsys.readouterr().out
     mmm2, lstm = (line for line in out.splitlines() if line.startswith("| `MMM2`"))
     assert mmm2.startswith(
-        "| `MMM2` | `qmix` | 1 / 2 / 3 | 15k / 13k / never | 14k (range 13k to 15k) (2/3) "
-        "| stopped / stopped / 0.20 | 0.20 | 1.00 / 0.90 / 0.40 | 15 / 14 / 12 min | 100% / 100% |"
+        "| `MMM2` | super hard | `qmix` | 1 / 2 / 3 | 15k / 13k / never | 14k (range 13k to 15k) (2/3) "
+        "| stopped / stopped / 0.20 | 0.20 | 1.00 / 0.90 / 0.40 | 15 / 14 / 12 min | 69% | 100% / 100% |"
     )
     assert "| `qmix_lstm` | 1 | never | - (0/1) | 0.00 | 0.00 | - | 20 min |" in lstm
     corridor = next(line for line in out.splitlines() if line.startswith("| `corridor`"))
     assert "| `qmix_memefficient` | 1 | 10k | 10k (1/1) | stopped | - | 1.00 |" in corridor
+    assert corridor.endswith("| 1% | 100% / 100% |")  # the SMAC paper's, PyMARL2's
     assert (
         "Not in the table: `corridor` seed 2 under way at 4,000 steps"
         " (0.00 won over its last 10 evaluations)." in out
     )
-    assert "--scripts qmix_memefficient --envs corridor --seeds 1-3" in out
+    assert "--scripts qmix_memefficient --envs 25m 27m_vs_30m bane_vs_bane corridor --seeds" in out
+    assert "Not run yet (19 of 22 maps): `2s_vs_1sc`, `2s3z`," in out
     assert "C++ RVO2, fast path (6 of 7 runs); numpy RVO2 (1 of 7 runs)." in out
     for command in out.split("```bash\n")[1].split("```")[0].splitlines():  # as the sweep reads it
         argv = shlex.split(command)[3:]
@@ -112,30 +118,29 @@ def test_hard_maps_table_shows_each_seed_and_never_averages_stopped_and_full_run
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
     home = (tmp_path / "img" / "summary.md").read_text()
     assert (
-        "| [`MMM2`](smaclite_hard_maps.md) | `qmix` | 15k / 13k / never (2/3) | 1.00 / 0.90 / 0.40 |"
-        in home
+        "| [`MMM2`](smaclite.md) | `qmix` | 15k / 13k / never (2/3) | 1.00 / 0.90 / 0.40 |" in home
     )
 
 
-def test_hard_maps_aggregate_is_the_largest_grid_of_maps_that_finished_the_same_seeds():
+def test_smaclite_maps_aggregate_is_the_largest_grid_of_maps_that_finished_the_same_seeds():
     """rliable's CI needs every seed on every map: a map finished on fewer seeds so far is left out of the aggregate
     rather than cutting every map down to its seeds; one map alone is an aggregate only where no two share a seed."""
-    assert hard_maps.common_seeds(
+    assert smaclite_maps.common_seeds(
         {"MMM2": {1, 2, 3}, "corridor": {1, 2, 3}, "10m_vs_11m": {1}}
     ) == (
         ["MMM2", "corridor"],
         [1, 2, 3],
     )
-    assert hard_maps.common_seeds({"MMM2": {1, 2, 3}, "corridor": {1}}) == (
+    assert smaclite_maps.common_seeds({"MMM2": {1, 2, 3}, "corridor": {1}}) == (
         ["MMM2", "corridor"],
         [1],
     )
-    assert hard_maps.common_seeds({"MMM2": {1, 2}, "corridor": {2, 3}}) == (
+    assert smaclite_maps.common_seeds({"MMM2": {1, 2}, "corridor": {2, 3}}) == (
         ["MMM2", "corridor"],
         [2],
     )
-    assert hard_maps.common_seeds({"MMM2": {1, 2}, "corridor": {3}}) == (["MMM2"], [1, 2])
-    assert hard_maps.common_seeds({}) == ([], [])
+    assert smaclite_maps.common_seeds({"MMM2": {1, 2}, "corridor": {3}}) == (["MMM2"], [1, 2])
+    assert smaclite_maps.common_seeds({}) == ([], [])
 
 
 def test_keep_copies_the_ended_runs_records_only_and_the_table_reads_them(tmp_path, capsys):
@@ -180,11 +185,11 @@ def test_keep_copies_the_ended_runs_records_only_and_the_table_reads_them(tmp_pa
         ended="stopped", step=15000, by="--stop-at 0.9", wall_clock_s=900.0
     )
     assert (folder / "log.txt").read_text() == "SMAClite physics: C++ RVO2 (docs)\nsweep: stopped\n"
-    assert hard_maps.main([str(sweep), "--out", str(tmp_path / "a")]) == 0
+    assert smaclite_maps.main([str(sweep), "--out", str(tmp_path / "a")]) == 0
     direct = capsys.readouterr().out
-    assert hard_maps.main([str(kept), "--out", str(tmp_path / "b")]) == 0
+    assert smaclite_maps.main([str(kept), "--out", str(tmp_path / "b")]) == 0
     from_kept = capsys.readouterr().out
-    assert "| `MMM2` | `qmix` | 1 | 14k | 14k (1/1) | stopped | - | 1.00 | 15 min |" in from_kept
+    assert "| `MMM2` | super hard | `qmix` | 1 | 14k | 14k (1/1) | stopped | - | 1.00 | 15 min |" in from_kept
     assert "`MMM2` seed 2 under way" in direct and "under way" not in from_kept
     rows = lambda text: [line for line in text.splitlines() if line.startswith("| `")]  # noqa: E731
     assert rows(direct) == rows(from_kept)

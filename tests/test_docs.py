@@ -5,6 +5,8 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "docs"))
 import gen_help  # noqa: E402
@@ -87,3 +89,15 @@ def test_ci_runs_the_readme_test_command():
     (command,) = re.findall(r"^# README test command\n(.+)$", readme, flags=re.M)
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert command.strip() in [line.strip() for line in ci if not line.lstrip().startswith("#")]
+
+
+def test_the_2s_vs_1sc_snippet_loses_attacking_and_wins_kiting(capsys):
+    """docs/smaclite.md's snippet, run as printed: both stalkers attacking lose every battle with a
+    return of 10.04; the crawler's target stepping out of range once at 13 health wins every one."""
+    pytest.importorskip("smaclite")
+    page = (ROOT / "docs" / "smaclite.md").read_text()
+    section = page[page.index("### `2s_vs_1sc`") :]
+    code = section[section.index("```python\n") + 10 :].split("```")[0]
+    exec(compile(code, "smaclite.md", "exec"), {})
+    said = [line for line in capsys.readouterr().out.splitlines() if "physics" not in line]
+    assert said == ["attack only " + str([(False, 10.04)] * 5), "kite " + str([(True, 20.21)] * 5)]

@@ -41,9 +41,9 @@ def test_check_names_the_table_that_differs_and_a_figure_not_committed(tmp_path,
     assert "docs/img/lbf/table.md differs from its redrawing" in capsys.readouterr().err
     redraw.main(["--root", str(root)])  # redrawn: the check passes again
     assert redraw.main(["--check", "--root", str(root)]) == 0
-    (root / "docs/img/hard_maps/curves.png").unlink()
+    (root / "docs/img/smaclite/curves.png").unlink()
     assert redraw.main(["--check", "--root", str(root)]) == 1
-    assert "docs/img/hard_maps/curves.png is not committed" in capsys.readouterr().err
+    assert "docs/img/smaclite/curves.png is not committed" in capsys.readouterr().err
 
 
 def test_no_record_of_the_store_is_ignored_by_git():

@@ -471,6 +471,8 @@ def test_a_signal_stops_the_sweep_and_the_same_command_continues_it(tmp_path):
     assert "sweep: 4 done, 0 skipped (finished before), 0 failed, of 4 runs" in again.stdout
     assert all(sweep.read_done(p)["ended"] == "completed" for p in out.iterdir())
     assert "--resume runs/" in (folder / "command.txt").read_text()
+    meta = json.loads((folder / "meta.json").read_text())  # the run's command, and how it resumed
+    assert "--resume" not in meta["command"] and "--resume" in meta["resume_command"]
     assert len(list(folder.glob("runs/*"))) == 1
     after = sweep.evaluations(folder)
     steps = [r["step"] for r in after]

@@ -1,7 +1,7 @@
-"""QMIX on SMAClite's hard maps (docs/smaclite_hard_maps.md): its table and figure, from the results store.
+"""QMIX on every SMAClite map (docs/smaclite.md): its table and figure, from the results store.
 
-    python benchmarks/hard_maps.py benchmarks/results/hard_maps --out docs/img/hard_maps
-    python benchmarks/hard_maps.py sweeps/hard_maps --keep benchmarks/results/hard_maps   # first keep a sweep's runs
+    python benchmarks/smaclite_maps.py benchmarks/results/smaclite --out docs/img/smaclite
+    python benchmarks/smaclite_maps.py sweeps/smaclite --keep benchmarks/results/smaclite   # first keep a sweep's runs
 
 writes into --out: table.md (the page's table), summary.md (the home page's rows) and curves.png. --keep DIR first copies
 each ended run of a sweep into DIR (cleanmarl.report.keep: meta, how it ended, evaluations, the best checkpoint's
@@ -12,8 +12,9 @@ Per map and script, each seed shown: the env step at which it reached 90% won (t
 before it average >= 0.9, the sweep's --stop-at rule), with the mean over the seeds that got there and k/n; the final
 win rate (the mean of the last 10 evaluations) of the runs that ran the full 2M steps, a stopped run marked as such
 (its last window is >= 0.9 by the stop rule itself, so it is never averaged with them); the best checkpoint's win rate
-over 50 fresh battles (--absolute 10); the run's own wall clock. Means over 2-4 seeds come with their range. PyMARL2's
-QMIX on SC2.4.10 beside it, as its README lists it (another simulator). The aggregate: the IQM of the best
+over 50 fresh battles (--absolute 10); the run's own wall clock. Means over 2-4 seeds come with their range. Beside it,
+StarCraft II's figures (another simulator): the SMAC paper's QMIX and PyMARL2's (MAPS). The maps not run yet are
+named under the table. The aggregate: the IQM of the best
 checkpoints' win rates with rliable's stratified bootstrap CI (Agarwal et al., 2021), over the maps every seed of which
 ended, NO_TEST left out and named. Figure: each run's win rate against env steps and against wall time, one panel per
 map (each evaluation faint, the mean over it and the 9 before it, which --stop-at reads, solid).
@@ -28,30 +29,55 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cleanmarl import report  # noqa: E402
 
-WINDOW, THRESHOLD, SEEDS = (
-    10,
-    0.9,
-    3,
-)  # the sweep's --stop-window, --stop-at, and the grid's seeds per map
-# PyMARL2 README (Hu et al., 2021), QMIX on SC2.4.10: "general" = its re-evaluation with one set of hyperparameters,
-# "fine-tuned" = per-map tuned (3s5z_vs_3s6z with 4 envs). None where the README lists no number.
-PYMARL2 = {
-    "5m_vs_6m": (0.90, 0.90),
-    "MMM2": (1.00, 1.00),
-    "3s5z_vs_3s6z": (0.75, 0.85),
-    "corridor": (1.00, 1.00),
-    "27m_vs_30m": (1.00, 1.00),
-    "2c_vs_64zg": (1.00, 1.00),
-    "3s_vs_5z": (1.00, 1.00),
-    "10m_vs_11m": (None, None),
+WINDOW, THRESHOLD, SEEDS = 10, 0.9, 3  # the sweep's --stop-window and --stop-at; seeds per map
+# Every map cleanmarl.env.smaclite offers, in the SMAC paper's order of difficulty, then the others:
+# map -> (SMAC's difficulty, QMIX's win rate on StarCraft II in the SMAC paper (Samvelyan et al.,
+# 2019), as tabulated in FlickerNiko/SAC-QMIX's README; PyMARL2's (Hu et al., 2021; its README at
+# 8ccac7c, SC2.4.10): one general set of hyperparameters, and tuned per map). None: not published.
+MAPS = {
+    "2s_vs_1sc": ("easy", 1.00, None, 1.00),
+    "2s3z": ("easy", 0.99, None, 1.00),
+    "3s5z": ("easy", 0.97, None, 1.00),
+    "1c3s5z": ("easy", 0.97, None, 1.00),
+    "10m_vs_11m": ("easy", 0.97, None, None),
+    "2c_vs_64zg": ("hard", 0.58, 1.00, 1.00),
+    "bane_vs_bane": ("hard", 0.85, None, 1.00),
+    "5m_vs_6m": ("hard", 0.70, 0.90, 0.90),
+    "3s_vs_5z": ("hard", 0.87, 1.00, 1.00),
+    "3s5z_vs_3s6z": ("super hard", 0.02, 0.75, 0.93),
+    "27m_vs_30m": ("super hard", 0.49, 1.00, 1.00),
+    "MMM2": ("super hard", 0.69, 1.00, 1.00),
+    "corridor": ("super hard", 0.01, 1.00, 1.00),
+    "8m_vs_9m": ("-", None, 1.00, 1.00),
+    "3m": ("-", None, None, None),
+    "8m": ("-", None, None, 1.00),
+    "25m": ("-", None, None, None),
+    "MMM": ("-", None, None, None),
+    "2m_vs_1z": ("-", None, None, None),
+    "3s_vs_3z": ("-", None, None, None),
+    "3s_vs_4z": ("-", None, None, None),
+    "so_many_baneling": ("-", None, None, None),
 }
+# qmix_memefficient.py where qmix.py's padded buffer (5000 episodes at the limit) needs more than
+# about 12 GiB, half the 24 GiB machine (docs/qmix_memefficient.md#memory): the same QMIX, the same
+# losses for the same seed
+MEMEFFICIENT = ("25m", "27m_vs_30m", "bane_vs_bane", "corridor")
 SWEEP = (
-    "python -m cleanmarl.sweep --scripts {script} --envs {env} --seeds 1-3 --out sweeps/hard_maps --stop-at 0.9 "
-    "--stop-window 10 --absolute 10 -- --save-model --total-timesteps 2000000"
+    "python -m cleanmarl.sweep --scripts {script} --envs {env} --seeds 1-3 --out sweeps/smaclite"
+    " --stop-at 0.9 --stop-window 10 --absolute 10 -- --save-model --total-timesteps 2000000"
 )
 
 
-# Maps the docs call no test on SMAClite (docs/smaclite_hard_maps.md): left out of the aggregate, named
+def grid_commands():
+    """The sweep commands of the whole grid: qmix.py's maps, then qmix_memefficient.py's."""
+    plain = [m for m in MAPS if m not in MEMEFFICIENT]
+    return [
+        SWEEP.format(script="qmix", env=" ".join(plain)),
+        SWEEP.format(script="qmix_memefficient", env=" ".join(MEMEFFICIENT)),
+    ]
+
+
+# Maps the docs call no test on SMAClite (docs/smaclite.md): left out of the aggregate, named
 NO_TEST = {"2c_vs_64zg": "a random policy wins it on SMAClite"}
 
 
@@ -76,9 +102,9 @@ def finished(run):
 
 
 def map_order(runs):
-    """The maps run, in PYMARL2's order, then any other."""
+    """The maps run, in MAPS' order, then any other."""
     maps = {r["env"] for r in runs}
-    return [m for m in PYMARL2 if m in maps] + sorted(maps - set(PYMARL2))
+    return [m for m in MAPS if m in maps] + sorted(maps - set(MAPS))
 
 
 def rows(runs):
@@ -127,7 +153,7 @@ def row(env, line, members):
             for r in members
             if not finished(r)
         ],
-        pymarl2=PYMARL2.get(env, (None, None)),
+        published=MAPS.get(env, ("-", None, None, None)),
     )
 
 
@@ -135,17 +161,24 @@ def pct(p):
     return "-" if p is None else f"{p:.0%}"
 
 
+def sc2(published):
+    """The SMAC paper's and PyMARL2's (general / tuned) figures on StarCraft II."""
+    _, smac, general, tuned = published
+    return f"{pct(smac)} | {pct(general)} / {pct(tuned)}"
+
+
 def markdown(table):
     lines = [
-        "| map | script | seeds | 90% won at, per seed | mean (k/n) | final win rate, per seed "
-        "| its mean | best checkpoint over 50 battles, per seed | wall time per run | PyMARL2 on SC2 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| map | SMAC's difficulty | script | seeds | 90% won at, per seed | mean (k/n) "
+        "| final win rate, per seed | its mean | best checkpoint over 50 battles, per seed "
+        "| wall time per run | SMAC paper on SC2 | PyMARL2 on SC2 |",
+        "|---" * 12 + "|",
     ]
     for r in table:
         lines.append(
-            f"| `{r['env']}` | `{r['script']}` | {r['seeds']} | {r['reached']} | {r['reached_mean']} "
-            f"| {r['final']} | {r['final_mean']} | {r['absolute']} | {r['wall']} "
-            f"| {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+            f"| `{r['env']}` | {r['published'][0]} | `{r['script']}` | {r['seeds']} | {r['reached']} "
+            f"| {r['reached_mean']} | {r['final']} | {r['final_mean']} | {r['absolute']} "
+            f"| {r['wall']} | {sc2(r['published'])} |"
         )
     others = [
         f"`{r['env']}` seed {seed} {how} at {steps:,} steps ({won:.2f} won over its last 10 evaluations)"
@@ -154,8 +187,11 @@ def markdown(table):
     ]
     if others:
         lines += ["", "Not in the table: " + "; ".join(others) + "."]
-    lines += ["", "Commands, one per row:", "", "```bash"]
-    lines += [SWEEP.format(script=r["script"], env=r["env"]) for r in table]
+    run = {r["env"] for r in table}
+    if not_run := [f"`{m}`" for m in MAPS if m not in run]:
+        lines += ["", f"Not run yet ({len(not_run)} of {len(MAPS)} maps): {', '.join(not_run)}."]
+    lines += ["", "The grid's commands (re-run each until every run has ended):", "", "```bash"]
+    lines += grid_commands()
     return "\n".join(lines + ["```"])
 
 
@@ -227,20 +263,20 @@ def plot(runs, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a folder of the results store, or a sweep's with --keep")
-    parser.add_argument(
-        "--out", default="docs/img/hard_maps", help="folder of the table and figure"
-    )
+    parser.add_argument("--out", default="docs/img/smaclite", help="folder of the table and figure")
     parser.add_argument(
         "--keep", metavar="DIR", help="keep the sweep's ended runs in DIR, then read DIR"
     )
     args = parser.parse_args(argv)
     if args.keep:
         copied = report.keep(args.sweep_dir, args.keep)
-        print(f"hard_maps: kept {len(copied)} ended runs' records in {args.keep}", file=sys.stderr)
+        print(
+            f"smaclite_maps: kept {len(copied)} ended runs' records in {args.keep}", file=sys.stderr
+        )
         args.sweep_dir = args.keep
     runs = [r for r in report.load(args.sweep_dir) if "battle_won" in r["records"][0]]
     if not runs:
-        sys.exit(f"hard_maps: error: no SMAClite evaluation records under {args.sweep_dir}")
+        sys.exit(f"smaclite_maps: error: no SMAClite evaluation records under {args.sweep_dir}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(runs, out)
@@ -267,17 +303,17 @@ def main(argv=None):
 
 
 def summary(table):
-    """The home page's rows: map, script, each seed's step to 90% and best checkpoint, PyMARL2's."""
+    """The home page's rows: map, script, each seed's step to 90% and best checkpoint, SC2's."""
     lines = [
         "| map | script | 90% won at, per seed (k/n) | best checkpoint over 50 battles, per seed "
-        "| PyMARL2 on SC2 |",
-        "|---|---|---|---|---|",
+        "| SMAC paper on SC2 | PyMARL2 on SC2 |",
+        "|---|---|---|---|---|---|",
     ]
     for r in table:
         k_n = r["reached_mean"].rsplit(" ", 1)[-1]
         lines.append(
-            f"| [`{r['env']}`](smaclite_hard_maps.md) | `{r['script']}` | {r['reached']} {k_n} "
-            f"| {r['absolute']} | {pct(r['pymarl2'][0])} / {pct(r['pymarl2'][1])} |"
+            f"| [`{r['env']}`](smaclite.md) | `{r['script']}` | {r['reached']} {k_n} "
+            f"| {r['absolute']} | {sc2(r['published'])} |"
         )
     return "\n".join(lines) + "\n"
 
