@@ -68,12 +68,18 @@ SWEEP = (
 )
 
 
+# The paper's recurrent agents (qmix_lstm.py) beside qmix.py where memory may matter
+RECURRENT = ("2s_vs_1sc", "3s_vs_5z", "MMM2")
+
+
 def grid_commands():
-    """The sweep commands of the whole grid: qmix.py's maps, then qmix_memefficient.py's."""
+    """The sweep commands of the whole grid: qmix.py's maps, qmix_memefficient.py's, then
+    qmix_lstm.py's."""
     plain = [m for m in MAPS if m not in MEMEFFICIENT]
     return [
         SWEEP.format(script="qmix", env=" ".join(plain)),
         SWEEP.format(script="qmix_memefficient", env=" ".join(MEMEFFICIENT)),
+        SWEEP.format(script="qmix_lstm", env=" ".join(RECURRENT)),
     ]
 
 
