@@ -189,7 +189,10 @@ def test_keep_copies_the_ended_runs_records_only_and_the_table_reads_them(tmp_pa
     direct = capsys.readouterr().out
     assert smaclite_maps.main([str(kept), "--out", str(tmp_path / "b")]) == 0
     from_kept = capsys.readouterr().out
-    assert "| `MMM2` | super hard | `qmix` | 1 | 14k | 14k (1/1) | stopped | - | 1.00 | 15 min |" in from_kept
+    assert (
+        "| `MMM2` | super hard | `qmix` | 1 | 14k | 14k (1/1) | stopped | - | 1.00 | 15 min |"
+        in from_kept
+    )
     assert "`MMM2` seed 2 under way" in direct and "under way" not in from_kept
     rows = lambda text: [line for line in text.splitlines() if line.startswith("| `")]  # noqa: E731
     assert rows(direct) == rows(from_kept)
