@@ -40,7 +40,7 @@ class Result:
     store: str  # under benchmarks/results/
     page: str  # the docs page that shows it, for the summary's links
     threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
-    kind: str = "returns"  # "returns", or "smaclite" (benchmarks/smaclite_maps.py)
+    kind: str = "scores"  # "scores" (draw_scores), or "smaclite" (benchmarks/smaclite_maps.py)
 
 
 RESULTS = {
@@ -63,9 +63,15 @@ def groups(runs):
     return {k: sorted(v, key=lambda r: r["seed"]) for k, v in out.items()}
 
 
-def draw_returns(result, runs, out):
-    """table.md: per env and line, each seed's final score and step to the threshold; curves.png:
-    each seed's greedy evaluation score against env steps. -> the summary's rows"""
+def metric(run):
+    """A run's score: the win rate where the env reports battles, else the return."""
+    return "battle_won" if "battle_won" in run["records"][0] else "return"
+
+
+def draw_scores(result, runs, out):
+    """table.md: per env and line, each seed's final score (a run stopped by --stop-at shown as
+    such) and step to the threshold; curves.png: each seed's greedy evaluation score against env
+    steps. -> the summary's rows (the runs that ran their full length)"""
     lines = [
         "| task | script and flags | seeds | final score, per seed | mean | "
         + (
@@ -78,31 +84,39 @@ def draw_returns(result, runs, out):
     ]
     summary = []
     for (env, line), members in groups(runs).items():
-        full = [r for r in members if smaclite_maps.how_ended(r) == "completed"]
+        done = [r for r in members if smaclite_maps.finished(r)]
+        full = [r for r in done if smaclite_maps.how_ended(r) == "completed"]
         finals = [final(r) for r in full]
-        per_seed = " / ".join(f"{final(r):.3f}" for r in full)
-        cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in full)]
-        cells += [per_seed, report.spread(finals, ".3f") if finals else "-"]
+        spec = ".2f" if metric(done[0]) == "battle_won" else ".3f"
+        per_seed = " / ".join(
+            f"{final(r):{spec}}"
+            if r in full
+            else f"stopped at {smaclite_maps.thousands(r['steps'][-1])}"
+            for r in done
+        )
+        cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in done)]
+        cells += [per_seed, report.spread(finals, spec) if finals else "-"]
         if result.threshold:
-            to = [report.steps_to(r, "return", result.threshold, WINDOW) for r in full]
+            to = [report.steps_to(r, metric(r), result.threshold, WINDOW) for r in done]
             got = sum(s is not None for s in to)
             at = " / ".join("never" if s is None else smaclite_maps.thousands(s) for s in to)
-            cells.append(f"{at} ({got}/{len(full)})")
-        steps = sorted({smaclite_maps.thousands(r["steps"][-1]) for r in full})
-        cells += [", ".join(steps), " / ".join(f"{r['wall'] / 60:.0f}" for r in full) + " min"]
+            cells.append(f"{at} ({got}/{len(done)})")
+        steps = sorted({smaclite_maps.thousands(r["steps"][-1]) for r in done})
+        cells += [", ".join(steps), " / ".join(f"{r['wall'] / 60:.0f}" for r in done) + " min"]
         lines.append("| " + " | ".join(cells) + " |")
-        summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps)))
+        if full:
+            summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps)))
     lines += [
         "",
-        f"Final score: the greedy return over a run's last {WINDOW} evaluations, of the runs that ran"
-        f" their full length. Each run on one core of: {report.machines(runs)}.",
+        f"Final score: the greedy return (or win rate) over a run's last {WINDOW} evaluations, of the"
+        f" runs that ran their full length. Each run on: {report.machines(runs)}.",
     ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    plot_returns(groups(runs), out / "curves.png")
+    plot_scores(groups(runs), out / "curves.png")
     return summary
 
 
-def plot_returns(grouped, path):
+def plot_scores(grouped, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,10 +125,10 @@ def plot_returns(grouped, path):
     fig, axes = plt.subplots(1, len(grouped), figsize=(5 * len(grouped), 3.6), squeeze=False)
     for ax, ((env, line), members) in zip(axes[0], grouped.items(), strict=True):
         for run in members:
-            ax.plot(
-                run["steps"] / 1e3, report.scores(run, "return"), lw=1, label=f"seed {run['seed']}"
-            )
-        ax.set(title=f"{env}\n{line}", xlabel="env steps (thousands)", ylabel="greedy return")
+            scores = report.scores(run, metric(run))
+            ax.plot(run["steps"] / 1e3, scores, lw=1, label=f"seed {run['seed']}")
+        label = "greedy battles won" if metric(members[0]) == "battle_won" else "greedy return"
+        ax.set(title=f"{env}\n{line}", xlabel="env steps (thousands)", ylabel=label)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -150,7 +164,7 @@ def draw(root, out_root, readme):
             with contextlib.redirect_stdout(io.StringIO()):
                 smaclite_maps.main([str(store), "--out", str(out)])
             continue  # its own rows on the home page (summary.md)
-        for env, line, seeds, finals, steps in draw_returns(result, runs, out):
+        for env, line, seeds, finals, steps in draw_scores(result, runs, out):
             rows.append((result.page, env, line, seeds, finals, steps))
     table = summary_table(rows)
     (Path(out_root) / "results.md").write_text(table)
