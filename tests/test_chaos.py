@@ -62,6 +62,7 @@ def kill_at_a_random_moment(proc, runs, seconds, in_a_write):
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_ten_sigkills_then_resumes_log_as_the_run_never_killed(script, tmp_path, tmp_path_factory):
     expected = reference(script, tmp_path_factory)
+    assert len(expected["train/loss"]) > 20 and len(expected["eval/ep_reward"]) > 5
     random.seed(script.name)
     runs, run_dir, killed = tmp_path / "runs", None, []
     for kill in range(KILLS):
