@@ -46,6 +46,7 @@ class Result:
 RESULTS = {
     "smaclite": Result("smaclite", "smaclite.md", kind="smaclite"),
     "lbf": Result("lbf", "qmix.md#lbf", threshold=0.9),
+    "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
 }
 
 
