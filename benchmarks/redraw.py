@@ -1,6 +1,6 @@
 """Every results table and figure of the docs and the README, redrawn from the results store.
 
-    python benchmarks/redraw.py            # writes them where the docs and the README take them from
+    python benchmarks/redraw.py            # writes them where the docs and the README read them
     python benchmarks/redraw.py --check    # exits 1 naming the first table that differs
 
 The store (benchmarks/results/, its README) holds the records of every documented run: meta, how it
@@ -109,7 +109,8 @@ def draw_scores(result, runs, out):
             summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps)))
     lines += [
         "",
-        f"Final score: the greedy return (or win rate) over a run's last {WINDOW} evaluations, of the"
+        "Final score: the greedy return (or win rate) over a run's last"
+        f" {WINDOW} evaluations, of the"
         f" runs that ran their full length. Each run on: {report.machines(runs)}.",
     ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
@@ -139,7 +140,8 @@ def plot_scores(grouped, path):
 def summary_table(rows):
     """The home page's and the README's table: one row per task and script."""
     lines = [
-        "| task | script and flags | seeds | final score (mean of the last 10 evaluations), per seed "
+        "| task | script and flags | seeds "
+        "| final score (mean of the last 10 evaluations), per seed "
         "| mean | env steps |",
         "|---|---|---|---|---|---|",
     ]
@@ -195,7 +197,8 @@ def check(root):
                 return f"{committed.relative_to(root)} is not committed"
             if path.suffix == ".png":
                 if png_size(path) != png_size(committed):
-                    return f"{committed.relative_to(root)}: {png_size(committed)} pixels, redrawn {png_size(path)}"
+                    sizes = f"{png_size(committed)} pixels, redrawn {png_size(path)}"
+                    return f"{committed.relative_to(root)}: {sizes}"
             elif path.read_text() != committed.read_text():
                 return f"{committed.relative_to(root)} differs from its redrawing"
         if readme.read_text() != (Path(root) / "README.md").read_text():

@@ -58,9 +58,9 @@ MAPS = {
     "3s_vs_4z": ("-", None, None, None),
     "so_many_baneling": ("-", None, None, None),
 }
-# qmix_memefficient.py where qmix.py's padded buffer (5000 episodes at the limit) needs more than
-# about 12 GiB, half the 24 GiB machine (docs/qmix_memefficient.md#memory): the same QMIX, the same
-# losses for the same seed
+# qmix_memefficient.py where qmix.py's padded buffer (5000 episodes at the limit) would take the
+# whole 24 GiB machine or more (docs/qmix_memefficient.md#memory): the same QMIX, the same losses
+# for the same seed
 MEMEFFICIENT = ("25m", "27m_vs_30m", "bane_vs_bane", "corridor")
 SWEEP = (
     "python -m cleanmarl.sweep --scripts {script} --envs {env} --seeds 1-3 --out sweeps/smaclite"

@@ -2,17 +2,18 @@
 a table, and marl-eval's JSON layout, from each run's evaluation records (evaluations.jsonl).
 
     python -m cleanmarl.report sweeps/lambda              # writes sweeps/lambda/report/: report.md, *.png, *.csv, *.json
-    python -m cleanmarl.report sweeps/lambda --keep benchmarks/results/lambda   # the results store (its README)
+    python -m cleanmarl.report sweeps/lambda --keep benchmarks/results/lambda   # the results store
 
 Per env: the greedy evaluation return (or battle_won, --metric) against env steps and against wall time (the run's own
-clock, summed over its resumes), the mean over seeds shaded with the range over 2-4 seeds or a 95% percentile bootstrap
-CI over 5 or more (2000 resamples), one line per script and flag set.
+clock, summed over its resumes), the mean over seeds shaded with the range over 2-4 seeds or a
+95% percentile bootstrap CI over 5 or more (2000 resamples), one line per script and flag set.
 Aggregate: each run's final score (its last evaluation's mean) normalised per env to [0, 1] by the lowest and highest
 final score of any run on that env (a win rate is kept as it is), then the interquartile mean (IQM) with stratified
 bootstrap CIs, the probability of improvement between every two lines, and performance profiles (rliable: Agarwal et
-al., 2021), over the seeds actually run. The table: per line the final evaluation of the runs that ran their full length (each seed shown; a run stopped by
---stop-at is listed apart, never averaged in) and the best evaluation, each a mean over seeds with the range (2-4
-seeds) or a 95% CI (5 or more), the
+al., 2021), over the seeds actually run. The table: per line the final evaluation of the runs
+that ran their full length (each seed shown; a run stopped by --stop-at is listed apart, never
+averaged in) and the best evaluation, each a mean over seeds with the range (2-4 seeds) or a 95% CI
+(5 or more), the
 absolute metric where the sweep ran it (--absolute: the best checkpoint re-evaluated with 10x the episodes, Gorsane et al., 2022), with
 --threshold X the env steps to X (the first evaluation at which the mean over it and the --window - 1 before it
 reaches X; over the seeds that reached it, "k/n" saying how many did), env steps, wall time (to the last evaluation),
@@ -69,8 +70,9 @@ def load(sweep_dir):
             absolute = read_json(run_dir / ABSOLUTE) if (run_dir / ABSOLUTE).exists() else None
         else:
             absolute = reevaluation(run_dir)
-        runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records, wall=float(times[-1]),
-                         absolute=absolute, steps=np.array([r["step"] for r in records]), times=times,
+        steps = np.array([r["step"] for r in records])
+        runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records,
+                         wall=float(times[-1]), absolute=absolute, steps=steps, times=times,
                          ended=ending(meta_path.parent), folder=meta_path.parent, meta=meta))  # fmt: skip
     return runs
 
@@ -417,9 +419,17 @@ def table_row(members, metric, threshold=None, window=10):
     ]
     steps = np.mean([r["steps"][-1] for r in members])
     wall = np.mean([r["wall"] for r in members])
-    row = dict(seeds=len(members), completed=len(full), final=mean_or_nan(finals),
-               per_seed="; ".join(per_seed), best=mean_or_nan(best), absolute=mean_or_nan(absolute),
-               env_steps=steps, wall_time_s=wall, steps_per_s=steps / wall if wall else float("nan"))  # fmt: skip
+    row = dict(
+        seeds=len(members),
+        completed=len(full),
+        final=mean_or_nan(finals),
+        per_seed="; ".join(per_seed),
+        best=mean_or_nan(best),
+        absolute=mean_or_nan(absolute),
+        env_steps=steps,
+        wall_time_s=wall,
+        steps_per_s=steps / wall if wall else float("nan"),
+    )
     cells = [str(len(members)), cell(finals), "; ".join(per_seed), cell(best), cell(absolute)]
     if threshold is not None:
         to = [s for r in members if (s := steps_to(r, metric, threshold, window)) is not None]

@@ -46,6 +46,9 @@ def test_a_tiny_grid_runs_records_reports_and_skips_what_is_done(tmp_path, capsy
     assert len(failed) == 4 and all(
         "error:" in line for line in failed
     )  # the script's own one-line error
+    bad = sorted(tmp_path.glob("*no_such_env_v0*"))  # each failure recorded, for the store
+    assert len(bad) == 4 and all(report.ending(f)["ended"] == "failed" for f in bad)
+    assert json.loads((bad[0] / "failed").read_text())["exit"] == 1
     for script in ("qmix", "qmix_memefficient"):
         for seed in (1, 2):
             folder = tmp_path / f"{script}__{LBF}__defaults__{seed}"
