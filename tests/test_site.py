@@ -174,3 +174,57 @@ def test_every_page_renders_offline(site, browser):
         )
         page.close()
     assert diagrams_seen >= 1, "no mermaid diagram found on any page"
+
+
+# What a reader's screen shows: at a desktop width and a phone's, nothing on a page may be cut off
+# (a code block, table or equation wider than the column must scroll inside its own box), every
+# equation must be typeset, and no figure may be drawn much larger than it is shown.
+WIDTHS = (1400, 390)
+LAYOUT = """() => {
+    const column = document.querySelector('.md-content');
+    const right = Math.min(column.getBoundingClientRect().right, document.documentElement.clientWidth);
+    const scroller = node => ['auto', 'scroll'].includes(getComputedStyle(node).overflowX);
+    const scrolls = el => {  // it, a box around it, or (a code block) the code inside it scrolls
+        for (let node = el; node && node !== column; node = node.parentElement) {
+            if (scroller(node)) return true;
+        }
+        return el.tagName === 'PRE' && el.firstElementChild && scroller(el.firstElementChild);
+    };
+    const cut = Array.from(column.querySelectorAll('pre, table, img, .katex-display'))
+        .filter(el => el.getBoundingClientRect().width > 0)
+        .filter(el => el.getBoundingClientRect().right > right + 1 && !scrolls(el))
+        .map(el => el.tagName.toLowerCase() + ': ' + (el.textContent || el.getAttribute('src') || '')
+            .trim().slice(0, 60));
+    const math = Array.from(column.querySelectorAll('.arithmatex'));
+    const untyped = math.filter(el => !el.querySelector('.katex'))
+        .map(el => el.textContent.trim().slice(0, 60));
+    const oversized = Array.from(column.querySelectorAll('img'))
+        .filter(img => img.naturalWidth > 2.2 * Math.max(img.getBoundingClientRect().width, 1))
+        .map(img => `${img.getAttribute('src')}: ${img.naturalWidth} px shown at `
+            + `${Math.round(img.getBoundingClientRect().width)}`);
+    return {cut, untyped, math: math.length, oversized};
+}"""
+
+
+def test_nothing_is_cut_off_and_every_equation_is_typeset(site, browser):
+    out, url = site
+    pages = sorted(path.relative_to(out).parent.as_posix() for path in out.rglob("index.html"))
+    equations = 0
+    for width in WIDTHS:
+        for name in pages:
+            page, errors, _ = open_offline(browser, url + ("" if name == "." else name + "/"))
+            page.set_viewport_size({"width": width, "height": 900})
+            page.wait_for_timeout(100)
+            found = page.evaluate(LAYOUT)
+            page.close()
+            assert not errors, f"{name}: {errors}"
+            assert not found["cut"], (
+                f"{name} at {width} px: cut off, not scrollable: {found['cut']}"
+            )
+            assert not found["untyped"], f"{name}: equations left as text: {found['untyped']}"
+            if width == WIDTHS[0]:
+                equations += found["math"]
+                assert not found["oversized"], (
+                    f"{name}: figures drawn far larger than shown: {found['oversized']}"
+                )
+    assert equations >= 4, "the QMIX page's equations were not found"
