@@ -106,7 +106,8 @@ def draw_scores(result, runs, out):
         cells += [", ".join(steps), " / ".join(f"{r['wall'] / 60:.0f}" for r in done) + " min"]
         lines.append("| " + " | ".join(cells) + " |")
         if full:
-            summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps)))
+            walls = [r["wall"] / 60 for r in full]
+            summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps), walls))
     lines += [
         "",
         "Final score: the greedy return (or win rate) over a run's last"
@@ -137,18 +138,65 @@ def plot_scores(grouped, path):
     plt.close(fig)
 
 
+# The home page's grid of learning curves: (store, env, script and flags), one panel each, where
+# the store holds them
+HOME_CURVES = [
+    ("lbf", "Foraging-8x8-2p-2f-coop-v3", "qmix"),
+    ("mpe", "simple_spread_v3", "qmix"),
+    ("smaclite", "3m", "qmix"),
+    ("smaclite", "2s3z", "qmix"),
+    ("smaclite", "5m_vs_6m", "qmix"),
+    ("smaclite", "10m_vs_11m", "qmix"),
+]
+
+
+def draw_home_curves(root, path):
+    """Each seed's greedy evaluation score against env steps, a panel per task of HOME_CURVES: the
+    mean of the last WINDOW evaluations (what the final score reads) over each one, faint."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for store, env, line in HOME_CURVES:
+        folder = Path(root) / "benchmarks" / "results" / store
+        runs = [r for r in report.load(folder) if (r["env"], r["line"]) == (env, line)]
+        if runs:
+            panels.append((env, sorted(runs, key=lambda r: r["seed"])))
+    rows = -(-len(panels) // 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.8 * rows), squeeze=False)
+    for ax, (env, runs) in zip(axes.flat, panels, strict=False):
+        for i, run in enumerate(runs):
+            scores, color = report.scores(run, metric(run)), f"C{i}"
+            ax.plot(run["steps"] / 1e3, scores, lw=0.5, alpha=0.25, color=color)
+            window = np.convolve(scores, np.ones(WINDOW), "valid") / WINDOW
+            ax.plot(run["steps"][WINDOW - 1 :] / 1e3, window, lw=1.2, color=color)
+        won = metric(runs[0]) == "battle_won"
+        ax.set_title(f"{env} ({len(runs)} seed{'s' * (len(runs) > 1)})", fontsize=9)
+        ax.set_xlabel("env steps (thousands)", fontsize=8)
+        ax.set_ylabel("greedy battles won" if won else "greedy return", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def summary_table(rows):
     """The home page's and the README's table: one row per task and script."""
     lines = [
         "| task | script and flags | seeds "
         "| final score (mean of the last 10 evaluations), per seed "
-        "| mean | env steps |",
-        "|---|---|---|---|---|---|",
+        "| mean | env steps | wall time per run (minutes) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for page, env, line, seeds, finals, steps in rows:
+    for page, env, line, seeds, finals, steps, walls in rows:
         spec = ".2f" if all(0 <= f <= 1 for f in finals) else ".1f"
         cells = [f"[`{env}`]({page})", f"`{line}`", " / ".join(map(str, seeds))]
         cells += [" / ".join(f"{f:{spec}}" for f in finals), report.spread(finals, spec), steps]
+        cells.append(" / ".join(f"{w:.0f}" for w in walls))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -156,7 +204,7 @@ def summary_table(rows):
 def draw(root, out_root, readme):
     """Draw every result of the store under root into out_root (docs/img/ or a temporary folder);
     write the README's results block into readme. -> the files written"""
-    rows = []
+    rows, machines = [], []
     for name, result in RESULTS.items():
         store, out = Path(root) / "benchmarks" / "results" / result.store, Path(out_root) / name
         out.mkdir(parents=True, exist_ok=True)
@@ -167,9 +215,11 @@ def draw(root, out_root, readme):
             with contextlib.redirect_stdout(io.StringIO()):
                 smaclite_maps.main([str(store), "--out", str(out)])
             continue  # its own rows on the home page (summary.md)
-        for env, line, seeds, finals, steps in draw_scores(result, runs, out):
-            rows.append((result.page, env, line, seeds, finals, steps))
-    table = summary_table(rows)
+        for row in draw_scores(result, runs, out):
+            rows.append((result.page, *row))
+        machines.extend(runs)
+    table = summary_table(rows) + f"\nThe runs, on: {report.machines(machines)}.\n"
+    draw_home_curves(root, Path(out_root) / "curves.png")
     (Path(out_root) / "results.md").write_text(table)
     hard = (Path(out_root) / "smaclite" / "summary.md").read_text()
     block = f"{table}\nSMAClite, at the defaults, each run to 2M steps or 90% won:\n\n{hard}"
@@ -177,7 +227,8 @@ def draw(root, out_root, readme):
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
     Path(readme).write_text(text[:start] + "\n" + block.replace("](", "](docs/") + text[end:])
     folders = [Path(out_root) / name for name in RESULTS]
-    return sorted(p for f in folders for p in f.iterdir()) + [Path(out_root) / "results.md"]
+    home = [Path(out_root) / "results.md", Path(out_root) / "curves.png"]
+    return sorted(p for f in folders for p in f.iterdir()) + home
 
 
 def png_size(path):
