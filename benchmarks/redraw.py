@@ -41,12 +41,14 @@ class Result:
     page: str  # the docs page that shows it, for the summary's links
     threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
     kind: str = "scores"  # "scores" (draw_scores), or "smaclite" (benchmarks/smaclite_maps.py)
+    home: bool = True  # its rows in the home page's and the README's table
 
 
 RESULTS = {
     "smaclite": Result("smaclite", "smaclite.md", kind="smaclite"),
     "lbf": Result("lbf", "qmix.md#lbf", threshold=0.9),
     "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
+    "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
 }
 
 
@@ -103,7 +105,7 @@ def draw_scores(result, runs, out):
             at = " / ".join("never" if s is None else smaclite_maps.thousands(s) for s in to)
             cells.append(f"{at} ({got}/{len(done)})")
         steps = sorted({smaclite_maps.thousands(r["steps"][-1]) for r in done})
-        cells += [", ".join(steps), " / ".join(f"{r['wall'] / 60:.0f}" for r in done) + " min"]
+        cells += [", ".join(steps), wall_times([r["wall"] for r in done])]
         lines.append("| " + " | ".join(cells) + " |")
         if full:
             walls = [r["wall"] / 60 for r in full]
@@ -119,14 +121,25 @@ def draw_scores(result, runs, out):
     return summary
 
 
+def wall_times(seconds):
+    """Each run's wall clock, in minutes, or in seconds where every run took under two minutes."""
+    if max(seconds) < 120:
+        return " / ".join(f"{s:.0f}" for s in seconds) + " s"
+    return " / ".join(f"{s / 60:.0f}" for s in seconds) + " min"
+
+
 def plot_scores(grouped, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(grouped), figsize=(5 * len(grouped), 3.6), squeeze=False)
-    for ax, ((env, line), members) in zip(axes[0], grouped.items(), strict=True):
+    cols = min(2, len(grouped))  # at most 9 inches wide: the width the docs show it at
+    rows = -(-len(grouped) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    for ax in list(axes.flat)[len(grouped) :]:
+        ax.axis("off")
+    for ax, ((env, line), members) in zip(axes.flat, grouped.items(), strict=False):
         for run in members:
             scores = report.scores(run, metric(run))
             ax.plot(run["steps"] / 1e3, scores, lw=1, label=f"seed {run['seed']}")
@@ -216,8 +229,8 @@ def draw(root, out_root, readme):
                 smaclite_maps.main([str(store), "--out", str(out)])
             continue  # its own rows on the home page (summary.md)
         for row in draw_scores(result, runs, out):
-            rows.append((result.page, *row))
-        machines.extend(runs)
+            rows += [(result.page, *row)] * result.home
+        machines += runs * result.home
     table = summary_table(rows) + f"\nThe runs, on: {report.machines(machines)}.\n"
     draw_home_curves(root, Path(out_root) / "curves.png")
     (Path(out_root) / "results.md").write_text(table)

@@ -15,8 +15,8 @@ win rate (the mean of the last 10 evaluations) of the runs that ran the full 2M 
 over 50 fresh battles (--absolute 10); the run's own wall clock. Means over 2-4 seeds come with their range. Beside it,
 StarCraft II's figures (another simulator): the SMAC paper's QMIX and PyMARL2's (MAPS). The maps not run yet are
 named under the table. The aggregate: the IQM of the best
-checkpoints' win rates with rliable's stratified bootstrap CI (Agarwal et al., 2021), over the maps every seed of which
-ended, NO_TEST left out and named. Figure: each run's win rate against env steps and against wall time, one panel per
+checkpoints' win rates with rliable's stratified bootstrap CI (Agarwal et al., 2021) from 5 seeds a map, the runs' range
+below that, over the maps every seed of which ended, NO_TEST left out and named. Figure: each run's win rate against env steps and against wall time, one panel per
 map (each evaluation faint, the mean over it and the 9 before it, which --stop-at reads, solid).
 """
 
@@ -126,7 +126,10 @@ def rows(runs):
 
 
 def thousands(step):
-    return f"{step / 1e6:.2f}M" if step >= 1e6 else f"{step / 1e3:.0f}k"
+    """An env step count, short: 1.74M, 96k, or in full below 10,000 (720)."""
+    if step >= 1e6:
+        return f"{step / 1e6:.2f}M"
+    return f"{step / 1e3:.0f}k" if step >= 1e4 else f"{step:,.0f}"
 
 
 def row(env, line, members):
@@ -208,7 +211,7 @@ def algorithm(line):
 
 
 def aggregate(runs):
-    """[(algorithm, IQM, low, high, maps, seeds)]: the best checkpoints' win rates over maps x seeds that each
+    """[(algorithm, IQM, low, high, maps, seeds, "CI" or "range")]: the best checkpoints' win rates over maps x seeds that each
     algorithm finished (rliable's IQM and stratified bootstrap CI needs every seed on every map), see common_seeds;
     the maps in NO_TEST left out."""
     out = []
@@ -221,7 +224,11 @@ def aggregate(runs):
         if seeds:
             final = {(r["env"], r["seed"]): absolute_win_rate(r) for r in done}
             scores = np.array([[final[m, s] for m in maps] for s in seeds])
-            out.append((name, *report.aggregate({name: scores})[name], maps, seeds))
+            if len(seeds) >= report.MIN_CI_SEEDS:
+                out.append((name, *report.aggregate({name: scores})[name], maps, seeds, "CI"))
+            else:  # rliable's bootstrap over fewer seeds a map only says what the range says
+                iqm = report.aggregate({name: scores})[name][0]
+                out.append((name, iqm, scores.min(), scores.max(), maps, seeds, "range"))
     return out
 
 
@@ -293,12 +300,17 @@ def main(argv=None):
     )
     text += f"\nEach run on one core of: {report.machines(runs)}.\n"
     text += f"\nSMAClite physics, as the runs printed it: {physics(runs)}.\n"
-    for name, iqm, low, high, maps, seeds in aggregate(runs):
+    for name, iqm, low, high, maps, seeds, kind in aggregate(runs):
         left_out = [f"`{m}` ({why})" for m, why in NO_TEST.items() if m in {r["env"] for r in runs}]
         text += (
             f"\nIQM of the best checkpoints' win rate, `{name}`, over {len(maps) * len(seeds)} runs:"
-            f" {', '.join(f'`{m}`' for m in maps)}, seeds {', '.join(map(str, seeds))}: {iqm:.3f},"
-            f" 95% stratified bootstrap CI [{low:.3f}, {high:.3f}]"
+            f" {', '.join(f'`{m}`' for m in maps)}, seeds {', '.join(map(str, seeds))}: {iqm:.3f}"
+            + (
+                f", 95% stratified bootstrap CI [{low:.3f}, {high:.3f}]"
+                if kind == "CI"
+                else f" (the runs' range {low:.3f} to {high:.3f}; an interval needs"
+                f" {report.MIN_CI_SEEDS} seeds a map)"
+            )
             + (f"; left out: {', '.join(left_out)}" if left_out else "")
             + ".\n"
         )

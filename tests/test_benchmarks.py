@@ -109,6 +109,9 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
         )
     aggregate = next(line for line in out.splitlines() if line.startswith("IQM"))
     assert "over 2 runs: `MMM2`, `corridor`, seeds 1: 1.000" in aggregate  # seed 1: both ended
+    # one seed a map: the range of the runs, no interval
+    assert "1.000 (the runs' range 1.000 to 1.000; an interval needs 5 seeds a map)" in aggregate
+    assert "CI" not in aggregate
     assert "left out: `2c_vs_64zg` (a random policy wins it on SMAClite)." in aggregate
     assert {p.name for p in (tmp_path / "img").iterdir()} == {
         "curves.png",

@@ -108,6 +108,41 @@ def test_a_mixer_without_rescale_is_refused_under_reward_normalisation(tmp_path)
     run(tmp_path, *UNIFORM, "--total-timesteps", "400", "--no-normalize-reward", script=script)
 
 
+Q_L2 = (
+    (
+        '''    td_lambda: float = 0.6
+    """lambda of the TD(lambda) targets; 0: one-step targets"""
+''',
+        '''    td_lambda: float = 0.6
+    """lambda of the TD(lambda) targets; 0: one-step targets"""
+    q_l2: float = 0.0
+    """weight of an L2 penalty on the agents' chosen Q-values, added to the TD loss"""
+''',
+    ),
+    (
+        "qmix_loss(batch, *nets.values(), args, value_range)\n",
+        "qmix_loss(batch, *nets.values(), args, value_range)\n"
+        "            loss = loss + args.q_l2 * q_taken.pow(2).mean()  # the extra term\n",
+    ),
+)
+
+
+def test_an_extra_loss_term_is_a_flag_and_a_line_and_changes_what_is_learned(tmp_path):
+    """docs/copy.md's extra term: at 0 the copy is qmix.py (the same losses); at 0.1 it learns the
+    two-step game's 8; at 1 the utilities held near 0 settle for 7."""
+    script = copy(tmp_path, "q_l2.py", *Q_L2)
+    for weight, greedy in ((0.1, 8.0), (1.0, 7.0)):
+        out = tmp_path / str(weight)
+        out.mkdir()
+        run(out, *UNIFORM, "--total-timesteps", "4000", "--q-l2", str(weight), script=script)
+        assert [v for _, v in scalars(out, "eval/ep_reward")[-3:]] == [greedy] * 3, weight
+    for name, path in (("copy", script), ("qmix", None)):
+        (tmp_path / name).mkdir()
+        kwargs = dict(script=path) if path else {}
+        run(tmp_path / name, *UNIFORM, "--total-timesteps", "1000", **kwargs)
+    assert scalars(tmp_path / "copy", "train/loss") == scalars(tmp_path / "qmix", "train/loss")
+
+
 def test_a_stateful_object_left_out_of_the_training_state_is_refused(tmp_path):
     """A new RNG (or network, optimizer, env) that --resume would not restore: one line naming it."""
     new_rng = (
