@@ -101,3 +101,25 @@ def test_the_2s_vs_1sc_snippet_loses_attacking_and_wins_kiting(capsys):
     exec(compile(code, "smaclite.md", "exec"), {})
     said = [line for line in capsys.readouterr().out.splitlines() if "physics" not in line]
     assert said == ["attack only " + str([(False, 10.04)] * 5), "kite " + str([(True, 20.21)] * 5)]
+
+
+def readme_numbers(text):
+    """The numbers the README's prose states: outside code, links and the results block (which
+    benchmarks/redraw.py draws from the store for both), years and Python versions aside."""
+    start, end = text.index("<!-- RESULTS"), text.index("<!-- /RESULTS -->")
+    text = text[:start] + text[end:]
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    text = re.sub(r"`[^`]*`|\]\([^)]*\)|\bPython (?:>= )?[\d.]+|\b(?:19|20)\d\d\b", "", text)
+    numbers = re.findall(r"(?<![\w.,])\d[\d,]*(?:\.\d+)?(?![\w]|[.,]\d)", text)
+    return sorted({n for n in numbers if not (n.isdigit() and int(n) <= 10)})
+
+
+def test_every_number_the_readme_states_is_in_the_docs():
+    """README and docs agree number for number: each number of the README's prose stands in a page."""
+    docs = "".join(page.read_text() for page in (ROOT / "docs").rglob("*.md"))
+    numbers = readme_numbers((ROOT / "README.md").read_text())
+    assert len(numbers) >= 5, numbers
+    missing = [
+        n for n in numbers if not re.search(rf"(?<![\w.,]){re.escape(n)}(?![\w]|[.,]\d)", docs)
+    ]
+    assert not missing, f"numbers the README states that no docs page does: {missing}"
