@@ -75,6 +75,7 @@ def draw_scores(result, runs, out):
     """table.md: per env and line, each seed's final score (a run stopped by --stop-at shown as
     such) and step to the threshold; curves.png: each seed's greedy evaluation score against env
     steps. -> the summary's rows (the runs that ran their full length)"""
+    absolute = any(r["absolute"] for r in runs)  # the sweep's --absolute: each best checkpoint
     lines = [
         "| task | script and flags | seeds | final score, per seed | mean | "
         + (
@@ -82,8 +83,9 @@ def draw_scores(result, runs, out):
             if result.threshold
             else ""
         )
+        + ("best checkpoint re-evaluated, per seed | " if absolute else "")
         + "env steps | wall time per run |",
-        "|---" * (7 + bool(result.threshold)) + "|",
+        "|---" * (7 + bool(result.threshold) + absolute) + "|",
     ]
     summary = []
     for (env, line), members in groups(runs).items():
@@ -104,6 +106,10 @@ def draw_scores(result, runs, out):
             got = sum(s is not None for s in to)
             at = " / ".join("never" if s is None else smaclite_maps.thousands(s) for s in to)
             cells.append(f"{at} ({got}/{len(done)})")
+        if absolute:
+            key = "battle_won" if metric(done[0]) == "battle_won" else "returns"
+            best = [np.mean(r["absolute"][key]) if r["absolute"] else None for r in done]
+            cells.append(" / ".join("-" if b is None else f"{b:{spec}}" for b in best))
         steps = sorted({smaclite_maps.thousands(r["steps"][-1]) for r in done})
         cells += [", ".join(steps), wall_times([r["wall"] for r in done])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -114,7 +120,14 @@ def draw_scores(result, runs, out):
         "",
         "Final score: the greedy return (or win rate) over a run's last"
         f" {WINDOW} evaluations, of the"
-        f" runs that ran their full length. Each run on: {report.machines(runs)}.",
+        f" runs that ran their full length."
+        + (
+            " Best checkpoint re-evaluated: the mean over 10x the evaluation's episodes of the"
+            " checkpoint of each run's best evaluation (the sweep's --absolute 10)."
+            if absolute
+            else ""
+        )
+        + f" Each run on: {report.machines(runs)}.",
     ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_scores(groups(runs), out / "curves.png")
