@@ -47,6 +47,7 @@ class Result:
 RESULTS = {
     "smaclite": Result("smaclite", "smaclite.md", kind="smaclite"),
     "lbf": Result("lbf", "qmix.md#lbf", threshold=0.9),
+    "mpe": Result("mpe", "qmix.md#mpe"),
     "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
     "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
 }
