@@ -142,12 +142,14 @@ def test_a_sweep_killed_three_times_with_its_runs_ends_as_one_never_killed(tmp_p
             stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         time.sleep(random.uniform(3, 12))
-        if proc.poll() is None:
-            for pid in reversed(process_tree(proc.pid)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            kills += 1
+        if proc.poll() is not None:  # the grid ended before this kill: nothing left to hit
+            break
+        for pid in reversed(process_tree(proc.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        kills += 1
         proc.wait()
+    assert kills >= 1, "the sweep ended before its first kill"
     finished = subprocess.run(
         sweep_argv(out), cwd=tmp_path, env=env, capture_output=True, text=True
     )
