@@ -42,6 +42,7 @@ class Result:
     threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
     kind: str = "scores"  # "scores" (draw_scores), or "smaclite" (benchmarks/smaclite_maps.py)
     home: bool = True  # its rows in the home page's and the README's table
+    aggregate: bool = False  # an rliable IQM over its envs, per line, under its table
 
 
 RESULTS = {
@@ -50,6 +51,7 @@ RESULTS = {
     "mpe": Result("mpe", "qmix.md#mpe"),
     "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
     "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
+    "lbf_mpe": Result("lbf_mpe", "benchmarks.md#lbf-mpe", home=False, aggregate=True),
 }
 
 
@@ -133,6 +135,37 @@ def draw_scores(result, runs, out):
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_scores(groups(runs), out / "curves.png")
     return summary
+
+
+def draw_aggregate(runs, out):
+    """aggregate.md: per line, the IQM over seeds and envs of the final scores normalised per env
+    by the lowest and highest final score of any run on it (rliable, stratified bootstrap 95% CI),
+    and the probability that the first line's run beats each other line's."""
+    finals = {(r["env"], r["line"], r["seed"]): final(r) for r in runs}
+    envs, lines = sorted({k[0] for k in finals}), list(dict.fromkeys(k[1] for k in finals))
+    bounds = {e: [v for k, v in finals.items() if k[0] == e] for e in envs}
+    bounds = {e: (min(v), max(v) - min(v) or 1.0) for e, v in bounds.items()}
+    seeds = sorted({k[2] for k in finals})
+    score_dict = {
+        line: np.array(
+            [[(finals[e, line, s] - bounds[e][0]) / bounds[e][1] for e in envs] for s in seeds]
+        )
+        for line in lines
+    }
+    iqm, better = report.aggregate(score_dict), report.improvement(score_dict)
+    rows = ["| script and flags | IQM [95% CI] | P(first line > this one) [95% CI] |"]
+    rows.append("|---|---|---|")
+    for line in lines:
+        p = "" if line == lines[0] else "{:.2f} [{:.2f}, {:.2f}]".format(*better[lines[0], line])
+        rows.append(f"| `{line}` | {'{:.2f} [{:.2f}, {:.2f}]'.format(*iqm[line])} | {p} |")
+    rows += [
+        "",
+        f"Over {len(envs)} envs x {len(seeds)} seeds a line; each final score normalised per env"
+        " to [0, 1] by the lowest and highest final score of any run on it; rliable, 2000"
+        " stratified bootstrap resamples. First line: "
+        f"`{lines[0]}`.",
+    ]
+    (out / "aggregate.md").write_text("\n".join(rows) + "\n")
 
 
 def wall_times(seconds):
@@ -242,6 +275,8 @@ def draw(root, out_root, readme):
             with contextlib.redirect_stdout(io.StringIO()):
                 smaclite_maps.main([str(store), "--out", str(out)])
             continue  # its own rows on the home page (summary.md)
+        if result.aggregate:
+            draw_aggregate(runs, out)
         for row in draw_scores(result, runs, out):
             rows += [(result.page, *row)] * result.home
         machines += runs * result.home
