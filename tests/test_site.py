@@ -123,6 +123,13 @@ def open_offline(browser, url):
     return page, errors, outside
 
 
+VIDEOS = """() => Array.from(document.querySelectorAll('.md-content video')).map(v => ({
+    src: v.getAttribute('src'), state: v.readyState, error: v.error && v.error.code,
+    caption: (v.closest('figure')?.querySelector('figcaption')?.textContent || '').trim()}))"""
+VIDEOS_READY = """() => Array.from(document.querySelectorAll('.md-content video'))
+    .every(v => v.readyState > 0 || v.error)"""
+
+
 def test_every_page_renders_offline(site, browser):
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
@@ -137,7 +144,7 @@ def test_every_page_renders_offline(site, browser):
         "env",
         "benchmarks",
     } <= set(pages)
-    diagrams_seen = 0
+    diagrams_seen = videos_seen = 0
     for name in pages:
         html = (out / name / "index.html").read_text()
         n_diagrams = len(re.findall(r'<pre class="mermaid"', html))
@@ -168,12 +175,23 @@ def test_every_page_renders_offline(site, browser):
         assert not uncaptioned, (
             f"{name}: figures without a caption saying what was run: {uncaptioned}"
         )
+        n_videos = page.locator(".md-content video").count()
+        videos_seen += n_videos
+        if n_videos:  # each plays: its data has loaded (readyState > 0) and it raised no error
+            with contextlib.suppress(PlaywrightTimeoutError):
+                page.wait_for_function(VIDEOS_READY, timeout=15_000, polling=100)
+        videos = page.evaluate(VIDEOS)
+        stuck = [v["src"] for v in videos if v["state"] == 0 or v["error"] is not None]
+        assert not stuck, f"{name}: videos that do not play: {videos}"
+        uncaptioned = [v["src"] for v in videos if len(v["caption"]) < 20]
+        assert not uncaptioned, f"{name}: videos without a caption saying what runs: {uncaptioned}"
         assert not errors, f"{name}: {errors}"
         assert outside <= OPTIONAL_HOSTS, (
             f"{name} asks other hosts for files: {sorted(outside - OPTIONAL_HOSTS)}"
         )
         page.close()
     assert diagrams_seen >= 1, "no mermaid diagram found on any page"
+    assert videos_seen >= 2, f"{videos_seen} videos on the site: the policies the results show play"
 
 
 # What a reader's screen shows: at a desktop width and a phone's, nothing on a page may be cut off
@@ -190,7 +208,7 @@ LAYOUT = """() => {
         }
         return el.tagName === 'PRE' && el.firstElementChild && scroller(el.firstElementChild);
     };
-    const cut = Array.from(column.querySelectorAll('pre, table, img, .katex-display'))
+    const cut = Array.from(column.querySelectorAll('pre, table, img, video, .katex-display'))
         .filter(el => el.getBoundingClientRect().width > 0)
         .filter(el => el.getBoundingClientRect().right > right + 1 && !scrolls(el))
         .map(el => el.tagName.toLowerCase() + ': ' + (el.textContent || el.getAttribute('src') || '')
