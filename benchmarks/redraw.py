@@ -14,6 +14,8 @@ by existence and size in pixels (matplotlib's pixels may differ across versions)
 import argparse
 import contextlib
 import io
+import json
+import re
 import struct
 import sys
 import tempfile
@@ -40,7 +42,7 @@ class Result:
     store: str  # under benchmarks/results/
     page: str  # the docs page that shows it, for the summary's links
     threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
-    kind: str = "scores"  # "scores" (draw_scores), or "smaclite" (benchmarks/smaclite_maps.py)
+    kind: str = "scores"  # "scores" (draw_scores), "smaclite" (smaclite_maps.py), "throughput"
     home: bool = True  # its rows in the home page's and the README's table
     aggregate: bool = False  # an rliable IQM over its envs, per line, under its table
 
@@ -52,6 +54,7 @@ RESULTS = {
     "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
     "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
     "lbf_mpe": Result("lbf_mpe", "benchmarks.md#lbf-mpe", home=False, aggregate=True),
+    "throughput": Result("throughput", "benchmarks.md#throughput", kind="throughput", home=False),
 }
 
 
@@ -168,6 +171,54 @@ def draw_aggregate(runs, out):
     (out / "aggregate.md").write_text("\n".join(rows) + "\n")
 
 
+def draw_throughput(store, out):
+    """table.md: each record of benchmarks/throughput.py --record (a column each, the defaults
+    first): the raw env's steps/s, qmix.py's and the peer's training steps/s and their ratios."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
+    if not records:
+        sys.exit(f"redraw: error: no throughput records under {store}")
+    records.sort(key=lambda r: bool(r["qmix"]["args"]))
+    raw = [(r["raw_before"] + r["raw_after"]) / 2 for r in records]
+    head = [f"`{r['qmix']['args']}`" if r["qmix"]["args"] else "defaults" for r in records]
+    peer = records[0]["peer"]
+    name = f"[{peer['name']}]({peer['repo']})" if peer["repo"] else peer["name"]
+    rows = [
+        ("raw env, random policy (before / after)",
+         [f"{r['raw_before']:,.0f} / {r['raw_after']:,.0f}" for r in records]),
+        ("`qmix.py` training, evaluation included", [f"{r['qmix']['sps']:,.0f}" for r in records]),
+        ("**ratio `qmix.py` / raw env**",
+         [f"**{r['qmix']['sps'] / w:.2f}**" for r, w in zip(records, raw, strict=True)]),
+        (f"{name}'s `{peer['script']}`, its defaults", [f"{r['peer']['sps']:,.0f}" for r in records]),
+        (f"ratio {name} / raw env",
+         [f"{r['peer']['sps'] / w:.3f}" for r, w in zip(records, raw, strict=True)]),
+        (f"**`qmix.py` / {name}**",
+         [f"**{r['qmix']['sps'] / r['peer']['sps']:.1f}x**" for r in records]),
+    ]  # fmt: skip
+    lines = ["| steps/s on `" + records[0]["env"] + "` | " + " | ".join(head) + " |"]
+    lines.append("|---" * (len(records) + 1) + "|")
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    cpus = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores)" for r in records})
+    threads = sorted({r["torch_threads"] for r in records})
+    lines += [
+        "",
+        "Each column: "
+        + "; ".join(f"`{r['command']}`" for r in records)
+        + f". On: {', '.join(cpus)};"
+        f" torch {records[0]['versions'].get('torch', '?')} with {', '.join(map(str, threads))}"
+        " intra-op threads (what the peer, which does not set them, runs with); the peer as of its"
+        f" last commit, of {peer['date']}.",
+    ]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    first = records[0]  # the home page's line: both scripts at their defaults
+    (out / "summary.md").write_text(
+        f"**Speed:** on LBF `{first['env']}`, `qmix.py` trains at {first['qmix']['sps']:,.0f} env"
+        f" steps/s, {first['qmix']['sps'] / raw[0]:.2f} of the raw env's random-policy rate and"
+        f" {first['qmix']['sps'] / first['peer']['sps']:.1f}x {name}'s `qmix.py`, each at its"
+        f" defaults, side by side on one {first['machine']['cpu']} ({first['machine']['cores']}"
+        " cores; [Benchmarks](benchmarks.md#throughput)).\n"
+    )
+
+
 def wall_times(seconds):
     """Each run's wall clock, in minutes, or in seconds where every run took under two minutes."""
     if max(seconds) < 120:
@@ -268,6 +319,9 @@ def draw(root, out_root, readme):
     for name, result in RESULTS.items():
         store, out = Path(root) / "benchmarks" / "results" / result.store, Path(out_root) / name
         out.mkdir(parents=True, exist_ok=True)
+        if result.kind == "throughput":
+            draw_throughput(store, out)
+            continue
         runs = report.load(store)
         if not runs:
             sys.exit(f"redraw: error: no evaluation records under {store}")
@@ -284,10 +338,14 @@ def draw(root, out_root, readme):
     draw_home_curves(root, Path(out_root) / "curves.png")
     (Path(out_root) / "results.md").write_text(table)
     hard = (Path(out_root) / "smaclite" / "summary.md").read_text()
-    block = f"{table}\nSMAClite, at the defaults, each run to 2M steps or 90% won:\n\n{hard}"
+    speed = (Path(out_root) / "throughput" / "summary.md").read_text()
+    block = (
+        f"{table}\nSMAClite, at the defaults, each run to 2M steps or 90% won:\n\n{hard}\n{speed}"
+    )
     text = Path(readme).read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    Path(readme).write_text(text[:start] + "\n" + block.replace("](", "](docs/") + text[end:])
+    block = re.sub(r"\]\((?!https?://)", "](docs/", block)  # the docs' own pages, from the root
+    Path(readme).write_text(text[:start] + "\n" + block + text[end:])
     folders = [Path(out_root) / name for name in RESULTS]
     home = [Path(out_root) / "results.md", Path(out_root) / "curves.png"]
     return sorted(p for f in folders for p in f.iterdir()) + home

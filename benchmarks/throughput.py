@@ -1,6 +1,7 @@
 """Training steps/s of cleanmarl/qmix.py against the raw env's random-policy steps/s, side by side.
 
     python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py] [--qmix-args "..."]
+        [--record benchmarks/results/throughput/NAME.json]
     python benchmarks/throughput.py --variant qmix_memefficient.py [--rounds 3] [--profile] [--variant-args "..."]
 
 Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
@@ -17,13 +18,18 @@ variant.
 N`), e.g. a checkout of CleanMARL's cleanmarl/qmix.py (not part of this repository), between the two
 raw measurements. Peers need not log SPS, so their steps/s is (N - n) / (wall(N) - wall(n)) over a
 long run of N and a short run of n = N / 10 steps, which cancels start-up time.
+
+--record writes what was measured, the command and the machine to a JSON file of the results store,
+from which benchmarks/redraw.py draws the docs' throughput table.
 """
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import runpy
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -87,6 +93,12 @@ def peer_steps_per_second(script, steps, workdir):
 
     short = steps // 10
     return (steps - short) / (wall(steps) - wall(short))
+
+
+def torch_threads():
+    """torch's intra-op threads in a fresh process (a peer that does not set them uses these)."""
+    cmd = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    return int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
 
 
 def profiled_run(steps, script=SCRIPT):
@@ -182,6 +194,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--env-name", default=ENV_ID, help="the env of the --variant runs (any --env-name)"
     )
+    parser.add_argument("--record", type=Path, help="write the measurement to this JSON file")
+    parser.add_argument("--peer-repo", help="the peer's repository, for the record (a URL)")
+    parser.add_argument("--peer-name", default="peer", help="the peer's name, for the record")
     args = parser.parse_args()
     if args.variant:
         speeds = {"qmix.py": [], args.variant: []}
@@ -224,5 +239,36 @@ if __name__ == "__main__":
         print(
             f"ratio peer / raw env: {peer_sps / raw:.3f}; qmix.py / peer: {qmix_sps / peer_sps:.1f}x"
         )
+    if args.record:
+        sys.path.insert(0, str(ROOT))
+        from cleanmarl.sweep import machine, versions
+
+        peer, command = None, shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
+        if args.peer:  # the peer's checkout is named by its repository and commit, not its path
+            script = f"{args.peer.parent.name}/{args.peer.name}"
+            git = ["git", "-C", str(args.peer.parent), "log", "-1", "--format=%H %cs"]
+            commit = (
+                subprocess.run(git, capture_output=True, text=True).stdout.split() or [None] * 2
+            )
+            peer = dict(name=args.peer_name, script=script, repo=args.peer_repo)
+            peer.update(commit=commit[0], date=commit[1])
+            peer["steps"] = args.peer_steps
+            peer["sps"] = peer_sps
+            command = command.replace(
+                shlex.quote(str(args.peer)), f"<{args.peer_name} checkout>/{script}"
+            )
+        record = dict(
+            command=command,
+            env=ENV_ID,
+            raw_before=raw_before,
+            raw_after=raw_after,
+            qmix=dict(steps=args.steps, args=args.qmix_args, sps=qmix_sps),
+            peer=peer,
+            machine=machine(),
+            versions=versions(),
+            torch_threads=torch_threads(),
+        )
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
     if args.profile:
         profile(args.steps // 3)
