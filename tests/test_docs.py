@@ -103,6 +103,19 @@ def test_the_2s_vs_1sc_snippet_loses_attacking_and_wins_kiting(capsys):
     assert said == ["attack only " + str([(False, 10.04)] * 5), "kite " + str([(True, 20.21)] * 5)]
 
 
+def test_the_2m_vs_1z_snippet_loses_attacking_and_wins_with_the_searched_line(capsys):
+    """docs/smaclite.md's snippet, run as printed: both marines attacking lose every battle with a
+    return of 4.61 in 17 steps; the 48-step line the beam search found wins every one."""
+    pytest.importorskip("smaclite")
+    page = (ROOT / "docs" / "smaclite.md").read_text()
+    section = page[page.index("### `2m_vs_1z`") :]
+    code = section[section.index("```python\n") + 10 :].split("```")[0]
+    exec(compile(code, "smaclite.md", "exec"), {})
+    said = [line for line in capsys.readouterr().out.splitlines() if "physics" not in line]
+    won = [(True, 20.0, 48)] * 5
+    assert said == ["attack only " + str([(False, 4.61, 17)] * 5), f"the searched line {won}"]
+
+
 def readme_numbers(text):
     """The numbers the README's prose states: outside code, links and the results block (which
     benchmarks/redraw.py draws from the store for both), years and Python versions aside."""
