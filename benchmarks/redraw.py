@@ -55,6 +55,8 @@ RESULTS = {
     "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
     "lbf_mpe": Result("lbf_mpe", "benchmarks.md#lbf-mpe", home=False, aggregate=True),
     "throughput": Result("throughput", "benchmarks.md#throughput", kind="throughput", home=False),
+    "variants": Result("variants", "qmix_lstm.md#speed", kind="variants", home=False),
+    "scaling": Result("scaling", "qmix_multienvs.md#speed", kind="scaling", home=False),
 }
 
 
@@ -219,6 +221,61 @@ def draw_throughput(store, out):
     )
 
 
+def draw_variants(store, out):
+    """<variant>.md for each variant with records of benchmarks/throughput.py --variant --record:
+    a row per record (its flags), each round's steps/s of both scripts and the ratio of the means."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
+    if not records:
+        sys.exit(f"redraw: error: no variant records under {store}")
+    for variant in sorted({r["variant"] for r in records}):
+        mine = [r for r in records if r["variant"] == variant]
+        lines = [
+            f"| env | `{variant}` flags | `{variant}` steps/s, per round | `qmix.py` steps/s,"
+            " alternating | ratio of the means |",
+            "|---|---|---|---|---|",
+        ]
+        for r in mine:
+            ours, base = r["speeds"][variant], r["speeds"]["qmix.py"]
+            cells = [f"`{r['env']}`", f"`{r['variant_args']}`" if r["variant_args"] else "defaults"]
+            cells += [" / ".join(f"{v:,.0f}" for v in x) for x in (ours, base)]
+            cells.append(f"**{sum(ours) / sum(base):.3f}**")
+            lines.append("| " + " | ".join(cells) + " |")
+        cpus = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores)" for r in mine})
+        steps = sorted({r["steps"] for r in mine})
+        lines += [
+            "",
+            f"Each script trains {', '.join(f'{s:,}' for s in steps)} steps a round, both at the"
+            " defaults but for the flags shown, evaluation included. Each row: "
+            + "; ".join(f"`{r['command']}`" for r in mine)
+            + f". On: {', '.join(cpus)}.",
+        ]
+        (out / f"{variant.removesuffix('.py')}.md").write_text("\n".join(lines) + "\n")
+
+
+def draw_scaling(store, out):
+    """table.md: benchmarks/scaling.py --record's rates, a column per env, a row per script (qmix.py,
+    then qmix_multienvs.py at each --num-envs), each with its ratio to qmix.py."""
+    (path,) = sorted(Path(store).glob("*.json"))
+    record = json.loads(path.read_text())
+    envs = list(dict.fromkeys(r["env"] for r in record["rows"]))
+    rate = {(r["env"], r["num_envs"]): r["sps"] for r in record["rows"]}
+    counts = sorted({n for _, n in rate if n is not None})
+    lines = ["| `--num-envs` | " + " | ".join(f"`{e}`" for e in envs) + " |"]
+    lines.append("|---" * (len(envs) + 1) + "|")
+    lines.append("| `qmix.py` | " + " | ".join(f"{rate[e, None]:,.0f}" for e in envs) + " |")
+    for n in counts:
+        cells = [f"{rate[e, n]:,.0f} ({rate[e, n] / rate[e, None]:.2f})" for e in envs]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    cpu = record["machine"]
+    lines += [
+        "",
+        f"`{record['command']}`: {record['steps']:,} steps a run ({record['smaclite_steps']:,} on"
+        f" SMAClite), at the defaults; training steps/s, evaluation included (in brackets: the ratio"
+        f" to `qmix.py`). On: {cpu['cpu']} ({cpu['cores']} cores).",
+    ]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+
+
 def wall_times(seconds):
     """Each run's wall clock, in minutes, or in seconds where every run took under two minutes."""
     if max(seconds) < 120:
@@ -319,8 +376,8 @@ def draw(root, out_root, readme):
     for name, result in RESULTS.items():
         store, out = Path(root) / "benchmarks" / "results" / result.store, Path(out_root) / name
         out.mkdir(parents=True, exist_ok=True)
-        if result.kind == "throughput":
-            draw_throughput(store, out)
+        if result.kind in DRAWERS:
+            DRAWERS[result.kind](store, out)
             continue
         runs = report.load(store)
         if not runs:
@@ -349,6 +406,9 @@ def draw(root, out_root, readme):
     folders = [Path(out_root) / name for name in RESULTS]
     home = [Path(out_root) / "results.md", Path(out_root) / "curves.png"]
     return sorted(p for f in folders for p in f.iterdir()) + home
+
+
+DRAWERS = {"throughput": draw_throughput, "variants": draw_variants, "scaling": draw_scaling}
 
 
 def png_size(path):

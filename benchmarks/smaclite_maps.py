@@ -298,6 +298,7 @@ def main(argv=None):
     text = (
         markdown(table) + f"\n\nWall time of the runs in the table together: {hours:.1f} hours.\n"
     )
+    text += solved(table)
     text += f"\nEach run on one core of: {report.machines(runs)}.\n"
     text += f"\nSMAClite physics, as the runs printed it: {physics(runs)}.\n"
     for name, iqm, low, high, maps, seeds, kind in aggregate(runs):
@@ -318,6 +319,25 @@ def main(argv=None):
     (out / "summary.md").write_text(summary(table))
     print(text)
     return 0
+
+
+def solved(table, seeds=3):
+    """Issue 46's count: the maps each script at its defaults wins 90% on in every one of `seeds`
+    seeds (runs ended), those where a seed did not, and how many of the maps are not there yet."""
+    text = ""
+    for script in sorted({r["script"] for r in table if " " not in r["script"]}):
+        mine = {r["env"]: r for r in table if r["script"] == script and r["done"] >= seeds}
+        won = [
+            m for m, r in mine.items() if r["reached_mean"].endswith(f"({r['done']}/{r['done']})")
+        ]
+        lost = [m for m in mine if m not in won]
+        text += (
+            f"\n`{script}` at its defaults reaches 90% won on {seeds} of {seeds} seeds within 2M steps"
+            f" on {len(won)} of the {len(MAPS)} maps ({', '.join(f'`{m}`' for m in won) or 'none'});"
+            f" not on every seed on {len(lost)} ({', '.join(f'`{m}`' for m in lost) or 'none'});"
+            f" {len(MAPS) - len(mine)} maps have fewer than {seeds} ended runs of it.\n"
+        )
+    return text
 
 
 def summary(table):

@@ -12,7 +12,7 @@ env stepping, acting, evaluation and the update.
 
 --variant times one of our variant scripts (cleanmarl/NAME) the same way, alternating with qmix.py for --rounds
 rounds, and prints each round's steps/s and the variant / qmix.py ratio of the means; --profile then profiles the
-variant.
+variant; --record writes the rounds to the results store.
 
 --peer runs another QMIX script with the same flags (`--env-type lbf --env-name ... --total-timesteps
 N`), e.g. a checkout of CleanMARL's cleanmarl/qmix.py (not part of this repository), between the two
@@ -198,6 +198,7 @@ if __name__ == "__main__":
     parser.add_argument("--peer-repo", help="the peer's repository, for the record (a URL)")
     parser.add_argument("--peer-name", default="peer", help="the peer's name, for the record")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))  # --record reads the machine and versions as the sweep does
     if args.variant:
         speeds = {"qmix.py": [], args.variant: []}
         for _ in range(args.rounds):
@@ -217,6 +218,22 @@ if __name__ == "__main__":
         print(
             f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}"
         )
+        if args.record:
+            from cleanmarl.sweep import machine, versions
+
+            record = dict(
+                command=shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
+                env=args.env_name,
+                steps=args.steps,
+                variant=args.variant,
+                variant_args=args.variant_args,
+                qmix_args=args.qmix_args,
+                speeds=speeds,
+                machine=machine(),
+                versions=versions(),
+            )
+            args.record.parent.mkdir(parents=True, exist_ok=True)
+            args.record.write_text(json.dumps(record, indent=1) + "\n")
         if args.profile:
             profile(args.steps // 3, ROOT / "cleanmarl" / args.variant)
         sys.exit(0)
@@ -240,7 +257,6 @@ if __name__ == "__main__":
             f"ratio peer / raw env: {peer_sps / raw:.3f}; qmix.py / peer: {qmix_sps / peer_sps:.1f}x"
         )
     if args.record:
-        sys.path.insert(0, str(ROOT))
         from cleanmarl.sweep import machine, versions
 
         peer, command = None, shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])

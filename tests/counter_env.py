@@ -5,7 +5,8 @@ seed the env was built with): a stored step says which env, episode and step it 
 probability 0.3 after each step (drawn from the env's seeded generator) or is truncated at 6 steps; the reward is t.
 SlowCounter-v0: each step waits 2 ms first and an episode terminates with probability 0.05 after each step or is
 cut at 30 steps (about 13 steps on average): an env whose steps and episodes cost about what a small SMAClite map's do,
-to time stepping envs in parallel. FailingCounter-v0: raises RuntimeError at the 20th step of the env built
+to time stepping envs in parallel. Its observation is kept small, [t / 30, episode % 2, seed % 2] (a vector env's
+SeedSequence seeds run to 2**32: as inputs they blow a network up). FailingCounter-v0: raises RuntimeError at the 20th step of the env built
 with a seed of 2 modulo 4 (env 2 of a vector env seeded 0, 4, ...).
 Importing this module registers the three ids.
 """
@@ -17,14 +18,20 @@ import numpy as np
 
 
 class Counter(gym.Env):
-    def __init__(self, delay=0.0, fail=False, end_probability=0.3):
+    def __init__(self, delay=0.0, fail=False, end_probability=0.3, small_obs=False):
         self.observation_space = gym.spaces.Tuple([gym.spaces.Box(0, np.inf, (3,), np.float32)] * 2)
         self.action_space = gym.spaces.Tuple([gym.spaces.Discrete(3)] * 2)
         self.delay, self.fail, self.end_probability = delay, fail, end_probability
+        self.small_obs = small_obs
         self.seed, self.episode, self.t, self.steps = -1, -1, 0, 0
 
     def _obs(self):
-        obs = np.array([self.episode, self.t, self.seed], np.float32)
+        obs = (
+            [self.t / 30, self.episode % 2, self.seed % 2]
+            if self.small_obs
+            else [self.episode, self.t, self.seed]
+        )
+        obs = np.array(obs, np.float32)
         return (obs, obs.copy())
 
     def reset(self, seed=None, options=None):
@@ -48,7 +55,7 @@ gym.register("Counter-v0", entry_point=Counter, max_episode_steps=6)
 gym.register(
     "SlowCounter-v0",
     entry_point=Counter,
-    kwargs={"delay": 0.002, "end_probability": 0.05},
+    kwargs={"delay": 0.002, "end_probability": 0.05, "small_obs": True},
     max_episode_steps=30,
 )
 gym.register("FailingCounter-v0", entry_point=Counter, kwargs={"fail": True}, max_episode_steps=6)

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -59,3 +60,37 @@ def test_no_record_of_the_store_is_ignored_by_git():
     )  # fmt: skip
     assert found.stdout == "", f"ignored by git: {found.stdout}"
     assert any(f.endswith("evaluations.jsonl") for f in files)
+
+
+PEER = """import argparse, time
+parser = argparse.ArgumentParser()
+for flag in ("--env-type", "--env-name", "--total-timesteps"):
+    parser.add_argument(flag)
+time.sleep(int(parser.parse_args().total_timesteps) * 1e-4)  # 10,000 steps/s, start-up apart
+"""
+
+
+def test_a_throughput_record_names_the_peer_by_its_checkout_and_draws_its_ratios(tmp_path):
+    """benchmarks/throughput.py --record, with a stand-in peer that runs at 10,000 steps/s: the
+    record's command names the peer's checkout, not the path it had here, and redraw's table and
+    speed line state the ratios of the recorded rates."""
+    peer = tmp_path / "somewhere" / "PeerRL" / "qmix.py"
+    peer.parent.mkdir(parents=True)
+    peer.write_text(PEER)
+    record = tmp_path / "defaults.json"
+    flags = ["--steps", "600", "--raw-seconds", "0.2", "--peer-steps", "5000", "--peer", str(peer)]
+    flags += ["--peer-name", "Peer", "--peer-repo", "https://example.org/peer", "--record"]
+    command = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), *flags, str(record)]
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path)
+    found = json.loads(record.read_text())
+    assert "<Peer checkout>/PeerRL/qmix.py" in found["command"]
+    assert str(peer) not in found["command"]
+    assert found["peer"]["sps"] > 0 and found["qmix"]["sps"] > 0  # rates on a loaded machine vary
+    redraw.draw_throughput(tmp_path, tmp_path)
+    raw = (found["raw_before"] + found["raw_after"]) / 2
+    ratio = found["qmix"]["sps"] / found["peer"]["sps"]
+    table = (tmp_path / "table.md").read_text()
+    assert f"| **`qmix.py` / [Peer](https://example.org/peer)** | **{ratio:.1f}x** |" in table
+    assert f"| **{found['qmix']['sps'] / raw:.2f}** |" in table
+    line = (tmp_path / "summary.md").read_text()
+    assert f"{ratio:.1f}x [Peer](https://example.org/peer)'s `qmix.py`" in line
