@@ -91,27 +91,28 @@ def test_ci_runs_the_readme_test_command():
     assert command.strip() in [line.strip() for line in ci if not line.lstrip().startswith("#")]
 
 
+def run_smaclite_snippet(heading, capsys):
+    """Run the first Python block under `heading` of docs/smaclite.md as printed -> what it printed,
+    the env's physics line aside."""
+    pytest.importorskip("smaclite")
+    page = (ROOT / "docs" / "smaclite.md").read_text()
+    section = page[page.index(heading) :]
+    code = section[section.index("```python\n") + 10 :].split("```")[0]
+    exec(compile(code, "smaclite.md", "exec"), {})
+    return [line for line in capsys.readouterr().out.splitlines() if "physics" not in line]
+
+
 def test_the_2s_vs_1sc_snippet_loses_attacking_and_wins_kiting(capsys):
     """docs/smaclite.md's snippet, run as printed: both stalkers attacking lose every battle with a
     return of 10.04; the crawler's target stepping out of range once at 13 health wins every one."""
-    pytest.importorskip("smaclite")
-    page = (ROOT / "docs" / "smaclite.md").read_text()
-    section = page[page.index("### `2s_vs_1sc`") :]
-    code = section[section.index("```python\n") + 10 :].split("```")[0]
-    exec(compile(code, "smaclite.md", "exec"), {})
-    said = [line for line in capsys.readouterr().out.splitlines() if "physics" not in line]
+    said = run_smaclite_snippet("### `2s_vs_1sc`", capsys)
     assert said == ["attack only " + str([(False, 10.04)] * 5), "kite " + str([(True, 20.21)] * 5)]
 
 
 def test_the_2m_vs_1z_snippet_loses_attacking_and_wins_with_the_searched_line(capsys):
     """docs/smaclite.md's snippet, run as printed: both marines attacking lose every battle with a
     return of 4.61 in 17 steps; the 48-step line the beam search found wins every one."""
-    pytest.importorskip("smaclite")
-    page = (ROOT / "docs" / "smaclite.md").read_text()
-    section = page[page.index("### `2m_vs_1z`") :]
-    code = section[section.index("```python\n") + 10 :].split("```")[0]
-    exec(compile(code, "smaclite.md", "exec"), {})
-    said = [line for line in capsys.readouterr().out.splitlines() if "physics" not in line]
+    said = run_smaclite_snippet("### `2m_vs_1z`", capsys)
     won = [(True, 20.0, 48)] * 5
     assert said == ["attack only " + str([(False, 4.61, 17)] * 5), f"the searched line {won}"]
 
