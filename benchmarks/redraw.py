@@ -173,29 +173,46 @@ def draw_aggregate(runs, out):
     (out / "aggregate.md").write_text("\n".join(rows) + "\n")
 
 
+def json_records(store):
+    """The JSON records of a benchmark's folder of the store, by file name; exits if there are none."""
+    records = [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
+    if not records:
+        sys.exit(f"redraw: error: no records under {store}")
+    return records
+
+
 def draw_throughput(store, out):
     """table.md: each record of benchmarks/throughput.py --record (a column each, the defaults
     first): the raw env's steps/s, qmix.py's and the peer's training steps/s and their ratios."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
-    if not records:
-        sys.exit(f"redraw: error: no throughput records under {store}")
+    records = json_records(store)
     records.sort(key=lambda r: bool(r["qmix"]["args"]))
     raw = [(r["raw_before"] + r["raw_after"]) / 2 for r in records]
     head = [f"`{r['qmix']['args']}`" if r["qmix"]["args"] else "defaults" for r in records]
     peer = records[0]["peer"]
     name = f"[{peer['name']}]({peer['repo']})" if peer["repo"] else peer["name"]
     rows = [
-        ("raw env, random policy (before / after)",
-         [f"{r['raw_before']:,.0f} / {r['raw_after']:,.0f}" for r in records]),
+        (
+            "raw env, random policy (before / after)",
+            [f"{r['raw_before']:,.0f} / {r['raw_after']:,.0f}" for r in records],
+        ),
         ("`qmix.py` training, evaluation included", [f"{r['qmix']['sps']:,.0f}" for r in records]),
-        ("**ratio `qmix.py` / raw env**",
-         [f"**{r['qmix']['sps'] / w:.2f}**" for r, w in zip(records, raw, strict=True)]),
-        (f"{name}'s `{peer['script']}`, its defaults", [f"{r['peer']['sps']:,.0f}" for r in records]),
-        (f"ratio {name} / raw env",
-         [f"{r['peer']['sps'] / w:.3f}" for r, w in zip(records, raw, strict=True)]),
-        (f"**`qmix.py` / {name}**",
-         [f"**{r['qmix']['sps'] / r['peer']['sps']:.1f}x**" for r in records]),
-    ]  # fmt: skip
+        (
+            "**ratio `qmix.py` / raw env**",
+            [f"**{r['qmix']['sps'] / w:.2f}**" for r, w in zip(records, raw, strict=True)],
+        ),
+        (
+            f"{name}'s `{peer['script']}`, its defaults",
+            [f"{r['peer']['sps']:,.0f}" for r in records],
+        ),
+        (
+            f"ratio {name} / raw env",
+            [f"{r['peer']['sps'] / w:.3f}" for r, w in zip(records, raw, strict=True)],
+        ),
+        (
+            f"**`qmix.py` / {name}**",
+            [f"**{r['qmix']['sps'] / r['peer']['sps']:.1f}x**" for r in records],
+        ),
+    ]
     lines = ["| steps/s on `" + records[0]["env"] + "` | " + " | ".join(head) + " |"]
     lines.append("|---" * (len(records) + 1) + "|")
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
@@ -224,9 +241,7 @@ def draw_throughput(store, out):
 def draw_variants(store, out):
     """<variant>.md for each variant with records of benchmarks/throughput.py --variant --record:
     a row per record (its flags), each round's steps/s of both scripts and the ratio of the means."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(store).glob("*.json"))]
-    if not records:
-        sys.exit(f"redraw: error: no variant records under {store}")
+    records = json_records(store)
     for variant in sorted({r["variant"] for r in records}):
         mine = [r for r in records if r["variant"] == variant]
         lines = [
@@ -255,8 +270,7 @@ def draw_variants(store, out):
 def draw_scaling(store, out):
     """table.md: benchmarks/scaling.py --record's rates, a column per env, a row per script (qmix.py,
     then qmix_multienvs.py at each --num-envs), each with its ratio to qmix.py."""
-    (path,) = sorted(Path(store).glob("*.json"))
-    record = json.loads(path.read_text())
+    (record,) = json_records(store)
     envs = list(dict.fromkeys(r["env"] for r in record["rows"]))
     rate = {(r["env"], r["num_envs"]): r["sps"] for r in record["rows"]}
     counts = sorted({n for _, n in rate if n is not None})
