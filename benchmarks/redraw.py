@@ -53,6 +53,7 @@ RESULTS = {
     "mpe": Result("mpe", "qmix.md#mpe"),
     "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
     "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
+    "lbf2s": Result("lbf2s", "qmix_lstm.md#lbf-2s", threshold=0.9, home=False),
     "lbf_mpe": Result("lbf_mpe", "benchmarks.md#lbf-mpe", home=False, aggregate=True),
     "throughput": Result("throughput", "benchmarks.md#throughput", kind="throughput", home=False),
     "variants": Result("variants", "qmix_lstm.md#speed", kind="variants", home=False),
@@ -240,29 +241,32 @@ def draw_throughput(store, out):
 
 def draw_variants(store, out):
     """<variant>.md for each variant with records of benchmarks/throughput.py --variant --record:
-    a row per record (its flags), each round's steps/s of both scripts and the ratio of the means."""
+    a row per record (the flags of both scripts and of the variant alone, the machine), each
+    round's steps/s of both scripts and the ratio of the means."""
     records = json_records(store)
     for variant in sorted({r["variant"] for r in records}):
         mine = [r for r in records if r["variant"] == variant]
         lines = [
-            f"| env | `{variant}` flags | `{variant}` steps/s, per round | `qmix.py` steps/s,"
-            " alternating | ratio of the means |",
-            "|---|---|---|---|---|",
+            f"| env | flags of both | `{variant}` flags | `{variant}` steps/s, per round |"
+            " `qmix.py` steps/s, alternating | ratio of the means | on |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in mine:
             ours, base = r["speeds"][variant], r["speeds"]["qmix.py"]
-            cells = [f"`{r['env']}`", f"`{r['variant_args']}`" if r["variant_args"] else "defaults"]
+            cells = [f"`{r['env']}`"]
+            cells += [f"`{r[k]}`" if r[k] else "defaults" for k in ("qmix_args", "variant_args")]
             cells += [" / ".join(f"{v:,.0f}" for v in x) for x in (ours, base)]
             cells.append(f"**{sum(ours) / sum(base):.3f}**")
+            on = f"{r['machine']['cpu']} ({r['machine']['cores']} cores)"
+            cells.append(on + (f", {r['gpu']}" if r.get("gpu") else ""))
             lines.append("| " + " | ".join(cells) + " |")
-        cpus = sorted({f"{r['machine']['cpu']} ({r['machine']['cores']} cores)" for r in mine})
         steps = sorted({r["steps"] for r in mine})
         lines += [
             "",
-            f"Each script trains {', '.join(f'{s:,}' for s in steps)} steps a round, both at the"
-            " defaults but for the flags shown, evaluation included. Each row: "
+            f"Each script trains {', '.join(f'{s:,}' for s in steps)} steps a round, evaluation"
+            " included, at the defaults but for the flags shown. Each row: "
             + "; ".join(f"`{r['command']}`" for r in mine)
-            + f". On: {', '.join(cpus)}.",
+            + ".",
         ]
         (out / f"{variant.removesuffix('.py')}.md").write_text("\n".join(lines) + "\n")
 

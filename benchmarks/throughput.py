@@ -95,6 +95,15 @@ def peer_steps_per_second(script, steps, workdir):
     return (steps - short) / (wall(steps) - wall(short))
 
 
+def gpu_name(flags):
+    """The GPU a run with these flags trained on (None on the CPU), for the record."""
+    if "--device" not in flags.split() or "cpu" in flags.split():
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
 def torch_threads():
     """torch's intra-op threads in a fresh process (a peer that does not set them uses these)."""
     cmd = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
@@ -231,6 +240,7 @@ if __name__ == "__main__":
                 speeds=speeds,
                 machine=machine(),
                 versions=versions(),
+                gpu=gpu_name(args.qmix_args + " " + args.variant_args),
             )
             args.record.parent.mkdir(parents=True, exist_ok=True)
             args.record.write_text(json.dumps(record, indent=1) + "\n")

@@ -94,3 +94,28 @@ def test_a_throughput_record_names_the_peer_by_its_checkout_and_draws_its_ratios
     assert f"| **{found['qmix']['sps'] / raw:.2f}** |" in table
     line = (tmp_path / "summary.md").read_text()
     assert f"{ratio:.1f}x [Peer](https://example.org/peer)'s `qmix.py`" in line
+
+
+def test_a_variant_row_names_the_flags_of_both_scripts_and_the_gpu_it_ran_on(tmp_path):
+    """draw_variants: each record's row shows the flags both scripts ran with, the variant's own,
+    and the machine with its GPU where the record names one (throughput.py's gpu_name)."""
+    base = dict(env="E", steps=100, variant="qmix_lstm.py", command="c")
+    base["machine"] = dict(cpu="CPU X", arch="x86_64", cores=16)
+    cpu = dict(base, qmix_args="--hidden-dim 256", variant_args="", gpu=None)
+    cpu["speeds"] = {"qmix.py": [400.0], "qmix_lstm.py": [100.0]}
+    cuda = dict(cpu, variant_args="--device cuda", gpu="GPU Y")
+    cuda["speeds"] = {"qmix.py": [400.0], "qmix_lstm.py": [1000.0]}
+    for name, record in (("a", cpu), ("b", cuda)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(record))
+    redraw.draw_variants(tmp_path, tmp_path)
+    rows = (tmp_path / "qmix_lstm.md").read_text().splitlines()
+    assert (
+        "| `E` | `--hidden-dim 256` | defaults | 100 | 400 | **0.250** | CPU X (16 cores) |" in rows
+    )
+    assert "| `E` | `--hidden-dim 256` | `--device cuda` | 1,000 | 400 | **2.500** |" in rows[3]
+    assert rows[3].endswith("| CPU X (16 cores), GPU Y |")
+    spec = importlib.util.spec_from_file_location("tp", ROOT / "benchmarks" / "throughput.py")
+    throughput = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(throughput)
+    assert throughput.gpu_name("--batch-size 8 --device cpu") is None
+    assert throughput.gpu_name("--batch-size 8") is None
