@@ -54,6 +54,7 @@ RESULTS = {
     "multienvs": Result("multienvs", "qmix_multienvs.md#lbf", threshold=0.9),
     "memorycue": Result("memorycue", "qmix_lstm.md#memorycue", threshold=1.0, home=False),
     "lbf2s": Result("lbf2s", "qmix_lstm.md#lbf-2s", threshold=0.9, home=False),
+    "ablation_3m": Result("ablation_3m", "design.md#last-action", threshold=0.9, home=False),
     "lbf_mpe": Result("lbf_mpe", "benchmarks.md#lbf-mpe", home=False, aggregate=True),
     "throughput": Result("throughput", "benchmarks.md#throughput", kind="throughput", home=False),
     "variants": Result("variants", "qmix_lstm.md#speed", kind="variants", home=False),
