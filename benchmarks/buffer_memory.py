@@ -191,7 +191,9 @@ if __name__ == "__main__":
         print(
             f"  {script:22s} resident memory grew {growth[script] / 2**20:8.1f} MiB over {episodes} episodes"
         )
-    print(
-        f"  ratio qmix_memefficient.py / qmix.py: {growth['qmix_memefficient.py'] / growth['qmix.py']:.3f}"
-    )
+    ratio = growth["qmix_memefficient.py"] / growth["qmix.py"]
+    print(f"  ratio qmix_memefficient.py / qmix.py: {ratio:.3f}\n")
+    print("| `SmacLike-v0` state | `qmix.py` | `qmix_memefficient.py` | ratio |\n|---|---|---|---|")
+    mib = [f"{growth[s] / 2**20:,.0f} MiB" for s in ("qmix.py", "qmix_memefficient.py")]
+    print(f"| {args.state} | {mib[0]} | {mib[1]} | **{ratio:.3f}** |")
     table(args.buffer_size)

@@ -59,6 +59,7 @@ RESULTS = {
     "throughput": Result("throughput", "benchmarks.md#throughput", kind="throughput", home=False),
     "variants": Result("variants", "qmix_lstm.md#speed", kind="variants", home=False),
     "scaling": Result("scaling", "qmix_multienvs.md#speed", kind="scaling", home=False),
+    "tables": Result("tables", "benchmarks.md", kind="tables", home=False),
 }
 
 
@@ -427,7 +428,27 @@ def draw(root, out_root, readme):
     return sorted(p for f in folders for p in f.iterdir()) + home
 
 
-DRAWERS = {"throughput": draw_throughput, "variants": draw_variants, "scaling": draw_scaling}
+def draw_tables(store, out):
+    """<name>.md for each record of benchmarks/record.py: the markdown tables its command printed,
+    in order, then the command and the machine it ran on."""
+    for path in sorted(Path(store).glob("*.json")):
+        r = json.loads(path.read_text())
+        table = [line for line in r["output"].splitlines() if line.startswith("|")]
+        lines = []  # a blank line before each table's header (a row followed by |---) but the first
+        for i, line in enumerate(table):
+            header = i + 1 < len(table) and table[i + 1].startswith("|---")
+            lines += [""] * (header and i > 0) + [line]
+        on = f"{r['machine']['cpu']} ({r['machine']['cores']} cores)"
+        lines += ["", f"Printed by `{r['command']}`, on {on}."]
+        (out / f"{path.stem}.md").write_text("\n".join(lines) + "\n")
+
+
+DRAWERS = {
+    "throughput": draw_throughput,
+    "variants": draw_variants,
+    "scaling": draw_scaling,
+    "tables": draw_tables,
+}
 
 
 def png_size(path):

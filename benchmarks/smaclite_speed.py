@@ -71,6 +71,25 @@ def training_steps_per_second(script, env_name, steps, path, extra=()):
         return events.Scalars("charts/SPS")[-1].value
 
 
+def markdown(rows):
+    """The docs' table: a row per measurement, a column per path, each mean steps/s with its ratio
+    to "original"; the last path, the default, in bold."""
+    last = list(PATHS)[-1]
+    lines = [
+        "| steps/s (x original) | " + " | ".join(PATHS) + " |",
+        "|---" * (len(PATHS) + 1) + "|",
+    ]
+    for label, speeds in rows:
+        base, cells = np.mean(speeds["original"]), []
+        for path, values in speeds.items():
+            cell = f"{np.mean(values):.0f}" + (
+                "" if path == "original" else f" ({np.mean(values) / base:.2f}x)"
+            )
+            cells.append(f"**{cell}**" if path == last else cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def table(title, speeds):
     base = np.mean(speeds["original"])
     print(f"\n{title}")
@@ -92,6 +111,7 @@ if __name__ == "__main__":
     )
     args = parser.parse_args()
     print(f"C++ RVO2 (rvo2 module): {'importable' if CPP else 'not importable: numpy paths only'}")
+    rows = []
     for name in args.maps:
         envs = {}
         for path, (use_cpp, fast) in PATHS.items():
@@ -105,6 +125,7 @@ if __name__ == "__main__":
             f"raw {name}, random available actions ({args.rounds} x {args.seconds:g} s per path)",
             speeds,
         )
+        rows.append((f"raw `{name}`", speeds))
     if args.train_steps > 0:
         runs = [("qmix.py", "3m", ()), ("qmix_multienvs.py", "2s3z", ("--num-envs", "2"))]
         for script, env_name, extra in runs:
@@ -119,3 +140,7 @@ if __name__ == "__main__":
                 f"training: {script} --env-name {env_name} ({flags}), {args.train_steps} steps",
                 speeds,
             )
+            rows.append(
+                (f"`{' '.join([script, '--env-name', env_name, *extra])}`, training", speeds)
+            )
+    print("\n" + markdown(rows))

@@ -4,7 +4,7 @@ Counter-v0: two agents whose observation is [episode, t, seed] (the episode coun
 seed the env was built with): a stored step says which env, episode and step it came from. An episode terminates with
 probability 0.3 after each step (drawn from the env's seeded generator) or is truncated at 6 steps; the reward is t.
 SlowCounter-v0: each step waits 2 ms first and an episode terminates with probability 0.05 after each step or is
-cut at 30 steps (about 13 steps on average): an env whose steps and episodes cost about what a small SMAClite map's do,
+cut at 30 steps (about 16 steps on average): an env whose steps and episodes cost about what a small SMAClite map's do,
 to time stepping envs in parallel. Its observation is kept small, [t / 30, episode % 2, seed % 2] (a vector env's
 SeedSequence seeds run to 2**32: as inputs they blow a network up). FailingCounter-v0: raises RuntimeError at the 20th step of the env built
 with a seed of 2 modulo 4 (env 2 of a vector env seeded 0, 4, ...).

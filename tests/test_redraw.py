@@ -119,3 +119,22 @@ def test_a_variant_row_names_the_flags_of_both_scripts_and_the_gpu_it_ran_on(tmp
     spec.loader.exec_module(throughput)
     assert throughput.gpu_name("--batch-size 8 --device cpu") is None
     assert throughput.gpu_name("--batch-size 8") is None
+
+
+def test_a_printed_table_is_kept_with_its_command_and_drawn_as_printed(tmp_path):
+    """benchmarks/record.py keeps what a command printed (nothing when it fails or prints no
+    table); draw_tables gives its tables, a blank line between two (none where a log line
+    interrupted one), then the command."""
+    record = [sys.executable, str(ROOT / "benchmarks" / "record.py"), "--store", str(tmp_path)]
+    two = "print('a'); print('| x |'); print('|---|'); print('| 1 |'); print('log line'); "
+    two += "print('| 2 |'); print('b'); print('| y |'); print('|---|')"
+    subprocess.run([*record, "two", "--", "python", "-c", two], check=True, capture_output=True)
+    for name, code in (("fails", "print('| x |'); raise SystemExit(3)"), ("none", "print(1)")):
+        done = subprocess.run([*record, name, "--", "python", "-c", code], capture_output=True)
+        assert done.returncode == 1 and not (tmp_path / f"{name}.json").exists()
+    kept = json.loads((tmp_path / "two.json").read_text())
+    assert kept["output"].startswith("a\n| x |\n|---|\n| 1 |\nlog line\n") and kept["machine"]
+    redraw.draw_tables(tmp_path, tmp_path)
+    drawn = (tmp_path / "two.md").read_text().splitlines()
+    assert drawn[:7] == ["| x |", "|---|", "| 1 |", "| 2 |", "", "| y |", "|---|"]
+    assert drawn[-1].startswith("Printed by `python -c ")
