@@ -87,8 +87,11 @@ def draw_scores(result, runs, out):
     such) and step to the threshold; curves.png: each seed's greedy evaluation score against env
     steps. -> the summary's rows (the runs that ran their full length)"""
     absolute = any(r["absolute"] for r in runs)  # the sweep's --absolute: each best checkpoint
+    # a result whose every run stopped at the threshold has no final scores: no columns for them
+    finals_shown = any(smaclite_maps.how_ended(r) == "completed" for r in runs)
     lines = [
-        "| task | script and flags | seeds | final score, per seed | mean | "
+        "| task | script and flags | seeds | "
+        + ("final score, per seed | mean | " if finals_shown else "")
         + (
             f"10 evaluations in a row average {result.threshold:g} at, per seed (k/n) | "
             if result.threshold
@@ -96,7 +99,7 @@ def draw_scores(result, runs, out):
         )
         + ("best checkpoint re-evaluated, per seed | " if absolute else "")
         + "env steps | wall time per run |",
-        "|---" * (7 + bool(result.threshold) + absolute) + "|",
+        "|---" * (5 + 2 * finals_shown + bool(result.threshold) + absolute) + "|",
     ]
     summary = []
     for (env, line), members in groups(runs).items():
@@ -111,7 +114,7 @@ def draw_scores(result, runs, out):
             for r in done
         )
         cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in done)]
-        cells += [per_seed, report.spread(finals, spec) if finals else "-"]
+        cells += [per_seed, report.spread(finals, spec) if finals else "-"] * finals_shown
         if result.threshold:
             to = [report.steps_to(r, metric(r), result.threshold, WINDOW) for r in done]
             got = sum(s is not None for s in to)
@@ -121,7 +124,8 @@ def draw_scores(result, runs, out):
             key = "battle_won" if metric(done[0]) == "battle_won" else "returns"
             best = [np.mean(r["absolute"][key]) if r["absolute"] else None for r in done]
             cells.append(" / ".join("-" if b is None else f"{b:{spec}}" for b in best))
-        steps = sorted({smaclite_maps.thousands(r["steps"][-1]) for r in done})
+        ends = sorted(r["steps"][-1] for r in done)
+        steps = list(dict.fromkeys(smaclite_maps.thousands(s) for s in ends))
         cells += [", ".join(steps), wall_times([r["wall"] for r in done])]
         lines.append("| " + " | ".join(cells) + " |")
         if full:
@@ -129,9 +133,13 @@ def draw_scores(result, runs, out):
             summary.append((env, line, [r["seed"] for r in full], finals, ", ".join(steps), walls))
     lines += [
         "",
-        "Final score: the greedy return (or win rate) over a run's last"
-        f" {WINDOW} evaluations, of the"
-        f" runs that ran their full length."
+        (
+            f"Final score: the greedy return (or win rate) over a run's last {WINDOW} evaluations,"
+            " of the runs that ran their full length."
+            if finals_shown
+            else f"Every run stopped once {WINDOW} evaluations in a row averaged"
+            f" {result.threshold:g} (the sweep's --stop-at), at the step shown."
+        )
         + (
             " Best checkpoint re-evaluated: the mean over 10x the evaluation's episodes of the"
             " checkpoint of each run's best evaluation (the sweep's --absolute 10)."
