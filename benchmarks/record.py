@@ -1,11 +1,11 @@
 """Run a benchmark that prints a markdown table and keep what it printed as a record of the store.
 
-    python benchmarks/record.py NAME -- python benchmarks/env_overhead.py [its flags]
+    python benchmarks/record.py NAME -- python benchmarks/checkpoint_cost.py [its flags]
 
 runs the command from the repository's root, shows its output as it comes, and writes
 benchmarks/results/tables/NAME.json: the command, everything it printed, the machine (CPU, cores)
 and the package versions. benchmarks/redraw.py draws docs/img/tables/NAME.md from it: the printed
-table's lines, then the command and the machine. A command that fails writes nothing.
+tables, then the command and the machine. A command that fails writes nothing.
 """
 
 import argparse
