@@ -333,3 +333,30 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
         expected_targets, expected_loss = by_hand(module, sampled, nets, 0.9, 0.6, double_q)
     torch.testing.assert_close(td_target, expected_targets)
     torch.testing.assert_close(loss, expected_loss)
+
+
+@pytest.mark.parametrize("script", ["qmix.py", *VARIANTS])
+def test_a_diverged_network_is_no_change_to_mirror_and_acts_on_available_actions(script):
+    """A run whose weights went NaN (a diverged run) is not told that its copy changed QNetwork:
+    acting_forward's check passes (NaN equals NaN there) and acting still picks available actions,
+    as PyMARL's and CleanRL's runs go on after a divergence."""
+    module = qmix if script == "qmix.py" else importlib.import_module(f"cleanmarl.{script[:-3]}")
+    torch.manual_seed(0)
+    if script == "qmix_lstm.py":
+        q_network = module.QNetwork(7, 5, 8, 0)
+        obs_size = q_network.fc.in_features
+    else:
+        q_network, obs_size = module.QNetwork(7, 5, 8, 1), 7
+    with torch.no_grad():
+        next(q_network.parameters()).fill_(float("nan"))
+    forward = module.acting_forward(q_network, obs_size)  # no "mirror the change"
+    obs = np.zeros((2, obs_size), np.float32)
+    q_values = (
+        forward(obs, np.zeros((2, 8), np.float32))[0]
+        if script == "qmix_lstm.py"
+        else (forward(obs))
+    )
+    assert np.isnan(q_values).all()
+    avail = np.array([[False, True, False, True, True], [False, False, True, False, False]])
+    actions = module.select_actions(q_values, avail, 0.0, None)
+    assert avail[[0, 1], actions].all()
