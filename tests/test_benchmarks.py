@@ -44,13 +44,15 @@ smaclite_maps = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(smaclite_maps)
 
 
-def fake_run(store, env, seed, won, ended="completed", script="qmix.py", absolute=None):
+def fake_run(store, env, seed, won, ended="completed", script="qmix.py", absolute=None, flags=""):
     """A run of the results store (benchmarks/results/README.md): meta.json, ended.json (ended None:
     a run under way, none), evaluations.jsonl, absolute.json (absolute: its win rate)."""
-    folder = store / f"{script[:-3]}__{env}__defaults__{seed}"
+    folder = (
+        store / f"{script[:-3]}__{env}__{flags.replace(' ', '_').strip('-') or 'defaults'}__{seed}"
+    )
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text(
-        json.dumps(dict(script=script, env=env, flag_set="", seed=seed))
+        json.dumps(dict(script=script, env=env, flag_set=flags, seed=seed))
     )
     if ended:
         (folder / "ended.json").write_text(json.dumps(dict(ended=ended, step=1000 * len(won))))
@@ -80,12 +82,15 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     fake_run(store, "corridor", 2, [0.0] * 4, None, "qmix_memefficient.py")
     fake_run(store, "2c_vs_64zg", 1, [1.0] * 10, "stopped", absolute=1.0)
     fake_run(store, "MMM2", 1, [0.0] * 20, script="qmix_lstm.py")  # another script: its own row
+    # a map's own flags: a row of its own after the defaults', in no aggregate
+    fake_run(store, "MMM2", 1, [1.0] * 10, "stopped", absolute=1.0, flags="--gamma 0.995")
     for folder in store.iterdir():  # the line the runs print
         (folder / "log.txt").write_text("SMAClite physics: C++ RVO2, fast path (docs)\n")
     (store / "qmix__MMM2__defaults__3" / "log.txt").write_text("SMAClite physics: numpy RVO2 (x)\n")
     assert smaclite_maps.main([str(store), "--out", str(tmp_path / "img")]) == 0
     out = capsys.readouterr().out
-    mmm2, lstm = (line for line in out.splitlines() if line.startswith("| `MMM2`"))
+    mmm2, lstm, flagged = (line for line in out.splitlines() if line.startswith("| `MMM2`"))
+    assert "| `qmix --gamma 0.995` | 1 | 10k | 10k (1/1) | stopped | - | 1.00 |" in flagged
     assert mmm2.startswith(
         "| `MMM2` | super hard | `qmix` | 1 / 2 / 3 | 15k / 13k / never | 14k (range 13k to 15k) (2/3) "
         "| stopped / stopped / 0.20 | 0.20 | 1.00 / 0.90 / 0.40 | 15 / 14 / 12 min | 69% | 100% / 100% |"
@@ -100,13 +105,15 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     )
     assert "--scripts qmix_memefficient --envs 25m 27m_vs_30m bane_vs_bane corridor --seeds" in out
     assert "Not run yet (19 of 22 maps): `2s_vs_1sc`, `2s3z`," in out
-    assert "C++ RVO2, fast path (6 of 7 runs); numpy RVO2 (1 of 7 runs)." in out
+    assert "C++ RVO2, fast path (7 of 8 runs); numpy RVO2 (1 of 8 runs)." in out
+    assert '--scripts qmix --envs 2s_vs_1sc --seeds 1-3 --set "--gamma 0.995" --out' in out
     for command in out.split("```bash\n")[1].split("```")[0].splitlines():  # as the sweep reads it
         argv = shlex.split(command)[3:]
         assert (
             cleanmarl_sweep.main([*argv[: argv.index("--")], "--print", *argv[argv.index("--") :]])
             == 0
         )
+    assert "`qmix --gamma 0.995`, over" not in out  # never aggregated
     aggregate = next(line for line in out.splitlines() if line.startswith("IQM"))
     assert "over 2 runs: `MMM2`, `corridor`, seeds 1: 1.000" in aggregate  # seed 1: both ended
     # one seed a map: the range of the runs, no interval
@@ -120,6 +127,7 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     }
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
     home = (tmp_path / "img" / "summary.md").read_text()
+    assert "0.995" not in home  # flags of no PER_MAP_FLAGS: on the page's table only
     assert (
         "| [`MMM2`](smaclite.md) | `qmix` | 15k / 13k / never (2/3) | 1.00 / 0.90 / 0.40 |" in home
     )
