@@ -67,13 +67,14 @@ def fake_run(store, env, seed, won, ended="completed", script="qmix.py", absolut
 
 
 def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full_runs(
-    tmp_path, capsys
+    tmp_path, capsys, monkeypatch
 ):
     """Each seed's step to 90% (the stop rule's window), with the mean over those that got there, its
     range and k/n; the final win rate of full-length runs only (a stopped run says "stopped"); each
     seed's best checkpoint and wall time; a run under way named apart; PyMARL2's SC2 figure beside
     it; the aggregate naming its maps and leaving out the one that is no test."""
     store = tmp_path / "store"
+    monkeypatch.setattr(smaclite_maps, "PER_MAP_FLAGS", {"2s_vs_1sc": "--gamma 0.995"})
     # windows: the first >= 0.9 ends at the 15th evaluation: step 15000; seed 2's at the 13th
     fake_run(store, "MMM2", 1, [0.0] * 5 + [0.8, 1.0] * 5, "stopped", absolute=1.0)
     fake_run(store, "MMM2", 2, [0.0] * 4 + [1.0] * 10, "stopped", absolute=0.9)
@@ -127,7 +128,7 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     }
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
     home = (tmp_path / "img" / "summary.md").read_text()
-    assert "0.995" not in home  # flags of no PER_MAP_FLAGS: on the page's table only
+    assert "0.995" not in home  # MMM2's flags are no PER_MAP_FLAGS: on the page's table only
     assert (
         "| [`MMM2`](smaclite.md) | `qmix` | 15k / 13k / never (2/3) | 1.00 / 0.90 / 0.40 |" in home
     )
