@@ -72,7 +72,7 @@ SWEEP = (
 RECURRENT = ("2s_vs_1sc", "3s_vs_5z", "MMM2")
 # qmix.py's per-map flags where its defaults do not win a map (docs/smaclite.md), as PyMARL2
 # publishes per-map settings: run beside the defaults, in rows of their own, never aggregated.
-# None so far: 2s_vs_1sc, which the defaults' first runs lost at 600k steps, they win by 1.06M.
+# None so far.
 PER_MAP_FLAGS = {}
 
 
