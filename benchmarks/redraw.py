@@ -424,7 +424,10 @@ def draw(root, out_root, readme):
     (Path(out_root) / "results.md").write_text(table)
     hard = (Path(out_root) / "smaclite" / "summary.md").read_text()
     speed = (Path(out_root) / "throughput" / "summary.md").read_text()
-    block = f"{table}\nSMAClite, at the defaults (a map's own flags where a row shows them), each run to 2M steps or 90% won:\n\n{hard}\n{speed}"
+    smaclite = (
+        "SMAClite, at the defaults (a map's own flags where a row shows them), each run to 2M"
+    )
+    block = f"{table}\n{smaclite} steps or 90% won:\n\n{hard}\n{speed}"
     text = Path(readme).read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
     block = re.sub(r"\]\((?!https?://)", "](docs/", block)  # the docs' own pages, from the root

@@ -338,8 +338,7 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
 @pytest.mark.parametrize("script", ["qmix.py", *VARIANTS])
 def test_a_diverged_network_is_no_change_to_mirror_and_acts_on_available_actions(script):
     """A run whose weights went NaN (a diverged run) is not told that its copy changed QNetwork:
-    acting_forward's check passes (NaN equals NaN there) and acting still picks available actions,
-    as PyMARL's and CleanRL's runs go on after a divergence."""
+    acting_forward's check passes (NaN equals NaN there) and acting still picks available actions."""
     module = qmix if script == "qmix.py" else importlib.import_module(f"cleanmarl.{script[:-3]}")
     torch.manual_seed(0)
     if script == "qmix_lstm.py":
