@@ -736,6 +736,55 @@ def test_smaclite_laser_beam_hits_nobody_where_smaclite_raises():
     smaclite_module.guard_laser_beam(None)
 
 
+def test_so_many_banelings_blast_a_zealot_as_on_sc2_and_smaclites_own_maps_keep_80():
+    """The classic so_many_baneling takes SC2's blast against units (16, +19 against light: 35 to a
+    zealot's shields); SMAClite's baneling (80, its figure against buildings) stays in its own maps
+    and its unit table; spread zealots win the battle with SC2's blast and lose it with SMAClite's."""
+    pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
+    from smaclite.env.units.unit_type import StandardUnit
+
+    def blast(env_name):  # one enemy baneling's blast on a fresh unit of ours: what it took
+        env = make_env("smaclite", env_name, seed=0)
+        env.reset()
+        sim = env._env
+        baneling = next(u for u in sim.enemies.values() if u.type.stats.name == "baneling")
+        target = sim.agents[0]
+        target.hp = 1000  # to take a whole blast
+        before = target.hp + target.shield
+        baneling.deal_damage(target)
+        return before - target.hp - target.shield
+
+    assert blast("so_many_baneling") == 35
+    assert blast("bane_vs_bane") == 80  # a zergling (light): SMAClite's figure
+    assert StandardUnit.BANELING.value.damage == 80 and not StandardUnit.BANELING.value.bonuses
+
+    def spread_battle_won():  # the zealots walk apart (north and south) for 3 steps a place, attack
+        env = make_env("smaclite", "so_many_baneling", seed=0)
+        obs, state, avail, info = env.reset()
+        t, done = 0, False
+        while not done:
+            actions = []
+            for i, a in enumerate(avail):
+                place, walk, attack = i - 3, 2 if i > 3 else 3, np.flatnonzero(a[6:])
+                if not a[1]:
+                    actions.append(0)
+                elif t < 3 * abs(place) and a[walk]:
+                    actions.append(walk)
+                else:
+                    actions.append(6 + attack[0] if len(attack) else 1)
+            obs, state, avail, reward, terminated, truncated, info = env.step(actions)
+            t, done = t + 1, terminated or truncated
+        return info["battle_won"]
+
+    assert spread_battle_won()
+    fixes = dict(smaclite_module.UNIT_FIXES)
+    try:
+        smaclite_module.UNIT_FIXES.clear()
+        assert not spread_battle_won()
+    finally:
+        smaclite_module.UNIT_FIXES.update(fixes)
+
+
 def test_smaclite_2c_vs_64zg_plays_past_the_empty_beam():
     """Random play on 2c_vs_64zg (seed 1) fires a colossus beam at a dead zergling with nobody in reach in its 14th
     episode: SMAClite's own code raises there, the wrapper's plays on."""

@@ -7,6 +7,7 @@ so reaching one terminates and obs and state carry the time (base.MultiAgentEnv)
 """
 
 import contextlib
+import dataclasses
 import importlib.util
 import io
 import os
@@ -56,6 +57,13 @@ CLASSIC_MAPS = {
 }
 
 
+# SMAClite's baneling deals 80 to any unit it blasts: StarCraft II's figure against buildings. Against
+# units SC2's is 16, +19 against light ones (zealots): Liquipedia, "Baneling (Legacy of the Void)".
+# With 80 a zealot falls to two blasts and no policy tried wins so_many_baneling (docs/smaclite.md).
+# The classic maps defined here take SC2's figures; SMAClite's own maps (bane_vs_bane) keep its own.
+UNIT_FIXES = {"BANELING": {"damage": 16, "bonuses": {"LIGHT": 19}}}
+
+
 def _registered_maps(gym):
     return {
         k[len("smaclite/") : -len("-v0")]: k
@@ -68,15 +76,23 @@ def classic_map_info(name):
     """Build SMAClite's MapInfo for one of CLASSIC_MAPS."""
     from smaclite.env.maps.map import Group, MapInfo
     from smaclite.env.terrain.terrain import TerrainPreset
-    from smaclite.env.units.unit_type import StandardUnit
+    from smaclite.env.units.unit_type import Attribute, CustomUnitType, StandardUnit
     from smaclite.env.util.faction import Faction
 
     allies, enemies, (ally_shields, enemy_shields), type_ids = CLASSIC_MAPS[name]
 
+    def unit_type(u):
+        """SMAClite's unit u, or a copy with UNIT_FIXES' figures (same name, so same targeter)."""
+        if u not in UNIT_FIXES:
+            return StandardUnit[u]
+        fix = dict(UNIT_FIXES[u])
+        fix["bonuses"] = {Attribute[a]: b for a, b in fix["bonuses"].items()}
+        stats = dataclasses.replace(StandardUnit[u].value, **fix)
+        return CustomUnitType(stats, f"{u} (SC2's figures)")
+
     def group(x, faction, units):
-        return Group(
-            x=x, y=16, faction=faction, units=[(StandardUnit[u], n) for u, n in units.items()]
-        )
+        units = [(unit_type(u), n) for u, n in units.items()]
+        return Group(x=x, y=16, faction=faction, units=units)
 
     return MapInfo(
         name=name,
@@ -88,7 +104,7 @@ def classic_map_info(name):
         ally_has_shields=ally_shields,
         enemy_has_shields=enemy_shields,
         num_unit_types=len(type_ids) if type_ids else 0,
-        unit_type_ids={StandardUnit[u]: i for u, i in type_ids.items()} if type_ids else None,
+        unit_type_ids={unit_type(u): i for u, i in type_ids.items()} if type_ids else None,
     )
 
 
