@@ -25,7 +25,7 @@ from cleanmarl.env import make_env  # noqa: E402
 from cleanmarl.qmix import select_actions  # noqa: E402
 
 NORTH, SOUTH, STOP, ATTACK = 2, 3, 1, 6  # ATTACK: the first attack action (enemy 0)
-BANELINGS = {"SMAClite's: 80 to every unit": {}, "StarCraft II's: 16, +19 to light": None}
+BANELINGS = {"SMAClite's: 80": {}, "SC2's: 16, +19 light": None}
 
 
 def scripted(avail, policy, t):
@@ -63,7 +63,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="of the envs and the uniform policy")
     args = parser.parse_args(argv)
     fixes = dict(smaclite_module.UNIT_FIXES)
-    print("| baneling | policy | battles | won | return | banelings left (of 32) | length |")
+    print("| baneling | policy | battles | won | return | banelings left | length |")
     print("|---|---|---|---|---|---|---|")
     for baneling, unit_fixes in BANELINGS.items():
         smaclite_module.UNIT_FIXES = fixes if unit_fixes is None else unit_fixes
