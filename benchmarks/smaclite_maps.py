@@ -259,26 +259,46 @@ def plot(runs, out):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     maps = map_order(runs)  # a row per map: env steps left, wall time right
-    fig, axes = plt.subplots(len(maps), 2, figsize=(9, 2.4 * len(maps)), squeeze=False)
-    for k, env in enumerate(maps):
-        for run in sorted((r for r in runs if r["env"] == env), key=lambda r: r["seed"]):
+    several = [len({r["line"] for r in runs if r["env"] == env}) > 1 for env in maps]
+    # a map of several lines (scripts, flags) gets a row below it for their legend
+    heights = [h for n in several for h in ((1, 0.4) if n else (1,))]
+    fig, grid = plt.subplots(
+        len(heights), 2, figsize=(9, 2.4 * sum(heights)), squeeze=False, height_ratios=heights
+    )
+    rows = iter(grid)
+    for env, many in zip(maps, several, strict=True):
+        axes = next(rows)
+        members = [r for r in runs if r["env"] == env]
+        lines = sorted({r["line"] for r in members}, key=lambda line: (" " in line, line))
+        styles, seeds = {}, {}  # a colour a line, a dash a seed where the map has several lines
+        for run in sorted(members, key=lambda r: (lines.index(r["line"]), r["seed"])):
             won = report.scores(run, "battle_won")
             window = np.array(
                 [won[max(0, j - WINDOW + 1) : j + 1].mean() for j in range(len(won))]
             )  # --stop-at's
+            style = dict(label=f"seed {run['seed']}")
+            if many:
+                dash = ("-", "--", ":", "-.")[(run["seed"] - 1) % 4]
+                style = dict(color=f"C{lines.index(run['line'])}", ls=dash)
+                styles[run["line"]] = Line2D([], [], color=style["color"], lw=1.4)
+                seeds[f"seed {run['seed']}"] = Line2D([], [], color="k", ls=dash, lw=1)
             for col, (x, scale) in enumerate((("steps", 1e3), ("times", 60))):
-                line = axes[k, col].plot(
-                    run[x] / scale, window, lw=1.4, label=f"seed {run['seed']}"
-                )[0]
-                axes[k, col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
+                line = axes[col].plot(run[x] / scale, window, lw=1.4, **style)[0]
+                axes[col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
         for col, label in enumerate(("env steps (thousands)", "wall time (minutes)")):
-            axes[k, col].set_title(f"{env}: greedy battles won", fontsize=10)
-            axes[k, col].set_xlabel(label)
-            axes[k, col].axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
-            axes[k, col].set_ylim(-0.03, 1.03)
-            axes[k, col].legend(fontsize=8, loc="lower right")
+            axes[col].set_title(f"{env}: greedy battles won", fontsize=10)
+            axes[col].set_xlabel(label)
+            axes[col].axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
+            axes[col].set_ylim(-0.03, 1.03)
+            if not many:
+                axes[col].legend(fontsize=8, loc="lower right")
+        if many:  # the legend row: the lines left, the seeds right
+            for ax, entries in zip(next(rows), (styles, seeds), strict=True):
+                ax.axis("off")
+                ax.legend(entries.values(), entries, loc="center", fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
