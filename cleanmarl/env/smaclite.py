@@ -86,7 +86,8 @@ def classic_map_info(name):
         if u not in UNIT_FIXES:
             return StandardUnit[u]
         fix = dict(UNIT_FIXES[u])
-        fix["bonuses"] = {Attribute[a]: b for a, b in fix["bonuses"].items()}
+        if "bonuses" in fix:  # attribute names -> SMAClite's Attribute
+            fix["bonuses"] = {Attribute[a]: b for a, b in fix["bonuses"].items()}
         stats = dataclasses.replace(StandardUnit[u].value, **fix)
         return CustomUnitType(stats, f"{u} (SC2's figures)")
 
