@@ -155,6 +155,38 @@ def test_smaclite_maps_aggregate_is_the_largest_grid_of_maps_that_finished_the_s
     assert smaclite_maps.common_seeds({}) == ([], [])
 
 
+def test_smaclite_maps_count_pools_memefficient_with_qmix_and_names_each_map():
+    """Issue 46's count: qmix_memefficient's maps count as qmix's (the same QMIX); qmix_lstm is
+    counted over the maps it runs on; a map on fewer than 3 ended runs is named, not counted; a
+    flagged line is no count of its own."""
+
+    def line(env, script, reached_mean, done=3):
+        return dict(env=env, script=script, reached_mean=reached_mean, done=done)
+
+    table = [
+        line("3m", "qmix", "81k [71k, 96k] 95% CI (5/5)", done=5),
+        line("2c_vs_64zg", "qmix", "29k (range 29k to 29k) (3/3)"),
+        line("3s_vs_5z", "qmix", "1,567k (range 1,325k to 1,810k) (2/3)"),
+        line("corridor", "qmix_memefficient", "300k (range 200k to 400k) (3/3)"),
+        line("MMM2", "qmix", "200k (range 145k to 255k) (2/2)", done=2),  # under way: short
+        line("2s_vs_1sc", "qmix_lstm", "396k (range 302k to 470k) (3/3)"),
+        line("2s_vs_1sc", "qmix --gamma 0.995", "1,161k (range 855k to 1,387k) (3/3)"),
+    ]
+    qmix, lstm = smaclite_maps.solved(table).strip().split("\n\n")
+    assert qmix.startswith(
+        "`qmix` at its defaults (`qmix_memefficient` on `25m`, `27m_vs_30m`, `bane_vs_bane`,"
+        " `corridor`) reaches 90% won on 3 of 3 seeds within 2M steps on 3 of the 22 maps"
+        " (`2c_vs_64zg`, `corridor`, `3m`), `2c_vs_64zg` among them no test (a random policy wins"
+        " it on SMAClite); not on every seed on 1 (`3s_vs_5z`);"
+    )
+    assert "fewer than 3 ended runs on 18 (`2s_vs_1sc`, `2s3z`," in qmix and "`MMM2`" in qmix
+    assert lstm == (
+        "`qmix_lstm` at its defaults reaches 90% won on 3 of 3 seeds within 2M steps on 1 of the 3"
+        " maps it runs on (`2s_vs_1sc`); not on every seed on 0 (none); fewer than 3 ended runs on"
+        " 2 (`3s_vs_5z`, `MMM2`)."
+    )
+
+
 def test_keep_copies_the_ended_runs_records_only_and_the_table_reads_them(tmp_path, capsys):
     """report.keep copies what the tables read of each ended run of a sweep (no checkpoint, no
     training state, no run under way) into the store's layout, with how it ended and its own clock;
