@@ -69,7 +69,7 @@ SWEEP = (
 
 
 # The paper's recurrent agents (qmix_lstm.py) beside qmix.py where memory may matter
-RECURRENT = ("2s_vs_1sc", "3s_vs_5z", "MMM2")
+RECURRENT = ("2s_vs_1sc", "3s_vs_5z", "MMM2", "2m_vs_1z")
 # qmix.py's per-map flags where its defaults do not win a map (docs/smaclite.md), as PyMARL2
 # publishes per-map settings: run beside the defaults, in rows of their own, never aggregated.
 # 2s_vs_1sc: 3 of 3 seeds within 2M steps, where the defaults win 2 (docs/smaclite.md).

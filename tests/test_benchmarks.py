@@ -155,7 +155,7 @@ def test_smaclite_maps_aggregate_is_the_largest_grid_of_maps_that_finished_the_s
     assert smaclite_maps.common_seeds({}) == ([], [])
 
 
-def test_smaclite_maps_count_pools_memefficient_with_qmix_and_names_each_map():
+def test_smaclite_maps_count_pools_memefficient_with_qmix_and_names_each_map(monkeypatch):
     """Issue 46's count: qmix_memefficient's maps count as qmix's (the same QMIX); qmix_lstm is
     counted over the maps it runs on; a map on fewer than 3 ended runs is named, not counted; a
     flagged line is no count of its own."""
@@ -172,6 +172,7 @@ def test_smaclite_maps_count_pools_memefficient_with_qmix_and_names_each_map():
         line("2s_vs_1sc", "qmix_lstm", "396k (range 302k to 470k) (3/3)"),
         line("2s_vs_1sc", "qmix --gamma 0.995", "1,161k (range 855k to 1,387k) (3/3)"),
     ]
+    monkeypatch.setattr(smaclite_maps, "RECURRENT", ("2s_vs_1sc", "3s_vs_5z", "MMM2"))
     qmix, lstm = smaclite_maps.solved(table).strip().split("\n\n")
     assert qmix.startswith(
         "`qmix` at its defaults (`qmix_memefficient` on `25m`, `27m_vs_30m`, `bane_vs_bane`,"
