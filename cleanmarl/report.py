@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from cleanmarl.utils.layout import (
+    ABSOLUTE_FILE,
     EVAL_FILE,
     MODELS_FILE,
     read_json,
@@ -41,7 +42,7 @@ from cleanmarl.utils.layout import (
 
 REPS = 2000
 MIN_CI_SEEDS = 5  # fewer seeds get a range, not an interval
-ENDED, ABSOLUTE = "ended.json", "absolute.json"  # the results store's (keep)
+ENDED, ABSOLUTE = "ended.json", ABSOLUTE_FILE  # the results store's (keep)
 
 
 def load(sweep_dir):
@@ -66,10 +67,7 @@ def load(sweep_dir):
         line = meta["script"].removesuffix(".py") + (
             f" {meta['flag_set']}" if meta["flag_set"].strip() else ""
         )
-        if stored:
-            absolute = read_json(run_dir / ABSOLUTE) if (run_dir / ABSOLUTE).exists() else None
-        else:
-            absolute = reevaluation(run_dir)
+        absolute = reevaluation(run_dir, meta_path.parent)
         steps = np.array([r["step"] for r in records])
         runs.append(dict(env=meta["env"], line=line, seed=meta["seed"], records=records,
                          wall=float(times[-1]), absolute=absolute, steps=steps, times=times,
@@ -111,7 +109,7 @@ def keep(sweep_dir, store):
             str(target / ENDED),
         )
         write_records(records, str(target / EVAL_FILE))
-        if (absolute := reevaluation(run_dir)) is not None:
+        if (absolute := reevaluation(run_dir, folder)) is not None:
             write_json(absolute, str(target / ABSOLUTE))
         log = folder / "log.txt"
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
@@ -154,8 +152,12 @@ def current_run(folder):
     return found[-1].parent if found else None
 
 
-def reevaluation(run_dir):
-    """The absolute metric's record of a run (its best checkpoint's --eval-only episodes), or None."""
+def reevaluation(run_dir, folder):
+    """The absolute metric's record of a run (its best checkpoint's --eval-only episodes), or None:
+    the copy in its combination's folder (the store's, or the sweep's own, which a later --eval-only
+    cannot rewrite), else, from a sweep that kept no copy, the file next to the checkpoint."""
+    if (Path(folder) / ABSOLUTE).exists():
+        return read_json(Path(folder) / ABSOLUTE)
     models = run_dir / MODELS_FILE
     best = models.exists() and json.loads(models.read_text()).get("best")
     found = best and run_dir / best["path"].replace(".cleanmarl_model", ".eval.json")

@@ -49,6 +49,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cleanmarl.utils.layout import (
+    ABSOLUTE_FILE,
     EVAL_FILE,
     MODELS_FILE,
     STATE_FILE,
@@ -76,6 +78,8 @@ WAKE_SECONDS = 0.2  # how often the sweep looks for a stop signal
 PACKAGES = ("torch", "numpy", "gymnasium", "pettingzoo", "mpe2", "lbforaging", "smaclite", "tyro")
 DONE = "done"  # in a combination's folder once its run ended (read_done)
 FAILED = "failed"  # in a combination's folder while its last attempt failed: exit code, last line
+# ABSOLUTE_FILE, in a combination's folder: the sweep's own copy of the absolute metric's
+# re-evaluation (a later --eval-only of the checkpoint, e.g. for a video, rewrites its .eval.json)
 NAME_LIMIT = 80  # characters of a folder name's flag set part
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM)  # a script stopped
@@ -279,15 +283,15 @@ def write_done(folder, seconds, stopped_by=None):
 
 def absolute_command(run, folder, factor):
     """The --eval-only command that re-evaluates the run's best checkpoint with factor x its
-    evaluation episodes, the result landing next to it (best/<exp>.eval.json); None when that is
-    done or there is no best checkpoint."""
+    evaluation episodes, the result landing next to it (best/<exp>.eval.json, which reevaluate
+    copies to ABSOLUTE_FILE); None when that is done or there is no best checkpoint."""
     found = sorted(Path(folder).glob(f"runs/*/{MODELS_FILE}"))
     best = json.loads(found[-1].read_text()).get("best") if found else None
     if not best or not (records := evaluations(folder)):
         return None
     checkpoint = (found[-1].parent / best["path"]).relative_to(folder)
-    if (folder / str(checkpoint).replace(".cleanmarl_model", ".eval.json")).exists():
-        return None
+    if (folder / ABSOLUTE_FILE).exists() or (folder / reevaluation_file(checkpoint)).exists():
+        return None  # the second: a sweep that kept no copy
     episodes = factor * len(records[-1]["returns"])
     script = str(script_file(run.script))
     load = ["--load-model", str(checkpoint), "--num-eval-ep", str(episodes)]
@@ -507,9 +511,14 @@ def last_line(folder):
     return lines[-1]
 
 
+def reevaluation_file(checkpoint):
+    """Where --eval-only writes a checkpoint's episodes (utils.evaluations.print_evaluation)."""
+    return str(checkpoint).replace(".cleanmarl_model", ".eval.json")
+
+
 def reevaluate(run, folder, command, env, status, seconds, stopper):
-    """Run the absolute metric's --eval-only command (absolute_command) after the run's log.
-    -> execute()'s result"""
+    """Run the absolute metric's --eval-only command (absolute_command) after the run's log, and
+    keep a copy of its episodes in the folder (ABSOLUTE_FILE). -> execute()'s result"""
     with open(folder / "log.txt", "a") as log:
         note = f"the absolute metric: {shlex.join(command)}"
         proc = stopper.popen(command, log, note, cwd=folder, env=env, pass_fds=lock_fd(env))
@@ -522,6 +531,9 @@ def reevaluate(run, folder, command, env, status, seconds, stopper):
         if signalled:
             return run.name, f"interrupted (exit {code}, {what}", seconds
         return run.name, f"failed (exit {code}, {what}", seconds
+    checkpoint = command[command.index("--load-model") + 1]
+    shutil.copyfile(folder / reevaluation_file(checkpoint), folder / (ABSOLUTE_FILE + ".tmp"))
+    os.replace(folder / (ABSOLUTE_FILE + ".tmp"), folder / ABSOLUTE_FILE)
     return run.name, status, seconds
 
 

@@ -285,6 +285,25 @@ def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
     assert (
         models["best"]["path"] == "best/qmix.cleanmarl_model" and len(reevaluation["returns"]) == 15
     )
+    assert json.loads((folder / "absolute.json").read_text()) == reevaluation  # the sweep's copy
+    # a later --eval-only of the best checkpoint (one episode, for a video) rewrites the file beside
+    # it; the report and the store read the sweep's copy
+    best = str(run_dir / "best" / "qmix.cleanmarl_model")
+    script = Path(sweep.__file__).parent / "qmix.py"
+    evaluate = [
+        sys.executable,
+        str(script),
+        "--eval-only",
+        "--load-model",
+        best,
+        "--num-eval-ep",
+        "1",
+    ]
+    subprocess.run(evaluate, check=True, capture_output=True, cwd=tmp_path)
+    assert len(json.loads((run_dir / "best" / "qmix.eval.json").read_text())["returns"]) == 1
+    report.keep(tmp_path, tmp_path / "store")
+    kept = json.loads((tmp_path / "store" / folder.name / "absolute.json").read_text())
+    assert kept == reevaluation
     records = [
         json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()
     ]
@@ -301,9 +320,8 @@ def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
         "run_1"
     ]
     assert exported["absolute_metrics"]["return"] == reevaluation["returns"]
-    (
-        run_dir / "best" / "qmix.eval.json"
-    ).unlink()  # a finished run: only the re-evaluation runs again
+    (folder / "absolute.json").unlink()  # a finished run without it: only the re-evaluation runs
+    (run_dir / "best" / "qmix.eval.json").unlink()
     log_lines = len((folder / "log.txt").read_text().splitlines())
     assert sweep.main([*grid, "--absolute", "3", *long]) == 0
     new = (folder / "log.txt").read_text().splitlines()[log_lines:]

@@ -27,6 +27,8 @@ import torch
 STATE_FILE = "training_state.cleanmarl"
 EVAL_FILE = "evaluations.jsonl"
 MODELS_FILE = "models.json"
+# a sweep combination's (and the results store's) copy of the best checkpoint's re-evaluation
+ABSOLUTE_FILE = "absolute.json"
 BEST_DIR = "best"
 VIDEO_DIR = "videos"
 MODEL_SUFFIX = ".cleanmarl_model"
