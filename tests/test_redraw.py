@@ -62,6 +62,24 @@ def test_no_record_of_the_store_is_ignored_by_git():
     assert any(f.endswith("evaluations.jsonl") for f in files)
 
 
+def test_each_kept_reevaluation_holds_the_episodes_its_sweep_asked_for():
+    """A kept absolute.json is the sweep's re-evaluation of the best checkpoint, --num-eval-ep
+    episodes (its kept log's last command): not a later, shorter --eval-only of it (a video's)."""
+    kept = sorted((ROOT / "benchmarks/results").glob("*/*/absolute.json"))
+    for path in kept:
+        said = [
+            line
+            for line in (path.parent / "log.txt").read_text().splitlines()
+            if line.startswith("sweep: the absolute metric:")
+        ]
+        asked = int(said[-1].split("--num-eval-ep ")[1].split()[0])
+        episodes = len(json.loads(path.read_text())["returns"])
+        assert episodes == asked, (
+            f"{path.parent.name}: {episodes} episodes, the sweep asked {asked}"
+        )
+    assert kept
+
+
 PEER = """import argparse, time
 parser = argparse.ArgumentParser()
 for flag in ("--env-type", "--env-name", "--total-timesteps"):
