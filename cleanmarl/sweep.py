@@ -78,8 +78,6 @@ WAKE_SECONDS = 0.2  # how often the sweep looks for a stop signal
 PACKAGES = ("torch", "numpy", "gymnasium", "pettingzoo", "mpe2", "lbforaging", "smaclite", "tyro")
 DONE = "done"  # in a combination's folder once its run ended (read_done)
 FAILED = "failed"  # in a combination's folder while its last attempt failed: exit code, last line
-# ABSOLUTE_FILE, in a combination's folder: the sweep's own copy of the absolute metric's
-# re-evaluation (a later --eval-only of the checkpoint, e.g. for a video, rewrites its .eval.json)
 NAME_LIMIT = 80  # characters of a folder name's flag set part
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM)  # a script stopped
@@ -438,6 +436,7 @@ def locked_execute(run, folder, env, stop_at, window, absolute, stopper):
         return reevaluate(run, folder, command, env, "done", 0.0, stopper)
     if stopper.signal is not None:
         return run.name, "not started", 0.0
+    (folder / ABSOLUTE_FILE).unlink(missing_ok=True)  # a run that trains on: its best may change
     states = sorted(folder.glob(f"runs/*/{STATE_FILE}"))
     command = run.command(str(states[-1].parent.relative_to(folder)) if states else None)
     meta = dict(

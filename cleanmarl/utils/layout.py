@@ -27,7 +27,8 @@ import torch
 STATE_FILE = "training_state.cleanmarl"
 EVAL_FILE = "evaluations.jsonl"
 MODELS_FILE = "models.json"
-# a sweep combination's (and the results store's) copy of the best checkpoint's re-evaluation
+# a sweep combination's (and the results store's) copy of the best checkpoint's re-evaluation: a
+# later --eval-only of that checkpoint (e.g. for a video) rewrites only the file beside it
 ABSOLUTE_FILE = "absolute.json"
 BEST_DIR = "best"
 VIDEO_DIR = "videos"
