@@ -36,6 +36,7 @@ from cleanmarl.utils.layout import (
     MODELS_FILE,
     read_json,
     read_records,
+    reevaluation_file,
     write_json,
     write_records,
 )
@@ -160,7 +161,7 @@ def reevaluation(run_dir, folder):
         return read_json(Path(folder) / ABSOLUTE)
     models = run_dir / MODELS_FILE
     best = models.exists() and json.loads(models.read_text()).get("best")
-    found = best and run_dir / best["path"].replace(".cleanmarl_model", ".eval.json")
+    found = best and run_dir / reevaluation_file(best["path"])
     return json.loads(found.read_text()) if found and found.exists() else None
 
 

@@ -69,6 +69,7 @@ from cleanmarl.utils.layout import (
     STATE_FILE,
     evaluation_score,
     read_records,
+    reevaluation_file,
     write_json,
 )
 
@@ -508,11 +509,6 @@ def lock_fd(env):
 def last_line(folder):
     lines = (folder / "log.txt").read_text().strip().splitlines() or ["(no output)"]
     return lines[-1]
-
-
-def reevaluation_file(checkpoint):
-    """Where --eval-only writes a checkpoint's episodes (utils.evaluations.print_evaluation)."""
-    return str(checkpoint).replace(".cleanmarl_model", ".eval.json")
 
 
 def reevaluate(run, folder, command, env, status, seconds, stopper):

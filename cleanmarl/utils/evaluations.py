@@ -14,6 +14,7 @@ from cleanmarl.utils.layout import (
     MODEL_SUFFIX,
     VIDEO_DIR,
     read_records,
+    reevaluation_file,
     warn,
     write_json,
     write_records,
@@ -70,7 +71,7 @@ def print_evaluation(checkpoint, env, returns, lengths, won):
     if won:
         record["battle_won"] = [float(w) for w in won]
     try:
-        write_json(record, checkpoint.removesuffix(MODEL_SUFFIX) + ".eval.json")
+        write_json(record, reevaluation_file(checkpoint))
     except OSError as e:  # a read-only folder: the line above is the result
         warn(f"could not write the episodes next to {checkpoint} ({e})")
     if frames := env.take_frames():

@@ -35,6 +35,11 @@ VIDEO_DIR = "videos"
 MODEL_SUFFIX = ".cleanmarl_model"
 
 
+def reevaluation_file(checkpoint):
+    """Where --eval-only writes a checkpoint's episodes: <name>.eval.json beside it."""
+    return str(checkpoint).removesuffix(MODEL_SUFFIX) + ".eval.json"
+
+
 def run_name(env_name, exp_name, seed):
     """{env_name}__{exp_name}__{seed}__{unix time}, the env name made a file name."""
     return f"{env_name.replace(':', '_').replace('/', '_')}__{exp_name}__{seed}__{int(time.time())}"
