@@ -3,7 +3,8 @@
     python benchmarks/smaclite_maps.py benchmarks/results/smaclite --out docs/img/smaclite
     python benchmarks/smaclite_maps.py sweeps/smaclite --keep benchmarks/results/smaclite   # first keep a sweep's runs
 
-writes into --out: table.md (the page's table), summary.md (the home page's rows) and curves.png. --keep DIR first copies
+writes into --out: table.md (the page's table), summary.md (the home page's rows), one
+file per variant page (qmix_lstm.md, qmix_memefficient.md) and curves.png. --keep DIR first copies
 each ended run of a sweep into DIR (cleanmarl.report.keep: meta, how it ended, evaluations, the best checkpoint's
 re-evaluation; no checkpoints, no states) and then reads DIR: runs from several machines or sessions add up there.
 benchmarks/redraw.py runs this on the committed store.
@@ -74,6 +75,8 @@ RECURRENT = ("2s_vs_1sc", "3s_vs_5z", "MMM2", "2m_vs_1z")
 # publishes per-map settings: run beside the defaults, in rows of their own, never aggregated.
 # 2s_vs_1sc: 3 of 3 seeds within 2M steps, where the defaults win 2 (docs/smaclite.md).
 PER_MAP_FLAGS = {"2s_vs_1sc": "--gamma 0.995"}
+# The variants whose pages show their SMAClite rows (beside): <script>.md beside table.md
+VARIANTS = ("qmix_lstm", "qmix_memefficient")
 
 
 def grid_commands():
@@ -348,6 +351,8 @@ def main(argv=None):
         )
     (out / "table.md").write_text(text)
     (out / "summary.md").write_text(summary(table))
+    for script in VARIANTS:
+        (out / f"{script}.md").write_text(beside(table, script))
     print(text)
     return 0
 
@@ -402,6 +407,14 @@ def summary(table):
             f"| {r['absolute']} | {sc2(r['published'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def beside(table, script):
+    """A variant's page: its rows at its defaults and `qmix`'s on the same maps, in the home page's
+    columns (the page's table has every row)."""
+    maps = {r["env"] for r in table if r["script"] == script}
+    mine = [r for r in table if r["env"] in maps and r["script"] in (script, "qmix")]
+    return summary(mine) if mine else f"No run of `{script}` has ended yet.\n"
 
 
 def physics(runs):

@@ -125,7 +125,17 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
         "curves.png",
         "table.md",
         "summary.md",
+        "qmix_lstm.md",
+        "qmix_memefficient.md",
     }
+    # a variant's page: its rows and qmix's on the same maps, at the defaults; no other map
+    lstm_page = (tmp_path / "img" / "qmix_lstm.md").read_text()
+    assert "| [`MMM2`](smaclite.md) | `qmix_lstm` | never (0/1) |" in lstm_page
+    assert "| [`MMM2`](smaclite.md) | `qmix` | 15k / 13k / never (2/3) |" in lstm_page
+    assert "corridor" not in lstm_page and "0.995" not in lstm_page
+    memefficient_page = (tmp_path / "img" / "qmix_memefficient.md").read_text()
+    assert "| [`corridor`](smaclite.md) | `qmix_memefficient` | 10k (1/1) |" in memefficient_page
+    assert "MMM2" not in memefficient_page
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
     home = (tmp_path / "img" / "summary.md").read_text()
     assert "0.995" not in home  # MMM2's flags are no PER_MAP_FLAGS: on the page's table only
