@@ -79,19 +79,52 @@ PER_MAP_FLAGS = {"2s_vs_1sc": "--gamma 0.995"}
 VARIANTS = ("qmix_lstm", "qmix_memefficient")
 
 
-def grid_commands():
+def planned(script, env, flags, seed):
+    """Whether grid_commands' plan runs this combination (3 seeds a map and line)."""
+    line = {
+        "qmix_memefficient": env in MEMEFFICIENT,
+        "qmix_lstm": env in RECURRENT,
+        "qmix": env in MAPS and env not in MEMEFFICIENT,
+    }.get(script, False)
+    per_map = script == "qmix" and flags == PER_MAP_FLAGS.get(env)
+    return seed <= SEEDS and ((line and not flags) or per_map)
+
+
+def seed_list(seeds):
+    """The sweep's --seeds for sorted seeds: 1-5 where they run on, else 1 4 5."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return " ".join(map(str, seeds))
+
+
+def grid_commands(runs=()):
     """The sweep commands of the whole grid: qmix.py's maps, qmix_memefficient.py's,
-    qmix_lstm.py's, then qmix.py's per-map flags."""
+    qmix_lstm.py's, qmix.py's per-map flags, then one for each other flag set, map and seeds
+    the store holds (the probes of a map's flags, the home page's extra seeds)."""
     plain = [m for m in MAPS if m not in MEMEFFICIENT]
     per_map = [
         SWEEP.format(script="qmix", env=env).replace(" --out", f' --set "{flags}" --out')
         for env, flags in PER_MAP_FLAGS.items()
     ]
+    seeds_of = {}  # (script, flags, map) -> the seeds run beyond the plan
+    for r in runs:
+        script, flags = r["meta"]["script"].removesuffix(".py"), r["meta"]["flag_set"].strip()
+        if not planned(script, r["env"], flags, r["seed"]):
+            seeds_of.setdefault((script, flags, r["env"]), []).append(r["seed"])
+    extra = {}  # (script, flags, seeds) -> the maps run so
+    for (script, flags, env), seeds in sorted(seeds_of.items()):
+        extra.setdefault((script, flags, seed_list(sorted(seeds))), []).append(env)
+    others = []
+    for (script, flags, seeds), envs in extra.items():
+        command = SWEEP.format(script=script, env=" ".join(envs))
+        command = command.replace("--seeds 1-3", f"--seeds {seeds}")
+        others.append(command.replace(" --out", f' --set "{flags}" --out') if flags else command)
     return [
         SWEEP.format(script="qmix", env=" ".join(plain)),
         SWEEP.format(script="qmix_memefficient", env=" ".join(MEMEFFICIENT)),
         SWEEP.format(script="qmix_lstm", env=" ".join(RECURRENT)),
         *per_map,
+        *others,
     ]
 
 
@@ -190,7 +223,7 @@ def sc2(published):
     return f"{pct(smac)} | {pct(general)} / {pct(tuned)}"
 
 
-def markdown(table):
+def markdown(table, runs=()):
     lines = [
         "| map | SMAC's difficulty | script | seeds | 90% won at, per seed | mean (k/n) "
         "| final win rate, per seed | its mean | best checkpoint over 50 battles, per seed "
@@ -214,7 +247,7 @@ def markdown(table):
     if not_run := [f"`{m}`" for m in MAPS if m not in run]:
         lines += ["", f"Not run yet ({len(not_run)} of {len(MAPS)} maps): {', '.join(not_run)}."]
     lines += ["", "The grid's commands (re-run each until every run has ended):", "", "```bash"]
-    lines += grid_commands()
+    lines += grid_commands(runs)
     return "\n".join(lines + ["```"])
 
 
@@ -330,7 +363,8 @@ def main(argv=None):
     table = rows(runs)
     hours = sum(r["wall"] for r in runs if finished(r)) / 3600
     text = (
-        markdown(table) + f"\n\nWall time of the runs in the table together: {hours:.1f} hours.\n"
+        markdown(table, runs)
+        + f"\n\nWall time of the runs in the table together: {hours:.1f} hours.\n"
     )
     text += solved(table)
     text += f"\nEach run on one core of: {report.machines(runs)}.\n"

@@ -108,6 +108,15 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     assert "Not run yet (19 of 22 maps): `2s_vs_1sc`, `2s3z`," in out
     assert "C++ RVO2, fast path (7 of 8 runs); numpy RVO2 (1 of 8 runs)." in out
     assert '--scripts qmix --envs 2s_vs_1sc --seeds 1-3 --set "--gamma 0.995" --out' in out
+    # every row's runs have their command: a probe's flags on its map and seeds, the plan's not twice
+    assert '--scripts qmix --envs MMM2 --seeds 1 --set "--gamma 0.995" --out' in out
+    assert out.count("--scripts qmix_lstm ") == 1 and out.count("--scripts qmix_memefficient ") == 1
+    assert [smaclite_maps.seed_list(s) for s in ([1], [4, 5], [1, 2, 3], [1, 4, 5])] == [
+        "1",
+        "4-5",
+        "1-3",
+        "1 4 5",
+    ]
     for command in out.split("```bash\n")[1].split("```")[0].splitlines():  # as the sweep reads it
         argv = shlex.split(command)[3:]
         assert (
