@@ -3,6 +3,7 @@ a table, and marl-eval's JSON layout, from each run's evaluation records (evalua
 
     python -m cleanmarl.report sweeps/lambda              # writes sweeps/lambda/report/: report.md, *.png, *.csv, *.json
     python -m cleanmarl.report sweeps/lambda --keep benchmarks/results/lambda   # the results store
+    python -m cleanmarl.report benchmarks/results/lambda  # a store folder: writes ./report/lambda/
 
 Per env: the greedy evaluation return (or battle_won, --metric) against env steps and against wall time (the run's own
 clock, summed over its resumes), the mean over seeds shaded with the range over 2-4 seeds or a
@@ -84,6 +85,14 @@ def ending(folder):
             found = read_json(path)
             return found if isinstance(found, dict) else {"ended": "completed"}
     return None
+
+
+def report_dir(sweep_dir):
+    """Where the report goes by default: SWEEP_DIR/report for a sweep; ./report/NAME for a folder
+    of the results store, whose records are committed and never share a folder with output."""
+    metas = Path(sweep_dir).glob("*/meta.json")
+    stored = any((m.parent / EVAL_FILE).exists() for m in metas)  # the store's layout (load)
+    return Path("report") / Path(sweep_dir).resolve().name if stored else Path(sweep_dir) / "report"
 
 
 def keep(sweep_dir, store):
@@ -296,7 +305,10 @@ def main(argv=None):
         prog="python -m cleanmarl.report", description=__doc__.splitlines()[0]
     )
     parser.add_argument("sweep_dir")
-    parser.add_argument("--out", help="report directory (default: SWEEP_DIR/report)")
+    parser.add_argument(
+        "--out",
+        help="report directory (default: SWEEP_DIR/report; ./report/NAME for a store folder)",
+    )
     parser.add_argument("--metric", choices=["return", "battle_won"], default="return")
     parser.add_argument(
         "--threshold", type=float, help="add the env steps each run took to reach this score"
@@ -319,7 +331,7 @@ def main(argv=None):
         sys.exit(
             f"report: error: no evaluation records ({EVAL_FILE}) under {args.sweep_dir}/*/runs/"
         )
-    out = Path(args.out or Path(args.sweep_dir) / "report")
+    out = Path(args.out) if args.out else report_dir(args.sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     import matplotlib
 

@@ -249,7 +249,7 @@ def argparse_namespace():
     return argparse.Namespace(seed=1)
 
 
-def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
+def test_stop_at_and_the_absolute_metric(tmp_path, capsys, monkeypatch):
     """--stop-at ends a run (SIGTERM, state saved) once its last --stop-window evaluations reach the
     score, and it counts as finished; --absolute re-evaluates its best checkpoint with K x the
     episodes, which the report's table and marl-eval export carry; a finished run without the
@@ -305,6 +305,13 @@ def test_stop_at_and_the_absolute_metric(tmp_path, capsys):
     report.keep(tmp_path, tmp_path / "store")
     kept = json.loads((tmp_path / "store" / folder.name / "absolute.json").read_text())
     assert kept == reevaluation
+    stored = sorted((tmp_path / "store").rglob("*"))
+    with monkeypatch.context() as m:  # a store folder's report goes to ./report/NAME, never into it
+        (tmp_path / "cwd").mkdir()
+        m.chdir(tmp_path / "cwd")
+        assert report.main([str(tmp_path / "store")]) == 0
+    assert sorted((tmp_path / "store").rglob("*")) == stored
+    assert (tmp_path / "cwd" / "report" / "store" / "table.csv").exists()
     records = [
         json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()
     ]
