@@ -41,9 +41,11 @@ def seed_everything(seed, n):
 
 def lazy_zeros(shape, dtype):
     """Zeros whose memory is committed page by page (4 KB) as they are written (np.zeros would take
-    2 MB huge pages)."""
+    2 MB huge pages). Private, not shared: reading a page never written maps the kernel's zero page
+    instead of committing one (qmix_lstm.py reads padding when it cuts a batch to its longest)."""
+    private = {"flags": mmap.MAP_PRIVATE} if hasattr(mmap, "MAP_PRIVATE") else {}  # not on Windows
     memory = mmap.mmap(
-        -1, max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        -1, max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize), **private
     )  # anonymous: zero-filled, lazy
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         memory.madvise(mmap.MADV_NOHUGEPAGE)
