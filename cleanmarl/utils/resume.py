@@ -106,7 +106,8 @@ class TrainingState:
 
     def restore(self, state):
         """Put a saved state (load_state) back into the objects, the global RNGs and the run's
-        checkpoints (models.json, latest and best: their evaluations are the records kept)."""
+        checkpoints (models.json, latest and best: their evaluations are the records kept), then
+        let the loaded copy of the objects go (the caller may keep `state` for the whole run)."""
         for name, obj in self.objects.items():
             saved = state["objects"][name]
             if hasattr(obj, "load_state_dict"):
@@ -124,6 +125,7 @@ class TrainingState:
         random.setstate(state["rngs"]["random"])
         self.state_step = state["step"]
         restore_models(self.run.dir, state["models"])
+        state["objects"].clear()  # the objects hold it now: a buffer's steps are not kept twice
 
     def stopped(self, step):
         """Stopped by a signal before the last step: print the line naming the saved state and the
