@@ -394,7 +394,8 @@ def main(argv=None):
 def solved(table, seeds=3):
     """Issue 46's count, per script at its defaults over the maps its grid runs (qmix_memefficient
     pooled with qmix, as in the aggregate): the maps it wins 90% on in each of `seeds` ended runs,
-    those where a seed did not, and those with fewer ended runs, each by name."""
+    those where a seed did not, and those with fewer ended runs, each by name (a clause with no
+    map is left out)."""
     text = ""
     for name in sorted({algorithm(r["script"]) for r in table if " " not in r["script"]}):
         grid = RECURRENT if name == "qmix_lstm" else tuple(MAPS)
@@ -409,7 +410,7 @@ def solved(table, seeds=3):
         won = [m for m in grid if every.get(m)]
         lost = [m for m in grid if m in mine and not every[m]]
         short = [m for m in grid if m not in mine]
-        names = lambda maps: ", ".join(f"`{m}`" for m in maps) or "none"  # noqa: E731
+        names = lambda maps: ", ".join(f"`{m}`" for m in maps)  # noqa: E731
         pooled = [m for m in MEMEFFICIENT if m in grid]
         text += (
             f"\n`{name}` at its defaults"
@@ -418,8 +419,9 @@ def solved(table, seeds=3):
             f" {len(grid)} maps{'' if len(grid) == len(MAPS) else ' it runs on'}"
             f" ({names(won)})"
             + "".join(f", `{m}` among them no test ({NO_TEST[m]})" for m in won if m in NO_TEST)
-            + f"; not on every seed on {len(lost)} ({names(lost)}); fewer than"
-            f" {seeds} ended runs on {len(short)} ({names(short)}).\n"
+            + (f"; not on every seed on {len(lost)} ({names(lost)})" if lost else "")
+            + (f"; fewer than {seeds} ended runs on {len(short)} ({names(short)})" if short else "")
+            + ".\n"
         )
     return text
 
