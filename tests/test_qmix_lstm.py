@@ -40,7 +40,7 @@ def gru_cell_q_values(q_network, inputs):
 
 def resident_in(arrays):
     """Resident bytes of the memory mappings holding arrays (/proc/self/smaps): the buffer's own,
-    whatever malloc keeps of the batches freed meanwhile."""
+    not what malloc keeps of the batches freed meanwhile."""
     spans, total, inside = [(a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays], 0, False
     for line in open("/proc/self/smaps"):
         first = line.split()[0]
@@ -56,7 +56,7 @@ def resident_in(arrays):
 def test_sampling_the_padding_commits_no_memory():
     """A batch is cut to its longest episode, so it reads the padding of the shorter ones: reading a
     page never written must not commit it, or every slot grows to the longest episode sampled with
-    it (on SMAClite MMM2 the buffer took ~13 GB in 150k steps, not the ~2.5 GB of its real steps)."""
+    it (on SMAClite MMM2 the buffer held ~13 GB at 150k steps, about 4 times what its steps fill)."""
     sizes = (1000, 4, 256, 512, 8)  # episode_limit, n_agents, obs_size, state_size, n_actions
     rb = lstm.EpisodeBuffer(100, *sizes, seed=0)
     arrays = [*rb.fields.values(), rb.mask]
