@@ -75,6 +75,10 @@ RECURRENT = ("2s_vs_1sc", "3s_vs_5z", "MMM2", "2m_vs_1z")
 # publishes per-map settings: run beside the defaults, in rows of their own, never aggregated.
 # 2s_vs_1sc: 3 of 3 seeds within 2M steps, where the defaults win 2 (docs/smaclite.md).
 PER_MAP_FLAGS = {"2s_vs_1sc": "--gamma 0.995"}
+# Flags a script needs on a map to fit the machine, not to learn: qmix_lstm.py's buffer is padded
+# and has no qmix_memefficient.py counterpart, so on corridor it keeps 2500 episodes (11.8 GB at
+# the limit) instead of 5000 (23.5 GB). Planned, in rows of their own (flags change what it learns).
+MEMORY_FLAGS = {("qmix_lstm", "corridor"): "--buffer-size 2500"}
 # The variants whose pages show their SMAClite rows (beside): <script>.md beside table.md
 VARIANTS = ("qmix_lstm", "qmix_memefficient")
 
@@ -86,8 +90,12 @@ def planned(script, env, flags, seed):
         "qmix_lstm": env in RECURRENT,
         "qmix": env in MAPS and env not in MEMEFFICIENT,
     }.get(script, False)
-    per_map = script == "qmix" and flags == PER_MAP_FLAGS.get(env)
-    return seed <= SEEDS and ((line and not flags) or per_map)
+    return seed <= SEEDS and ((line and not flags) or flags == own_flags(script, env))
+
+
+def own_flags(script, env):
+    """The flags the plan gives `script` on `env` (PER_MAP_FLAGS for qmix, MEMORY_FLAGS), or None."""
+    return MEMORY_FLAGS.get((script, env), PER_MAP_FLAGS.get(env) if script == "qmix" else None)
 
 
 def seed_list(seeds):
@@ -99,12 +107,15 @@ def seed_list(seeds):
 
 def grid_commands(runs=()):
     """The sweep commands of the whole grid: qmix.py's maps, qmix_memefficient.py's,
-    qmix_lstm.py's, qmix.py's per-map flags, then one for each other flag set, map and seeds
-    the store holds (the probes of a map's flags, the home page's extra seeds)."""
+    qmix_lstm.py's, qmix.py's per-map flags, the memory flags, then one for each other flag set,
+    map and seeds the store holds (the probes of a map's flags, the home page's extra seeds)."""
     plain = [m for m in MAPS if m not in MEMEFFICIENT]
     per_map = [
         SWEEP.format(script="qmix", env=env).replace(" --out", f' --set "{flags}" --out')
         for env, flags in PER_MAP_FLAGS.items()
+    ] + [
+        SWEEP.format(script=script, env=env).replace(" --out", f' --set "{flags}" --out')
+        for (script, env), flags in MEMORY_FLAGS.items()
     ]
     seeds_of = {}  # (script, flags, map) -> the seeds run beyond the plan
     for r in runs:
@@ -428,14 +439,15 @@ def solved(table, seeds=3):
 
 def summary(table):
     """The home page's rows: map, script, each seed's step to 90% and best checkpoint, SC2's; of
-    the lines with flags only a map's PER_MAP_FLAGS."""
+    the lines with flags only those the plan gives (own_flags)."""
     lines = [
         "| map | script | 90% won at, per seed (k/n) | best checkpoint over 50 battles, per seed "
         "| SMAC paper on SC2 | PyMARL2 on SC2 |",
         "|---|---|---|---|---|---|",
     ]
     for r in table:
-        if " " in r["script"] and r["script"] != f"qmix {PER_MAP_FLAGS.get(r['env'])}":
+        script, _, flags = r["script"].partition(" ")
+        if flags and flags != own_flags(script, r["env"]):
             continue  # other flags (a probe): the page's table only
         k_n = r["reached_mean"].rsplit(" ", 1)[-1]
         lines.append(
@@ -446,10 +458,12 @@ def summary(table):
 
 
 def beside(table, script):
-    """A variant's page: its rows at its defaults and `qmix`'s on the same maps, in the home page's
-    columns (the page's table has every row)."""
-    maps = {r["env"] for r in table if r["script"] == script}
-    mine = [r for r in table if r["env"] in maps and r["script"] in (script, "qmix")]
+    """A variant's page: its rows (the defaults, and its own_flags) and `qmix`'s at the defaults
+    (`qmix_memefficient`'s where it stands in) on the same maps, in the home page's columns (the
+    page's table has every row)."""
+    ours = lambda r: r["script"].split()[0] == script  # noqa: E731
+    maps = {r["env"] for r in table if ours(r)}
+    mine = [r for r in table if r["env"] in maps and (ours(r) or algorithm(r["script"]) == "qmix")]
     return summary(mine) if mine else f"No run of `{script}` has ended yet.\n"
 
 

@@ -83,6 +83,8 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     fake_run(store, "corridor", 2, [0.0] * 4, None, "qmix_memefficient.py")
     fake_run(store, "2c_vs_64zg", 1, [1.0] * 10, "stopped", absolute=1.0)
     fake_run(store, "MMM2", 1, [0.0] * 20, script="qmix_lstm.py")  # another script: its own row
+    # flags a script needs to fit the machine (MEMORY_FLAGS): planned, on the home and its page
+    fake_run(store, "corridor", 1, [1.0] * 10, "stopped", "qmix_lstm.py", 0.9, "--buffer-size 2500")
     # a map's own flags: a row of its own after the defaults', in no aggregate
     fake_run(store, "MMM2", 1, [1.0] * 10, "stopped", absolute=1.0, flags="--gamma 0.995")
     for folder in store.iterdir():  # the line the runs print
@@ -106,11 +108,14 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     )
     assert "--scripts qmix_memefficient --envs 25m 27m_vs_30m bane_vs_bane corridor --seeds" in out
     assert "Not run yet (19 of 22 maps): `2s_vs_1sc`, `2s3z`," in out
-    assert "C++ RVO2, fast path (7 of 8 runs); numpy RVO2 (1 of 8 runs)." in out
+    assert "C++ RVO2, fast path (8 of 9 runs); numpy RVO2 (1 of 9 runs)." in out
     assert '--scripts qmix --envs 2s_vs_1sc --seeds 1-3 --set "--gamma 0.995" --out' in out
     # every row's runs have their command: a probe's flags on its map and seeds, the plan's not twice
     assert '--scripts qmix --envs MMM2 --seeds 1 --set "--gamma 0.995" --out' in out
-    assert out.count("--scripts qmix_lstm ") == 1 and out.count("--scripts qmix_memefficient ") == 1
+    assert out.count("--scripts qmix_lstm ") == 2 and out.count("--scripts qmix_memefficient ") == 1
+    assert (
+        out.count('--scripts qmix_lstm --envs corridor --seeds 1-3 --set "--buffer-size 2500"') == 1
+    )
     assert [smaclite_maps.seed_list(s) for s in ([1], [4, 5], [1, 2, 3], [1, 4, 5])] == [
         "1",
         "4-5",
@@ -141,13 +146,16 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
     lstm_page = (tmp_path / "img" / "qmix_lstm.md").read_text()
     assert "| [`MMM2`](smaclite.md) | `qmix_lstm` | never (0/1) |" in lstm_page
     assert "| [`MMM2`](smaclite.md) | `qmix` | 15k / 13k / never (2/3) |" in lstm_page
-    assert "corridor" not in lstm_page and "0.995" not in lstm_page
+    assert "0.995" not in lstm_page and "2c_vs_64zg" not in lstm_page
+    assert "| `qmix_lstm --buffer-size 2500` | 10k (1/1) | 0.90 |" in lstm_page
+    assert "| [`corridor`](smaclite.md) | `qmix_memefficient` | 10k (1/1) | 1.00 |" in lstm_page
     memefficient_page = (tmp_path / "img" / "qmix_memefficient.md").read_text()
     assert "| [`corridor`](smaclite.md) | `qmix_memefficient` | 10k (1/1) |" in memefficient_page
     assert "MMM2" not in memefficient_page
     assert out.strip() == (tmp_path / "img" / "table.md").read_text().strip()
     home = (tmp_path / "img" / "summary.md").read_text()
     assert "0.995" not in home  # MMM2's flags are no PER_MAP_FLAGS: on the page's table only
+    assert "| [`corridor`](smaclite.md) | `qmix_lstm --buffer-size 2500` | 10k (1/1) |" in home
     assert (
         "| [`MMM2`](smaclite.md) | `qmix` | 15k / 13k / never (2/3) | 1.00 / 0.90 / 0.40 |" in home
     )
