@@ -137,3 +137,17 @@ def test_every_number_the_readme_states_is_in_the_docs():
         n for n in numbers if not re.search(rf"(?<![\w.,]){re.escape(n)}(?![\w]|[.,]\d)", docs)
     ]
     assert not missing, f"numbers the README states that no docs page does: {missing}"
+
+
+CLEANMARL = "[CleanMARL](https://github.com/AmineAndam04/cleanmarl)"
+
+
+def test_every_page_that_names_cleanmarl_links_it():
+    """Its script names are this project's: a reader must see it is another project, so each page
+    that names it in prose (code aside) links it, at or before the first mention."""
+    for page in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        prose = re.sub(r"```.*?```|`[^`]*`", "", page.read_text(), flags=re.S)
+        first = prose.find("CleanMARL")
+        assert first < 0 or 0 <= prose.find(CLEANMARL) <= first, (
+            f"{page.relative_to(ROOT)}: link {CLEANMARL} where CleanMARL is first named"
+        )
