@@ -19,9 +19,8 @@ def test_read_records_leaves_out_a_partial_last_line_with_one_warning(tmp_path, 
     assert [r["step"] for r in layout.read_records(path)] == [1, 2]
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert "warning" in line and "partial" in line
-    path.write_text(
-        '{"step": 1}\nnot json\n{"step": 3}\n'
-    )  # damage inside the file is no cut write
+    good = '{"step": 1, "returns": [1.0]}\n'
+    path.write_text(good + "not json\n" + good)  # damage inside the file is no cut write
     with pytest.raises(ValueError, match="line 2 is not JSON"):
         layout.read_records(path)
     assert layout.read_records(tmp_path / "missing.jsonl") == []

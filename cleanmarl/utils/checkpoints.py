@@ -7,14 +7,18 @@ import shutil
 
 import torch
 
+from cleanmarl.utils.guard import inside
 from cleanmarl.utils.layout import (
     BEST_DIR,
     EVAL_FILE,
     MODELS_FILE,
     atomic_save,
     evaluation_score,
+    is_number,
     read_json,
     read_records,
+    replace_with,
+    saved,
     write_json,
 )
 
@@ -38,7 +42,9 @@ def save_model(path, networks, args, reward_scale, step=None):
             dict(path=os.path.basename(path), step=int(step)),
         )
         models = os.path.join(run_dir, MODELS_FILE)
-        write_json(read_json(models) | {"latest": latest}, models)
+        entries = read_models(run_dir) | {"latest": latest}
+        if not saved(models, lambda: write_json(entries, models)):
+            return False
         keep_best(run_dir)
     return True
 
@@ -48,7 +54,7 @@ def keep_best(run_dir):
     earlier one's (the later of equals: more training behind it): the checkpoint that the absolute
     metric re-evaluates (Gorsane et al., 2022). Called after each save and each recorded evaluation,
     as either may come second."""
-    models = read_json(os.path.join(run_dir, MODELS_FILE))
+    models = read_models(run_dir)
     latest, best = models.get("latest"), models.get("best")
     if not latest or (best and best["step"] >= latest["step"]):
         return
@@ -58,11 +64,19 @@ def keep_best(run_dir):
         return
     score, metric = evaluation_score(record)
     name = os.path.join(BEST_DIR, latest["path"])  # a folder keeps names and globs apart
-    os.makedirs(os.path.join(run_dir, BEST_DIR), exist_ok=True)
-    shutil.copyfile(os.path.join(run_dir, latest["path"]), os.path.join(run_dir, name + ".tmp"))
-    os.replace(os.path.join(run_dir, name + ".tmp"), os.path.join(run_dir, name))
+    source = inside(run_dir, latest["path"])
+
+    def copy(out):
+        with open(source, "rb") as f:
+            shutil.copyfileobj(f, out)
+
+    with contextlib.suppress(OSError):
+        os.makedirs(os.path.join(run_dir, BEST_DIR), exist_ok=True)
+    if not saved(best_path := inside(run_dir, name), lambda: replace_with(copy, best_path, "wb")):
+        return  # the best stays the previous one; the next evaluation tries again
     best = dict(path=name, step=latest["step"], score=score, metric=metric)
-    write_json(models | {"best": best}, os.path.join(run_dir, MODELS_FILE))
+    path = os.path.join(run_dir, MODELS_FILE)
+    saved(path, lambda: write_json(models | {"best": best}, path))
 
 
 def load_checkpoint(path, flags, networks):
@@ -95,6 +109,15 @@ def load_checkpoint(path, flags, networks):
         networks[2:], networks[:2], strict=True
     ):  # saved before targets were kept
         checkpoint.setdefault(target, checkpoint[online])
+    scale = checkpoint["reward_scale"]
+    for name in networks:
+        weights = checkpoint.get(name)
+        if not isinstance(weights, dict) or not all(
+            isinstance(w, torch.Tensor) for w in weights.values()
+        ):
+            raise ValueError(f"--load-model {path!r} is damaged (its {name} is no state dict)")
+    if not is_number(scale) or scale <= 0:
+        raise ValueError(f"--load-model {path!r} is damaged (reward_scale {scale!r})")
     return checkpoint
 
 
@@ -135,23 +158,51 @@ def models_snapshot(run_dir):
     """models.json and the checkpoint files it names (latest, best), for the training state: a
     resumed run puts them back, so the best checkpoint is always one whose evaluation is in the
     records."""
-    models = read_json(os.path.join(run_dir, MODELS_FILE))
+    models = read_models(run_dir)
     files = {}
     for entry in models.values():
         with (
             contextlib.suppress(FileNotFoundError),
-            open(os.path.join(run_dir, entry["path"]), "rb") as f,
+            open(inside(run_dir, entry["path"]), "rb") as f,
         ):
             files[entry["path"]] = f.read()
     return dict(models=models, files=files)
 
 
+def read_models(run_dir, models=None):
+    """run_dir's models.json (or `models`, its copy in a training state), checked: "latest" and
+    "best" entries each with an env step and a file name inside run_dir. Raises ValueError (one
+    line)."""
+    path = os.path.join(run_dir, MODELS_FILE)
+    models = read_json(path) if models is None else models
+    for key, entry in models.items() if isinstance(models, dict) else [(None, None)]:
+        step = entry.get("step") if isinstance(entry, dict) else None
+        if key not in ("latest", "best") or not isinstance(step, int) or isinstance(step, bool):
+            raise ValueError(f"{path} is damaged ({key!r} is no checkpoint entry)")
+        if key == "best" and not is_number(entry.get("score")):
+            raise ValueError(f"{path} is damaged (the best entry has no score)")
+        inside(run_dir, entry.get("path"))
+    return models
+
+
+def check_snapshot(run_dir, snapshot):
+    """ValueError (one line) unless `snapshot` (a training state's models part) is models.json's
+    entries and file contents, every name inside run_dir: checked before anything is written."""
+    files = snapshot.get("files")
+    if not isinstance(files, dict) or "models" not in snapshot:
+        raise ValueError("its checkpoints' part is damaged")
+    read_models(run_dir, snapshot["models"])
+    for name, data in files.items():
+        inside(run_dir, name)
+        if not isinstance(data, bytes):
+            raise ValueError(f"its copy of {name!r} is damaged")
+
+
 def restore_models(run_dir, snapshot):
-    """Put back what models_snapshot() saved (each file written, then renamed); models.json last."""
-    for path, data in snapshot["files"].items():
-        os.makedirs(os.path.dirname(os.path.join(run_dir, path)), exist_ok=True)
-        with open(os.path.join(run_dir, path + ".tmp"), "wb") as f:
-            f.write(data)
-        os.replace(os.path.join(run_dir, path + ".tmp"), os.path.join(run_dir, path))
+    """Put back what models_snapshot() saved (checked: check_snapshot), each file written whole;
+    models.json last. Raises OSError where it cannot write."""
+    for name, data in snapshot["files"].items():
+        os.makedirs(os.path.dirname(inside(run_dir, name)), exist_ok=True)
+        replace_with(lambda f, data=data: f.write(data), inside(run_dir, name), "wb")
     if snapshot["models"] or os.path.exists(os.path.join(run_dir, MODELS_FILE)):
         write_json(snapshot["models"], os.path.join(run_dir, MODELS_FILE))

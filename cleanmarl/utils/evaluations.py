@@ -1,8 +1,6 @@
 """Evaluation records: every evaluation's episodes in evaluations.jsonl (the protocol's statistics
-need the episodes, not TensorBoard's mean: Gorsane et al., 2022), its eval/* scalars, and
---eval-only's summary."""
+need the episodes, not TensorBoard's mean: Gorsane et al., 2022), and --eval-only's summary."""
 
-import json
 import os
 import time
 
@@ -12,38 +10,30 @@ from cleanmarl.utils.checkpoints import keep_best
 from cleanmarl.utils.layout import (
     EVAL_FILE,
     MODEL_SUFFIX,
-    VIDEO_DIR,
+    append_records,
     read_records,
     reevaluation_file,
-    warn,
+    saved,
     write_json,
     write_records,
 )
 from cleanmarl.utils.video import write_video
 
 
-def record_evaluation(run_dir, step, elapsed, returns, lengths, won=None, writer=None, env=None):
+def record_evaluation(run_dir, step, elapsed, returns, lengths, won=None, unwritten=()):
     """Append an evaluation at env step `step` (`elapsed`: the run's own seconds so far, over its
-    resumes) to run_dir/evaluations.jsonl; with a writer, log its eval/* scalars; with an env that
-    recorded an episode (--capture-video), write its video. -> the mean return"""
+    resumes) to run_dir/evaluations.jsonl, after the records of `unwritten` (earlier ones a failed
+    write kept back). -> the records still unwritten: none, or all of them with one warning line"""
     record = dict(step=int(step), time=time.time(), elapsed=round(elapsed, 3))
     record.update(returns=[float(r) for r in returns], lengths=[int(n) for n in lengths])
     if won is not None:
         record["battle_won"] = [float(w) for w in won]
-    with open(os.path.join(run_dir, EVAL_FILE), "a") as f:
-        f.write(json.dumps(record) + "\n")
+    records = [*unwritten, record]
+    path = os.path.join(run_dir, EVAL_FILE)
+    if not saved(path, lambda: append_records(records, path)):
+        return records  # the next evaluation writes them first
     keep_best(run_dir)
-    if writer is not None:
-        writer.add_scalar("eval/ep_reward", np.mean(returns), step)
-        writer.add_scalar("eval/std_ep_reward", np.std(returns), step)
-        writer.add_scalar("eval/ep_length", np.mean(lengths), step)
-        if won is not None:
-            writer.add_scalar("eval/battle_won", np.mean(won), step)
-    if env is not None and (frames := env.take_frames()):
-        write_video(
-            frames, os.path.join(run_dir, VIDEO_DIR, f"eval_step_{int(step)}"), writer, step
-        )
-    return float(np.mean(returns))
+    return []
 
 
 def purge_records(run_dir, step):
@@ -51,7 +41,10 @@ def purge_records(run_dir, step):
     logged again."""
     path = os.path.join(run_dir, EVAL_FILE)
     if os.path.exists(path):
-        write_records([r for r in read_records(path) if r["step"] <= step], path)
+        try:
+            write_records([r for r in read_records(path) if r["step"] <= step], path)
+        except OSError as e:  # its later records would be logged twice
+            raise ValueError(f"cannot rewrite {path} ({e.strerror or e})") from None
 
 
 def print_evaluation(checkpoint, env, returns, lengths, won):
@@ -70,9 +63,8 @@ def print_evaluation(checkpoint, env, returns, lengths, won):
     record["lengths"] = [int(n) for n in lengths]
     if won:
         record["battle_won"] = [float(w) for w in won]
-    try:
-        write_json(record, reevaluation_file(checkpoint))
-    except OSError as e:  # a read-only folder: the line above is the result
-        warn(f"could not write the episodes next to {checkpoint} ({e})")
+    path = reevaluation_file(checkpoint)
+    saved(path, lambda: write_json(record, path))  # else: the line above is the result
     if frames := env.take_frames():
-        print(f"video: {write_video(frames, checkpoint.removesuffix(MODEL_SUFFIX))}")
+        video = checkpoint.removesuffix(MODEL_SUFFIX)
+        saved(video, lambda: print(f"video: {write_video(frames, video)}"))

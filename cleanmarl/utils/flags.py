@@ -2,11 +2,13 @@
 against the ranges and combinations of the flags that the scripts share."""
 
 import dataclasses
+import math
 import os
 import sys
 
 from cleanmarl.env import resolve_env_type
 from cleanmarl.utils.checkpoints import load_checkpoint
+from cleanmarl.utils.layout import of_type
 from cleanmarl.utils.resume import catch_stop_signals, load_state
 
 # What --resume lets change: how the run is watched and how long it goes on; the rest is the run's.
@@ -29,6 +31,9 @@ RANGES = [
 def check_flags(args, ranges=RANGES):
     """Raise ValueError (one line) naming the first flag out of its range or the first bad
     combination of flags."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for names, rule, ok in ranges:
         for name in names.split():
             if hasattr(args, name) and not ok(value := getattr(args, name)):
@@ -70,8 +75,7 @@ def startup_args(cli, args_class, checkpoint_flags, checkpoint_nets):
 def resume_args(cli, args_class, state, run_dir):
     """The saved run's flags, those of RESUME_MAY_CHANGE from the command line. Raises ValueError
     (one line) naming a flag given with another value than the run's."""
-    names = {f.name for f in dataclasses.fields(args_class)}
-    saved = {k: v for k, v in state["args"].items() if k in names}
+    saved = typed_flags(args_class, state["args"], f"--resume {run_dir!r}: its saved flag")
     args = cli(args_class, default=args_class(**saved))
     fixed = [name for name in saved if name not in RESUME_MAY_CHANGE]
     source = f"--resume {run_dir!r} was run with"
@@ -83,10 +87,22 @@ def resume_args(cli, args_class, state, run_dir):
 def checkpoint_args(cli, args_class, checkpoint, flags):
     """--load-model's flags: the checkpoint's env and network flags as defaults; any given on the
     command line must match them, but --time-limit. Raises ValueError (one line)."""
-    args = cli(args_class, default=args_class(**{k: checkpoint["args"][k] for k in flags}))
+    source = "--load-model: its saved flag"
+    saved = typed_flags(args_class, {k: checkpoint["args"][k] for k in flags}, source)
+    args = cli(args_class, default=args_class(**saved))
     if error := flag_mismatch(args, checkpoint["args"], flags):
         raise ValueError(error)
     return args
+
+
+def typed_flags(args_class, saved, source):
+    """The flags of args_class in `saved` (read from a file), each of its field's kind. Raises
+    ValueError (one line) naming the first that is not."""
+    fields = {f.name: f.type for f in dataclasses.fields(args_class)}
+    for name, value in saved.items():
+        if name in fields and not of_type(value, fields[name]):
+            raise ValueError(f"{source} --{name.replace('_', '-')} is {value!r}: damaged")
+    return {k: v for k, v in saved.items() if k in fields}
 
 
 def flag_mismatch(args, saved, names, source="--load-model was trained with", may_differ=None):

@@ -12,7 +12,9 @@
         best/{exp_name}.eval.json         its re-evaluation by --eval-only (the absolute metric)
         videos/eval_step_{step}.mp4       --capture-video
 
-Every file is written whole or not at all (write, then rename): a kill leaves the previous one."""
+Every file is written whole or not at all (write, then rename): a kill or a full disk leaves the
+previous one. A name read from a run's files (models.json, the training state) is data: it must
+stay inside the run directory (guard.inside), else the whole load is refused."""
 
 import contextlib
 import itertools
@@ -20,6 +22,8 @@ import json
 import os
 import sys
 import time
+import types
+import typing
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ ABSOLUTE_FILE = "absolute.json"
 BEST_DIR = "best"
 VIDEO_DIR = "videos"
 MODEL_SUFFIX = ".cleanmarl_model"
+WRITE_ERRORS = (OSError, RuntimeError)  # RuntimeError: torch.save's zip writer on a full disk
 
 
 def reevaluation_file(checkpoint):
@@ -47,12 +52,15 @@ def run_name(env_name, exp_name, seed):
 
 def make_run_dir(name, root="runs"):
     """Create root/name, or root/name-2, -3, ... when taken: os.mkdir is atomic, so two runs started
-    in the same second never share a directory."""
-    os.makedirs(root, exist_ok=True)
-    for i in itertools.count(1):
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(run_dir := os.path.join(root, name + (f"-{i}" if i > 1 else "")))
-            return run_dir
+    in the same second never share a directory. Raises ValueError (one line)."""
+    try:
+        os.makedirs(root, exist_ok=True)
+        for i in itertools.count(1):
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(run_dir := os.path.join(root, name + (f"-{i}" if i > 1 else "")))
+                return run_dir
+    except OSError as e:
+        raise ValueError(f"cannot make a run directory in {root!r} ({e.strerror or e})") from None
 
 
 def warn(message, file=None):
@@ -60,49 +68,69 @@ def warn(message, file=None):
     print(f"{os.path.basename(sys.argv[0])}: warning: {message}", file=file, flush=True)
 
 
-def atomic_save(obj, path):
-    """torch.save to path.tmp, synced, renamed over path. Where it cannot be written (disk full): a
-    warning line, the previous file kept. -> whether it was saved"""
+def replace_with(write, path, mode="w"):
+    """write(f) into path.tmp, synced, then renamed over path: a reader sees the old file or the
+    new one, whole. On an error the temporary file is removed and the error raised."""
     try:
-        with open(path + ".tmp", "wb") as f:
-            torch.save(obj, f)
+        with open(path + ".tmp", mode) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(path + ".tmp", path)
-    except OSError as e:
+    except BaseException:
         with contextlib.suppress(OSError):
             os.remove(path + ".tmp")
-        warn(
-            f"could not write {path} ({e.strerror or e}): the previous one is kept; the run goes on"
-        )
+        raise
+
+
+def saved(path, write):
+    """write() of a run's file at path; where it fails (a full disk, a read-only folder): one
+    warning line, the previous file kept, and the run goes on. -> whether it was written"""
+    try:
+        write()
+    except WRITE_ERRORS as e:
+        reason = getattr(e, "strerror", None) or "torch.save's writer failed, as on a full disk"
+        warn(f"could not write {path} ({reason}): the previous one is kept; the run goes on")
         return False
     return True
 
 
+def atomic_save(obj, path):
+    """torch.save to path, written whole (replace_with); a failure is one warning line, the
+    previous file kept. -> whether it was saved"""
+    return saved(path, lambda: replace_with(lambda f: torch.save(obj, f), path, "wb"))
+
+
 def read_json(path):
-    """The JSON object in path; {} when there is none."""
+    """The JSON object in path; {} when there is none. ValueError (one line) where it is no JSON
+    object."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, "rb") as f:
+            found = json.loads(f.read())
     except FileNotFoundError:
         return {}
+    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path} is not readable JSON ({type(e).__name__})") from None
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return found
 
 
 def write_json(obj, path):
-    """json.dump to path.tmp, then renamed over path."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(path + ".tmp", path)
+    """json.dump to path, written whole (replace_with)."""
+    replace_with(lambda f: json.dump(obj, f, indent=1), str(path))
 
 
 def read_records(path):
     """The evaluation records in path (EVAL_FILE), oldest first; [] when there is none. A partial
     last line (a kill mid-write, a full disk) is left out with a warning."""
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        with open(path, "rb") as f:
+            lines = f.read().decode(errors="replace").split("\n")
     except FileNotFoundError:
         return []
+    if lines[-1] == "":  # the file ends with its last record's newline
+        lines.pop()
     records = []
     for i, line in enumerate(lines):
         try:
@@ -111,14 +139,65 @@ def read_records(path):
             if i < len(lines) - 1:
                 raise ValueError(f"{path}: line {i + 1} is not JSON") from None
             warn(f"{path}: its last line is partial (a write was cut short): left out")
+            continue
+        if problem := record_problem(records[-1]):
+            raise ValueError(f"{path}: line {i + 1} is no evaluation record ({problem})")
     return records
 
 
+def record_problem(record):
+    """What makes `record` no evaluation record (an env step, and a list of its episodes' returns;
+    lengths and battle_won, where there, lists too), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    step = record.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return "no env step"
+    for key in ("returns", "lengths", "battle_won"):
+        if key not in record and key != "returns":
+            continue
+        value = record.get(key)
+        if not isinstance(value, list) or not value or not all(map(is_number, value)):
+            return f"no list of numbers under {key!r}"
+    return None
+
+
 def write_records(records, path):
-    """Rewrite EVAL_FILE with `records` (write, then rename)."""
-    with open(path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(path + ".tmp", path)
+    """Rewrite EVAL_FILE with `records`, written whole (replace_with)."""
+    replace_with(lambda f: f.writelines(json.dumps(r) + "\n" for r in records), str(path))
+
+
+def append_records(records, path):
+    """Append records to EVAL_FILE; where the write fails the file is cut back to what it was (no
+    partial line) and the error raised."""
+    with open(path, "a") as f:
+        size = f.tell()
+        try:
+            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.flush()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                f.truncate(size)
+            raise
+
+
+def of_type(value, kind):
+    """Whether a value read from a file is of a dataclass field's annotated kind (int, float, str,
+    bool, list, dict, Literal[...], X | None); a float field takes an int (JSON writes 1.0 as 1)."""
+    if typing.get_origin(kind) is typing.Literal:
+        return any(value == v and type(value) is type(v) for v in typing.get_args(kind))
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        return any(of_type(value, k) for k in typing.get_args(kind))
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind if isinstance(kind, type) else object)
+
+
+def is_number(x):
+    """A finite int or float of JSON (not a bool)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x)
 
 
 def evaluation_score(record):

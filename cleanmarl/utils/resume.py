@@ -1,6 +1,7 @@
 """--resume: the whole training state, saved atomically in the run directory and put back exactly,
 and the stop signals (Ctrl-C, SIGTERM) that save it before the run ends (docs/qmix.md, "Resume")."""
 
+import dataclasses
 import os
 import random
 import signal
@@ -11,8 +12,9 @@ import types
 import numpy as np
 import torch
 
-from cleanmarl.utils.checkpoints import models_snapshot, restore_models
-from cleanmarl.utils.layout import STATE_FILE, atomic_save
+from cleanmarl.utils.checkpoints import check_snapshot, models_snapshot, restore_models
+from cleanmarl.utils.guard import lock_run_dir
+from cleanmarl.utils.layout import STATE_FILE, WRITE_ERRORS, atomic_save, of_type
 
 PARTS = {"script", "args", "step", "elapsed", "objects", "rngs", "models"}  # of a saved state
 
@@ -25,6 +27,9 @@ def catch_stop_signals(defer):
     received = []
 
     def handler(signum, frame):
+        if not defer:  # os.write: a print could re-enter a stream being written
+            name = signal.Signals(signum).name
+            os.write(2, f"\n{name}: stopped before training began; nothing was saved\n".encode())
         if received or not defer:
             raise SystemExit(128 + signum)
         received.append(signum)
@@ -72,7 +77,13 @@ class TrainingState:
         self.objects, self.signals = objects, catch_stop_signals(defer=True)
         self.time, self.state_step, self.stopping = time.time(), None, False
         if resume:
-            self.restore(resume)
+            self.restore(resume)  # in memory: a state that does not fit is refused here
+        run.open(resume)
+        if resume:
+            try:
+                restore_models(run.dir, resume["models"])
+            except WRITE_ERRORS as e:
+                raise ValueError(f"cannot write {run.dir} ({e.strerror or e})") from None
 
     def due(self, end=False):
         """Whether to save now: at the end, after a stop signal (read once here: `stopping` keeps
@@ -82,7 +93,9 @@ class TrainingState:
 
     def save(self, step):
         """Save the state of env step `step`, atomically (a kill mid-write keeps the last one)."""
-        self.run.writer.flush()  # every log up to this state is on disk: a resume purges later ones
+        self.run.tensorboard(
+            lambda w: w.flush()
+        )  # every log up to here is on disk: a resume purges later ones
         states = {}
         for name, obj in self.objects.items():
             if hasattr(obj, "state_dict"):
@@ -105,42 +118,56 @@ class TrainingState:
         self.time = time.time()
 
     def restore(self, state):
-        """Put a saved state (load_state) back into the objects, the global RNGs and the run's
-        checkpoints (models.json, latest and best: their evaluations are the records kept), then
-        let the loaded copy of the objects go (the caller may keep `state` for the whole run)."""
+        """Put a saved state (load_state) back into the objects and the global RNGs, then let the
+        loaded copy of the objects go (the caller may keep `state` for the whole run); the run's
+        checkpoints (models.json, latest and best) are put back once the run is open. Raises
+        ValueError (one line) naming the first part that does not fit."""
         for name, obj in self.objects.items():
-            saved = state["objects"][name]
-            if hasattr(obj, "load_state_dict"):
-                obj.load_state_dict(saved)
-            elif isinstance(obj, np.random.Generator):
-                obj.bit_generator.state = saved
-            elif hasattr(obj, "random_states"):
-                obj.restore(saved)
-            elif hasattr(obj, "random_state"):
-                obj.random_state = saved
-            else:
-                vars(obj).update(saved)
-        torch.set_rng_state(state["rngs"]["torch"])
-        np.random.set_state(state["rngs"]["numpy"])
-        random.setstate(state["rngs"]["random"])
+            try:
+                restore_object(obj, state["objects"][name])
+            except Exception as e:  # a hand-edited or damaged state: any kind of error
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ValueError(f"its {STATE_FILE} does not fit ({name}: {why})") from None
+        try:
+            torch.set_rng_state(state["rngs"]["torch"])
+            np.random.set_state(state["rngs"]["numpy"])
+            random.setstate(state["rngs"]["random"])
+        except Exception as e:
+            raise ValueError(f"its {STATE_FILE} is damaged (RNG: {type(e).__name__})") from None
         self.state_step = state["step"]
-        restore_models(self.run.dir, state["models"])
         state["objects"].clear()  # the objects hold it now: a buffer's steps are not kept twice
 
     def stopped(self, step):
-        """Stopped by a signal before the last step: print the line naming the saved state and the
-        command that resumes it. -> the exit status, 128 + the signal's number; else None"""
-        if not self.signals or step >= self.args.total_timesteps:  # after the last step: done
-            return None
-        name, run_dir = signal.Signals(self.signals[0]).name, self.run.dir
-        state = f"the training state of step {self.state_step} is in {run_dir}"
-        command = f"python {sys.argv[0]} --resume {run_dir}"
-        print(f"stopped by {name} at step {step}; {state}: {command} continues it")
-        return 128 + self.signals[0]
+        """The run's last word: stopped by a signal before the last step, the line naming the saved
+        state and the command that resumes it; a write that failed to the end, what is missing.
+        Later signals are ignored (Python's exit would let them kill a finished run). -> the exit
+        status: 128 + the signal's number, 1 where a record or the last state is missing, else
+        None"""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+        run_dir, missing = self.run.dir, []
+        if self.run.unwritten:
+            steps = ", ".join(str(r["step"]) for r in self.run.unwritten)
+            missing.append(f"the evaluations of steps {steps} could not be written to {run_dir}")
+        if self.state_step != step:
+            saved = "no training state" if self.state_step is None else f"step {self.state_step}'s"
+            missing.append(f"the training state could not be written: {saved} is the last saved")
+        if self.signals and step < self.args.total_timesteps:  # else: done
+            name = signal.Signals(self.signals[0]).name
+            state = f"the training state of step {self.state_step} is in {run_dir}"
+            command = f"python {sys.argv[0]} --resume {run_dir}"
+            print(f"stopped by {name} at step {step}; {state}: {command} continues it")
+        for line in missing:
+            print(f"{self.script}: error: {line}", file=sys.stderr)
+        if self.signals and step < self.args.total_timesteps:
+            return 128 + self.signals[0]
+        return 1 if missing else None
 
 
 def load_state(run_dir, script):
-    """The training state saved in run_dir by `script`, on the CPU. Raises ValueError (one line)."""
+    """The training state saved in run_dir by `script`, on the CPU, checked, with the run held for
+    this process (state["lock"]: layout.lock_run_dir) before it is read. Raises ValueError (one
+    line) with nothing written."""
     path = os.path.join(run_dir, STATE_FILE)
     if not os.path.isdir(run_dir):
         raise ValueError(f"--resume: no directory {run_dir!r}")
@@ -148,18 +175,55 @@ def load_state(run_dir, script):
         every = "runs write it every --checkpoint-every minutes"
         raise ValueError(f"--resume {run_dir!r}: no {STATE_FILE} in it ({every})")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not PARTS <= set(state):
-            raise ValueError("its parts are missing")
-    except Exception as e:
-        raise ValueError(
-            f"--resume {run_dir!r}: its {STATE_FILE} is damaged ({type(e).__name__})"
-        ) from None
+        lock = lock_run_dir(run_dir)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # truncated, flipped, not a zip, a pickle of something else
+            raise ValueError(f"its {STATE_FILE} is damaged ({type(e).__name__})") from None
+        if problem := state_problem(state):
+            raise ValueError(problem)
+        check_snapshot(run_dir, state["models"])
+    except ValueError as e:
+        raise ValueError(f"--resume {run_dir!r}: {e}") from None
     if state["script"] != script:
         raise ValueError(
             f"--resume {run_dir!r} is a run of {state['script']}: resume it with that script"
         )
-    return state
+    return state | dict(lock=lock)
+
+
+def state_problem(state):
+    """What makes `state` no training state (its parts and their kinds), or None."""
+    if not isinstance(state, dict) or not PARTS <= set(state):
+        return f"its {STATE_FILE} is damaged (its parts are missing)"
+    kinds = dict(script=str, args=dict, step=int, elapsed=float, objects=dict, rngs=dict)
+    kinds |= dict(models=dict)
+    for part, kind in kinds.items():
+        if not isinstance(state[part], kind) or isinstance(state[part], bool):
+            return f"its {STATE_FILE} is damaged ({part} is no {kind.__name__})"
+    if state["step"] < 0 or not {"torch", "numpy", "random"} <= set(state["rngs"]):
+        return f"its {STATE_FILE} is damaged (step or RNGs)"
+    return None
+
+
+def restore_object(obj, saved):
+    """Put `saved` (TrainingState.save) back into obj, as save() took it."""
+    if hasattr(obj, "load_state_dict"):
+        obj.load_state_dict(saved)
+    elif isinstance(obj, np.random.Generator):
+        obj.bit_generator.state = saved
+    elif hasattr(obj, "random_states"):
+        obj.restore(saved)
+    elif hasattr(obj, "random_state"):
+        obj.random_state = saved
+    else:  # its attributes (the loop's dataclass: its fields), each of the kind it has now
+        kinds = {k: float if of_type(v, float) else type(v) for k, v in vars(obj).items()}
+        if dataclasses.is_dataclass(obj):
+            kinds = {field.name: field.type for field in dataclasses.fields(obj)}
+        for name, kind in kinds.items():
+            if not of_type(saved[name], kind):
+                raise ValueError(f"{name} is {saved[name]!r}")
+        vars(obj).update(saved)
 
 
 def tree_map(leaf, x):

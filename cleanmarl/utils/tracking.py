@@ -3,48 +3,92 @@ status lines."""
 
 import os
 import sys
+import threading
 import time
 
+import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from cleanmarl.utils.evaluations import purge_records, record_evaluation
-from cleanmarl.utils.layout import MODEL_SUFFIX, make_run_dir, run_name
-from cleanmarl.utils.video import video_due
+from cleanmarl.utils.guard import lock_run_dir
+from cleanmarl.utils.layout import (
+    MODEL_SUFFIX,
+    VIDEO_DIR,
+    WRITE_ERRORS,
+    make_run_dir,
+    run_name,
+    saved,
+    warn,
+)
+from cleanmarl.utils.video import video_due, write_video
 
 
 class Run:
-    """A run's directory (runs/{env_name}__{exp_name}__{seed}__{unix time}, or the resumed run's),
-    its TensorBoard writer, its W&B run when asked and its clock. A resumed run writes on in its own
-    TensorBoard and W&B runs and records: what was logged after its saved state is purged, not
-    doubled. Raises ValueError (one line)."""
+    """A run's directory (runs/{env_name}__{exp_name}__{seed}__{unix time}, or the resumed run's,
+    held by this process: layout.lock_run_dir), its TensorBoard writer, its W&B run when asked and
+    its clock. open() starts the logs (TrainingState calls it once a resumed state is back in
+    memory, so a damaged state is refused before anything is written). A resumed run writes on in
+    its own TensorBoard and W&B runs and records: what was logged after its saved state is purged,
+    not doubled. A failed write is one warning line and tried again at the next log or evaluation.
+    Raises ValueError (one line)."""
 
     def __init__(self, args, resume=None):
         if args.use_wnb and not wandb_importable():  # before a run directory is made for nothing
             raise ValueError("--use-wnb needs wandb: pip install wandb")
-        name = run_name(args.env_name, args.exp_name, args.seed)
-        self.dir = os.path.normpath(args.resume) if resume else make_run_dir(name)
-        print(
-            f"run directory: {self.dir} (tensorboard --logdir {os.path.dirname(self.dir)})",
-            flush=True,
-        )
-        wandb_id = resume and resume["wandb_id"]
-        self.wandb = (
-            start_wandb(args, os.path.basename(self.dir), wandb_id) if args.use_wnb else None
-        )
-        self.writer = SummaryWriter(self.dir, purge_step=resume and resume["step"] + 1)
-        self.clock = time.time() - (
-            resume["elapsed"] if resume else 0.0
-        )  # when it began, had it no breaks
-        start = resume["step"] if resume else 0
-        self.progress = Progress(args.total_timesteps, args.progress_bar, initial=start)
-        self.eval_return = float("nan")  # the latest evaluation's, for the progress bar
+        if resume:
+            self.dir, self.lock = os.path.normpath(args.resume), resume["lock"]
+        else:
+            self.dir = make_run_dir(run_name(args.env_name, args.exp_name, args.seed))
+            self.lock = lock_run_dir(self.dir)
         self.args, self.model_path = args, os.path.join(self.dir, args.exp_name + MODEL_SUFFIX)
+        self.writer, self.wandb, self.unwritten, self.writer_failed = None, None, [], False
+        self.eval_return = float("nan")  # the latest evaluation's, for the progress bar
+        self.clock = time.time() - (resume["elapsed"] if resume else 0.0)  # had it no breaks
+
+    def open(self, resume=None):
+        """Start W&B (a new run's directory is removed where it cannot), TensorBoard, the progress
+        bar; a resumed run's records after its state are purged."""
+        logdir = os.path.dirname(self.dir)
+        print(f"run directory: {self.dir} (tensorboard --logdir {logdir})", flush=True)
+        if self.args.use_wnb:
+            try:
+                self.wandb = start_wandb(
+                    self.args, os.path.basename(self.dir), resume and resume["wandb_id"]
+                )
+            except Exception as e:  # no API key, no network: wandb raises its own kinds
+                if not resume:  # empty: nothing is written before W&B starts
+                    os.rmdir(self.dir)
+                why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ValueError(
+                    f"--use-wnb: W&B did not start ({why}); wandb login, or WANDB_MODE=offline"
+                ) from None
         if resume:
             purge_records(self.dir, resume["step"])
-        else:
-            table = "".join(f"\n|{k}|{v}|" for k, v in vars(args).items())
-            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|" + table)
+        threading.excepthook = quiet_write_errors(threading.excepthook)
+        self.purge_step = resume and resume["step"] + 1
+        table = "".join(f"\n|{k}|{v}|" for k, v in vars(self.args).items())
+        if not resume:
+            self.tensorboard(
+                lambda w: w.add_text("hyperparameters", "|param|value|\n|-|-|" + table)
+            )
+        start = resume["step"] if resume else 0
+        self.progress = Progress(self.args.total_timesteps, self.args.progress_bar, initial=start)
+
+    def tensorboard(self, write):
+        """write(writer) to TensorBoard; where the disk refuses it: one warning line (once until
+        it works again), and a new writer (event file) at the next call."""
+        try:
+            if self.writer is None:
+                self.writer = SummaryWriter(self.dir, purge_step=self.purge_step)
+                self.purge_step = None  # once: a later writer purges nothing
+            write(self.writer)
+            self.writer_failed = False
+        except WRITE_ERRORS as e:
+            self.writer = None
+            if not self.writer_failed:
+                self.writer_failed = True
+                warn(f"could not write TensorBoard's logs in {self.dir} ({reason(e)}): goes on")
 
     def elapsed(self):
         """The run's own seconds so far, summed over its resumes."""
@@ -55,17 +99,25 @@ class Run:
         and show the progress: the bar moves to `step`, with rollout/ep_reward, the latest
         evaluation and the steps/s."""
         sps = int(step / self.elapsed())
-        for tag, value in (scalars | {"charts/SPS": sps}).items():
-            self.writer.add_scalar(tag, value, step)
+        items = (scalars | {"charts/SPS": sps}).items()
+        self.tensorboard(lambda w: [w.add_scalar(tag, value, step) for tag, value in items])
         self.progress.show(step, scalars["rollout/ep_reward"], self.eval_return, sps)
 
     def record_evaluation(self, step, returns, lengths, won=None, env=None):
-        """evaluations.record_evaluation in this run, at its clock's time. -> the mean return"""
-        elapsed = self.elapsed()
-        self.eval_return = record_evaluation(
-            self.dir, step, elapsed, returns, lengths, won, self.writer, env
+        """Record an evaluation (evaluations.record_evaluation, at this run's clock), its eval/*
+        scalars and, where env recorded an episode (--capture-video), its video."""
+        self.unwritten = record_evaluation(
+            self.dir, step, self.elapsed(), returns, lengths, won, self.unwritten
         )
-        return self.eval_return
+        self.eval_return = float(np.mean(returns))
+        scalars = {"eval/ep_reward": self.eval_return, "eval/std_ep_reward": np.std(returns)}
+        scalars |= {"eval/ep_length": np.mean(lengths)}
+        if won is not None:
+            scalars["eval/battle_won"] = np.mean(won)
+        self.tensorboard(lambda w: [w.add_scalar(tag, v, step) for tag, v in scalars.items()])
+        if env is not None and (frames := env.take_frames()):
+            path = os.path.join(self.dir, VIDEO_DIR, f"eval_step_{int(step)}")
+            saved(path, lambda: write_video(frames, path, self.writer, step))
 
     def video_due(self):
         """Whether this evaluation's first episode is recorded (--capture-video): every
@@ -77,11 +129,33 @@ class Run:
         for env in envs:
             env.close()
         self.progress.close()
-        self.writer.close()
+        self.tensorboard(lambda w: w.close())
         if self.wandb:
             self.wandb.finish()
         if self.args.save_model and os.path.exists(self.model_path):
             print(f"model saved to {self.model_path}")
+
+
+def reason(e):
+    """An error's reason, one line."""
+    return getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[-1]
+
+
+def quiet_write_errors(hook):
+    """threading.excepthook that leaves out TensorBoard's writer thread failing to write (the run
+    warns in one line at its next log: Run.tensorboard) and passes everything else to `hook`."""
+    if getattr(hook, "quiet_write_errors", False):
+        return hook
+
+    def quiet(args):
+        if (
+            not isinstance(args.exc_value, WRITE_ERRORS)
+            or "AsyncWriter" not in type(args.thread).__name__
+        ):
+            hook(args)
+
+    quiet.quiet_write_errors = True
+    return quiet
 
 
 def wandb_importable():
