@@ -45,6 +45,7 @@ import importlib
 import importlib.metadata
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -397,12 +398,16 @@ def execute(run, out, threads, stop_at=None, window=10, absolute=0, stopper=None
     if stopper.signal is not None:
         return run.name, "not started", 0.0
     folder = Path(out) / run.name
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / "lock", "w")
+    except OSError as e:  # a file in the way, a read-only folder
+        return run.name, f"failed (cannot write {folder}: {e.strerror or e})", 0.0
     # One process per run folder: the lock is held by this sweep and, inherited, by the run's own
     # process, so a second sweep over the same folder (restarted while a stopped run is still saving
     # its state, a repeated slurm task) leaves it alone instead of resuming it from an older state
     # beside the first. Where the filesystem has no file locks, the run goes without (warned).
-    with open(folder / "lock", "w") as lock:
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -758,12 +763,42 @@ def parse_args(argv):
     )
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.extra, args.set = extra, flag_sets
-    args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
     return args
+
+
+def out_of_range(args):
+    """An error line for each numeric flag out of its range."""
+    errors = []
+    for flag, value in (("--threads", args.threads), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            errors.append(f"{flag} {value}: must be 1 or more")
+    if args.stop_window < 1:
+        errors.append(f"--stop-window {args.stop_window}: must be 1 or more")
+    for flag, value in (("--gpus", args.gpus), ("--absolute", args.absolute)):
+        if not math.isfinite(value) or value < 0:
+            errors.append(f"{flag} {value}: must be 0 (none) or more")
+    if args.stop_at is not None and not math.isfinite(args.stop_at):
+        errors.append(f"--stop-at {args.stop_at}: must be a finite score")
+    return errors
+
+
+def writable(out):
+    """None where the sweep can write in out (made if need be), else why not (one line)."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+        return f"--out {out}: cannot write there: {e.strerror or e}{where}"
+    return None
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if errors := out_of_range(args):
+        sys.exit("\n".join(f"sweep: error: {e}" for e in errors))
+    args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
     unknown = [s for s in args.scripts if not script_file(s).is_file()]
     if unknown:
         sys.exit(
@@ -784,6 +819,8 @@ def main(argv=None):
         if not 0 <= args.index < len(runs):
             sys.exit(f"sweep: error: --index {args.index} not in [0, {len(runs)})")
         runs = [runs[args.index]]
+    if problem := writable(args.out):
+        sys.exit(f"sweep: error: {problem}")
     results, signum = run_all(runs, args)
     return summary(results, len(runs), args.stop_at, signum)
 

@@ -283,6 +283,61 @@ def test_an_unwritable_report_or_store_is_one_line(tmp_path, capsys, where):
         assert line.startswith(f"report: error: cannot write {target}") and line.endswith(error)
 
 
+@pytest.mark.parametrize("where", ["file", "sys"])
+def test_an_unwritable_sweep_folder_is_one_line(tmp_path, capsys, where):
+    """sweep --out where a file is in the way, or in sysfs: one line, exit status 1."""
+    target, error = unwritable(tmp_path, where)
+    code, lines = refused(capsys, ["--envs", LBF, "--out", str(target), *TINY], sweep)
+    assert code == lines[0] and len(lines) == 1
+    assert lines[0].startswith(f"sweep: error: --out {target}: cannot write there: ")
+    assert lines[0].split(": cannot write there: ")[1].startswith(error)
+
+
+def test_a_combination_folder_that_cannot_be_made_fails_that_run_alone(tmp_path, capsys):
+    """A file where a combination's folder goes: that run fails with the OS error, which the
+    sweep's summary names (exit status 1)."""
+    name = sweep.Run("qmix", LBF, "", 1, ()).name
+    (tmp_path / name).write_text("")
+    assert sweep.main(["--envs", LBF, "--out", str(tmp_path), *TINY]) == 1
+    out = capsys.readouterr().out
+    assert f"  {name}: failed (cannot write {tmp_path / name}: File exists)" in out.splitlines()
+
+
+# 3. The sweep's numeric flags
+
+
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        ("--threads", "0", "must be 1 or more"),
+        ("--threads", "-2", "must be 1 or more"),
+        ("--workers", "0", "must be 1 or more"),
+        ("--stop-window", "0", "must be 1 or more"),
+        ("--gpus", "-1", "must be 0 (none) or more"),
+        ("--gpus", "inf", "must be 0 (none) or more"),
+        ("--absolute", "-1", "must be 0 (none) or more"),
+        ("--stop-at", "nan", "must be a finite score"),
+    ],
+)
+def test_a_sweep_flag_out_of_range_is_one_line(tmp_path, capsys, flag, value, said):
+    """--threads 0 (once a ZeroDivisionError) and every other numeric flag out of its range: one
+    line, exit status 1, nothing made."""
+    argv = ["--envs", LBF, "--out", str(tmp_path / "out"), "--print", flag, value, *TINY]
+    code, lines = refused(capsys, argv, sweep)
+    value = str(float(value)) if flag in ("--gpus", "--stop-at") else value
+    assert lines == [f"sweep: error: {flag} {value}: {said}"] and code == lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_each_flag_out_of_range_gets_its_line(tmp_path, capsys):
+    argv = ["--envs", LBF, "--out", str(tmp_path), "--threads", "0", "--stop-window", "0"]
+    code, lines = refused(capsys, argv, sweep)
+    assert lines == [
+        "sweep: error: --threads 0: must be 1 or more",
+        "sweep: error: --stop-window 0: must be 1 or more",
+    ]
+
+
 # The fuzz: the report's loaders of meta.json, evaluations.jsonl, absolute.json and ended.json
 
 
