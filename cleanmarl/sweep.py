@@ -83,6 +83,7 @@ FAILED = "failed"  # in a combination's folder while its last attempt failed: ex
 NAME_LIMIT = 80  # characters of a folder name's flag set part
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM)  # a script stopped
+BOX_TOP, BOX_BOTTOM, BOX_SIDE, BOX_RULE = "╭", "╰", "│", "─"  # an error box's (tyro's, by rich)
 
 
 @dataclass(frozen=True)
@@ -512,7 +513,24 @@ def lock_fd(env):
 
 
 def last_line(folder):
-    lines = (folder / "log.txt").read_text().strip().splitlines() or ["(no output)"]
+    """A failed run's message: its log's last line, or, where the log ends in an error box
+    (tyro's: a misspelled flag), the box's first section, its border stripped."""
+    try:
+        lines = (folder / "log.txt").read_text(errors="replace").strip().splitlines()
+    except OSError as e:
+        return f"(no log: {e.strerror or e})"
+    if not lines:
+        return "(no output)"
+    tops = [i for i, line in enumerate(lines) if line.lstrip().startswith(BOX_TOP)]
+    if lines[-1].lstrip().startswith(BOX_BOTTOM) and tops:
+        section = []
+        for line in lines[tops[-1] + 1 : -1]:
+            text = line.strip().strip(BOX_SIDE).strip()
+            if not text.strip(BOX_RULE):  # a rule ends the message
+                break
+            section.append(text)
+        if section:
+            return " ".join(section)
     return lines[-1]
 
 

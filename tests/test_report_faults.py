@@ -338,6 +338,37 @@ def test_each_flag_out_of_range_gets_its_line(tmp_path, capsys):
     ]
 
 
+# 4. A misspelled flag passed through to the script
+
+
+def test_a_misspelled_script_flag_is_reported_by_the_line_that_names_it(tmp_path, capsys):
+    """--learning-rat after the sweep's --: the run fails with tyro's message (the line of its
+    error box that names the option), not the box's bottom border."""
+    argv = ["--envs", LBF, "--out", str(tmp_path), *TINY, "--learning-rat", "1e-3"]
+    assert sweep.main(argv) == 1
+    out = capsys.readouterr().out
+    (failed,) = [line for line in out.splitlines() if "failed (exit" in line]
+    assert failed.endswith("Unrecognized options: --learning-rat, 1e-3") and "╰" not in failed
+    (folder,) = tmp_path.iterdir()
+    said = json.loads((folder / "failed").read_text())["last_line"]
+    assert said == "Unrecognized options: --learning-rat, 1e-3"
+
+
+def test_last_line_joins_a_wrapped_message_and_keeps_a_plain_last_line(tmp_path):
+    box = [
+        "╭─ Unrecognized options ──────╮",
+        "│ Unrecognized options: --a,  │",
+        "│ --b                         │",
+        "│ ─────────────────────────── │",
+        "│ Arguments similar to --a:   │",
+        "╰─────────────────────────────╯",
+    ]
+    (tmp_path / "log.txt").write_text("sweep: note\n" + "\n".join(box) + "\n")
+    assert sweep.last_line(tmp_path) == "Unrecognized options: --a, --b"
+    (tmp_path / "log.txt").write_text("step 1\nerror: no such env\n")
+    assert sweep.last_line(tmp_path) == "error: no such env"
+
+
 # The fuzz: the report's loaders of meta.json, evaluations.jsonl, absolute.json and ended.json
 
 
