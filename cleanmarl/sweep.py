@@ -591,20 +591,33 @@ def stop_signals():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def start_ray(address):
-    """import ray and ray.init: a local instance, or the cluster at address. -> the ray module"""
+def start_ray(address, dashboard=False):
+    """import ray and ray.init: the cluster at address, else a local instance whose ports listen on
+    loopback only (127.0.0.1), with its dashboard only where asked. -> the ray module"""
+    local = {}
+    if not address and not os.environ.get("RAY_ADDRESS"):  # RAY_ADDRESS: ray.init connects there
+        # Ray on Linux turns 127.0.0.1 into the host's address, and so binds its ports on every
+        # interface, unless multi-node clusters are off (read when ray is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        local = dict(_node_ip_address="127.0.0.1", include_dashboard=dashboard)
     try:
         import ray
     except ImportError:
         sys.exit("sweep: error: --backend ray needs ray: pip install -e '.[sweep]'")
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError, ray.exceptions.RayError) as e:  # ConnectionError
         where = f"--ray-address {address}" if address else "a local Ray instance"
         sys.exit(f"sweep: error: {where}: {(str(e).strip() or type(e).__name__).splitlines()[0]}")
     except KeyboardInterrupt:  # Ctrl-C while Ray starts: nothing started yet
         print("sweep: stopped by SIGINT while Ray started: no run started", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
+    if local and (ip := ray.util.get_node_ip_address()) not in ("127.0.0.1", "::1"):
+        print(
+            f"sweep: warning: the local Ray instance listens on {ip}, not on loopback only (ray"
+            " was imported before the sweep, or RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set)",
+            file=sys.stderr,
+        )
     return ray
 
 
@@ -647,7 +660,7 @@ class Progress:
 def run_all(runs, args):
     """Run every combination on the chosen backend (Progress); a stop signal stops the sweep
     (Stopper). -> ([(name, status, seconds)], the stop signal's number or None)"""
-    ray = start_ray(args.ray_address) if args.backend == "ray" else None
+    ray = start_ray(args.ray_address, args.ray_dashboard) if args.backend == "ray" else None
     progress, stopper = Progress(runs, args.out), Stopper()
     check_locks(args.out, stopper)
     options = dict(stop_at=args.stop_at, window=args.stop_window, absolute=args.absolute)
@@ -715,6 +728,7 @@ OPTIONS = {
 }
 OPTIONS |= {
     "--ray-address",
+    "--ray-dashboard",
     "--gpus",
     "--print",
     "--index",
@@ -760,7 +774,11 @@ def parse_args(argv):
     add("--backend", choices=["local", "ray"], default="local")
     add("--threads", type=int, default=1, help="CPU threads (and Ray CPUs) per run")
     add("--workers", type=int, help="runs at once, local backend (default: cores / --threads)")
-    add("--ray-address", help="a running Ray cluster (default: start a local instance)")
+    add(
+        "--ray-address",
+        help="a running Ray cluster (default: start a local instance, on 127.0.0.1 only)",
+    )
+    add("--ray-dashboard", action="store_true", help="start the local Ray instance's dashboard")
     add("--gpus", type=float, default=0, help="GPUs per run, Ray backend")
     add("--print", action="store_true", help="print the commands, one per line, and exit")
     add("--index", type=int, help="run combination INDEX only (0-based; a slurm array task)")

@@ -6,7 +6,11 @@ loopback only. A property-based fuzz of the report's loaders closes it."""
 import contextlib
 import io
 import json
+import os
+import subprocess
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 import pytest
@@ -367,6 +371,86 @@ def test_last_line_joins_a_wrapped_message_and_keeps_a_plain_last_line(tmp_path)
     assert sweep.last_line(tmp_path) == "Unrecognized options: --a, --b"
     (tmp_path / "log.txt").write_text("step 1\nerror: no such env\n")
     assert sweep.last_line(tmp_path) == "error: no such env"
+
+
+# 5. Ray's ports
+
+
+def fake_ray(calls, ip="127.0.0.1"):
+    ray = types.ModuleType("ray")
+    ray.init = lambda **kwargs: calls.append(kwargs)
+    ray.exceptions = types.SimpleNamespace(RayError=RuntimeError)
+    ray.util = types.SimpleNamespace(get_node_ip_address=lambda: ip)
+    return ray
+
+
+def test_a_local_ray_instance_is_asked_for_loopback_and_no_dashboard(monkeypatch, capsys):
+    """start_ray without --ray-address: ray.init on 127.0.0.1 (clusters off: Ray would otherwise
+    turn it into the host's address), no dashboard unless --ray-dashboard; with --ray-address it
+    connects there and asks for nothing else."""
+    calls = []
+    monkeypatch.setitem(sys.modules, "ray", fake_ray(calls))
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    monkeypatch.setattr(os, "environ", environ)
+    sweep.start_ray(None)
+    assert calls[-1] == dict(
+        address=None,
+        ignore_reinit_error=True,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+    )
+    assert environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
+    sweep.start_ray(None, dashboard=True)
+    assert calls[-1]["include_dashboard"] is True
+    del environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]
+    sweep.start_ray("10.0.0.1:6379")
+    assert calls[-1] == dict(address="10.0.0.1:6379", ignore_reinit_error=True, log_to_driver=False)
+    assert "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER" not in environ
+    monkeypatch.setitem(sys.modules, "ray", fake_ray(calls, ip="192.0.2.7"))
+    sweep.start_ray(None)
+    assert "listens on 192.0.2.7, not on loopback only" in capsys.readouterr().err
+
+
+LISTENING = """
+import os, sys
+from cleanmarl.sweep import start_ray
+ray = start_ray(None)
+gcs = ray.get_runtime_context().gcs_address
+print(ray.util.get_node_ip_address(), gcs, *[n["NodeManagerAddress"] for n in ray.nodes()])
+port = int(gcs.rsplit(":", 1)[1])
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(table).read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+            print("listen", local.rsplit(":", 1)[0])
+ray.shutdown()
+"""
+
+
+def test_a_real_local_ray_instance_listens_on_loopback_only(tmp_path):
+    """A local Ray instance started by the sweep: its node, its GCS address and the GCS port's
+    listening socket are on 127.0.0.1 (IPv4, or IPv4 mapped into IPv6)."""
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["PYTHONPATH"] = str(sweep.ROOT.parent)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", LISTENING],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.skip("a local Ray instance took over 60 s to start here")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    node, gcs, *nodes = proc.stdout.splitlines()[0].split()
+    assert node == "127.0.0.1" and gcs.startswith("127.0.0.1:") and set(nodes) == {"127.0.0.1"}
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}
+    listening = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("listen")]
+    assert listening and set(listening) <= loopback, listening
 
 
 # The fuzz: the report's loaders of meta.json, evaluations.jsonl, absolute.json and ended.json
