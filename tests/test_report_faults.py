@@ -215,8 +215,9 @@ def test_a_damaged_file_names_its_run_in_one_line(tmp_path, capsys, name, text, 
     assert code not in (0, None) and everything(tmp_path) == before
     assert lines[0].startswith(f"report: error: {path}{said}"), lines
     assert len(lines) == 2 and "1 of the sweep's 2 runs cannot be used" in lines[1]
-    assert report.main([str(tmp_path), "--allow-missing"]) == 0
-    assert "(1 of 2 runs: 1 left out)" in capsys.readouterr().out
+    out = tmp_path / "out"  # a store folder's report would go to ./report/NAME
+    assert report.main([str(tmp_path), "--allow-missing", "--out", str(out)]) == 0
+    assert "(1 of 2 runs: 1 left out)" in capsys.readouterr().out and (out / "report.md").exists()
 
 
 def test_battle_won_of_runs_without_battles_and_flags_out_of_range(tmp_path, capsys):
