@@ -45,6 +45,7 @@ import importlib
 import importlib.metadata
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -82,6 +83,7 @@ FAILED = "failed"  # in a combination's folder while its last attempt failed: ex
 NAME_LIMIT = 80  # characters of a folder name's flag set part
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOPPED_CODES = (128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM)  # a script stopped
+BOX_TOP, BOX_BOTTOM, BOX_SIDE, BOX_RULE = "╭", "╰", "│", "─"  # an error box's (tyro's, by rich)
 
 
 @dataclass(frozen=True)
@@ -397,12 +399,16 @@ def execute(run, out, threads, stop_at=None, window=10, absolute=0, stopper=None
     if stopper.signal is not None:
         return run.name, "not started", 0.0
     folder = Path(out) / run.name
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = open(folder / "lock", "w")
+    except OSError as e:  # a file in the way, a read-only folder
+        return run.name, f"failed (cannot write {folder}: {e.strerror or e})", 0.0
     # One process per run folder: the lock is held by this sweep and, inherited, by the run's own
     # process, so a second sweep over the same folder (restarted while a stopped run is still saving
     # its state, a repeated slurm task) leaves it alone instead of resuming it from an older state
     # beside the first. Where the filesystem has no file locks, the run goes without (warned).
-    with open(folder / "lock", "w") as lock:
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -507,7 +513,24 @@ def lock_fd(env):
 
 
 def last_line(folder):
-    lines = (folder / "log.txt").read_text().strip().splitlines() or ["(no output)"]
+    """A failed run's message: its log's last line, or, where the log ends in an error box
+    (tyro's: a misspelled flag), the box's first section, its border stripped."""
+    try:
+        lines = (folder / "log.txt").read_text(errors="replace").strip().splitlines()
+    except OSError as e:
+        return f"(no log: {e.strerror or e})"
+    if not lines:
+        return "(no output)"
+    tops = [i for i, line in enumerate(lines) if line.lstrip().startswith(BOX_TOP)]
+    if lines[-1].lstrip().startswith(BOX_BOTTOM) and tops:
+        section = []
+        for line in lines[tops[-1] + 1 : -1]:
+            text = line.strip().strip(BOX_SIDE).strip()
+            if not text.strip(BOX_RULE):  # a rule ends the message
+                break
+            section.append(text)
+        if section:
+            return " ".join(section)
     return lines[-1]
 
 
@@ -568,20 +591,33 @@ def stop_signals():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
-def start_ray(address):
-    """import ray and ray.init: a local instance, or the cluster at address. -> the ray module"""
+def start_ray(address, dashboard=False):
+    """import ray and ray.init: the cluster at address, else a local instance whose ports listen on
+    loopback only (127.0.0.1), with its dashboard only where asked. -> the ray module"""
+    local = {}
+    if not address and not os.environ.get("RAY_ADDRESS"):  # RAY_ADDRESS: ray.init connects there
+        # Ray on Linux turns 127.0.0.1 into the host's address, and so binds its ports on every
+        # interface, unless multi-node clusters are off (read when ray is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        local = dict(_node_ip_address="127.0.0.1", include_dashboard=dashboard)
     try:
         import ray
     except ImportError:
         sys.exit("sweep: error: --backend ray needs ray: pip install -e '.[sweep]'")
     try:
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **local)
     except (OSError, RuntimeError, ValueError, ray.exceptions.RayError) as e:  # ConnectionError
         where = f"--ray-address {address}" if address else "a local Ray instance"
         sys.exit(f"sweep: error: {where}: {(str(e).strip() or type(e).__name__).splitlines()[0]}")
     except KeyboardInterrupt:  # Ctrl-C while Ray starts: nothing started yet
         print("sweep: stopped by SIGINT while Ray started: no run started", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
+    if local and (ip := ray.util.get_node_ip_address()) not in ("127.0.0.1", "::1"):
+        print(
+            f"sweep: warning: the local Ray instance listens on {ip}, not on loopback only (ray"
+            " was imported before the sweep, or RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is set)",
+            file=sys.stderr,
+        )
     return ray
 
 
@@ -624,7 +660,7 @@ class Progress:
 def run_all(runs, args):
     """Run every combination on the chosen backend (Progress); a stop signal stops the sweep
     (Stopper). -> ([(name, status, seconds)], the stop signal's number or None)"""
-    ray = start_ray(args.ray_address) if args.backend == "ray" else None
+    ray = start_ray(args.ray_address, args.ray_dashboard) if args.backend == "ray" else None
     progress, stopper = Progress(runs, args.out), Stopper()
     check_locks(args.out, stopper)
     options = dict(stop_at=args.stop_at, window=args.stop_window, absolute=args.absolute)
@@ -692,6 +728,7 @@ OPTIONS = {
 }
 OPTIONS |= {
     "--ray-address",
+    "--ray-dashboard",
     "--gpus",
     "--print",
     "--index",
@@ -737,7 +774,11 @@ def parse_args(argv):
     add("--backend", choices=["local", "ray"], default="local")
     add("--threads", type=int, default=1, help="CPU threads (and Ray CPUs) per run")
     add("--workers", type=int, help="runs at once, local backend (default: cores / --threads)")
-    add("--ray-address", help="a running Ray cluster (default: start a local instance)")
+    add(
+        "--ray-address",
+        help="a running Ray cluster (default: start a local instance, on 127.0.0.1 only)",
+    )
+    add("--ray-dashboard", action="store_true", help="start the local Ray instance's dashboard")
     add("--gpus", type=float, default=0, help="GPUs per run, Ray backend")
     add("--print", action="store_true", help="print the commands, one per line, and exit")
     add("--index", type=int, help="run combination INDEX only (0-based; a slurm array task)")
@@ -758,12 +799,42 @@ def parse_args(argv):
     )
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     args.extra, args.set = extra, flag_sets
-    args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
     return args
+
+
+def out_of_range(args):
+    """An error line for each numeric flag out of its range."""
+    errors = []
+    for flag, value in (("--threads", args.threads), ("--workers", args.workers)):
+        if value is not None and value < 1:
+            errors.append(f"{flag} {value}: must be 1 or more")
+    if args.stop_window < 1:
+        errors.append(f"--stop-window {args.stop_window}: must be 1 or more")
+    for flag, value in (("--gpus", args.gpus), ("--absolute", args.absolute)):
+        if not math.isfinite(value) or value < 0:
+            errors.append(f"{flag} {value}: must be 0 (none) or more")
+    if args.stop_at is not None and not math.isfinite(args.stop_at):
+        errors.append(f"--stop-at {args.stop_at}: must be a finite score")
+    return errors
+
+
+def writable(out):
+    """None where the sweep can write in out (made if need be), else why not (one line)."""
+    try:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(out) else ""
+        return f"--out {out}: cannot write there: {e.strerror or e}{where}"
+    return None
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if errors := out_of_range(args):
+        sys.exit("\n".join(f"sweep: error: {e}" for e in errors))
+    args.workers = args.workers or max(1, (os.cpu_count() or 1) // args.threads)
     unknown = [s for s in args.scripts if not script_file(s).is_file()]
     if unknown:
         sys.exit(
@@ -784,6 +855,8 @@ def main(argv=None):
         if not 0 <= args.index < len(runs):
             sys.exit(f"sweep: error: --index {args.index} not in [0, {len(runs)})")
         runs = [runs[args.index]]
+    if problem := writable(args.out):
+        sys.exit(f"sweep: error: {problem}")
     results, signum = run_all(runs, args)
     return summary(results, len(runs), args.stop_at, signum)
 

@@ -73,7 +73,13 @@ def test_a_tiny_grid_runs_records_reports_and_skips_what_is_done(tmp_path, capsy
     code = sweep.main([*grid, "--out", str(tmp_path), "--workers", "2", *TINY])
     out, _ = statuses(capsys)
     assert code == 1 and "0 done, 4 skipped (finished before), 4 failed" in out
-    assert report.main([str(tmp_path)]) == 0
+    with pytest.raises(SystemExit, match="4 of the sweep's 8 runs cannot be used"):
+        report.main([str(tmp_path)])  # the failed runs are missing seeds, each named
+    named = [line for line in capsys.readouterr().err.splitlines() if "no_such_env_v0" in line]
+    assert len(named) == 4 and all("the run failed (exit 1)" in line for line in named)
+    assert report.main([str(tmp_path), "--allow-missing"]) == 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| no_such_env_v0 | qmix | 0 of 2 |" in md and "4 of 8 runs;" in md
     made = {p.name for p in (tmp_path / "report").iterdir()}
     assert {"report.md", "table.csv", "marl_eval.json", "performance_profiles.png"} <= made
     assert f"curve_steps_{LBF}.png" in made and f"curve_time_{LBF}.png" in made
