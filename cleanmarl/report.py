@@ -260,7 +260,7 @@ def read_evaluations(path):
     """A run's evaluation records, each checked, by step, one a step (DUPLICATES), or Unusable
     naming the file and line. A partial last line is left out with a warning (read_records)."""
     try:
-        records = read_records(path)
+        records = read_records(path, check=False)  # checked below, each field named
     except UnicodeDecodeError as e:
         raise Unusable(f"{path}: not UTF-8 (byte {e.start})") from None
     except (ValueError, RecursionError) as e:  # "PATH: line N is not JSON", or json.loads' own

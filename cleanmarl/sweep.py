@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cleanmarl.utils.checkpoints import read_models
 from cleanmarl.utils.layout import (
     ABSOLUTE_FILE,
     EVAL_FILE,
@@ -244,7 +245,11 @@ def evaluations(folder):
     """The evaluation records of the run in a combination's folder (its evaluations.jsonl), oldest
     first; a partial last line is left out (layout.read_records)."""
     found = sorted(Path(folder).glob(f"runs/*/{EVAL_FILE}"))
-    return read_records(found[-1]) if found else []
+    try:
+        return read_records(found[-1]) if found else []
+    except ValueError as e:  # damaged: the report names it; the sweep goes on without it
+        print(f"sweep: warning: {e}", file=sys.stderr)
+        return []
 
 
 def reached(records, stop_at, window):
@@ -287,7 +292,11 @@ def absolute_command(run, folder, factor):
     evaluation episodes, the result landing next to it (best/<exp>.eval.json, which reevaluate
     copies to ABSOLUTE_FILE); None when that is done or there is no best checkpoint."""
     found = sorted(Path(folder).glob(f"runs/*/{MODELS_FILE}"))
-    best = json.loads(found[-1].read_text()).get("best") if found else None
+    try:  # checked: its names stay inside the run directory
+        best = read_models(str(found[-1].parent)).get("best") if found else None
+    except ValueError as e:
+        print(f"sweep: warning: {e}: no absolute metric", file=sys.stderr)
+        return None
     if not best or not (records := evaluations(folder)):
         return None
     checkpoint = (found[-1].parent / best["path"]).relative_to(folder)

@@ -467,6 +467,12 @@ FAULTS = {
     ],
     "SIGTERM or Ctrl-C during setup": [test_sigterm_during_setup_says_so],
     "Ctrl-C as a finished run exits": [test_a_finished_run_ignores_a_late_stop_signal],
+    "a sweep run the report cannot use": ["test_report_faults.py"],
+    "a step recorded twice": ["test_report_faults.py"],
+    "`report --out`, `report --keep` or `sweep --out`": ["test_report_faults.py"],
+    "a sweep flag out of range": ["test_report_faults.py"],
+    "a misspelled script flag": ["test_report_faults.py"],
+    "`--backend ray` without `--ray-address`": ["test_report_faults.py"],
 }
 
 

@@ -121,14 +121,17 @@ def write_json(obj, path):
     replace_with(lambda f: json.dump(obj, f, indent=1), str(path))
 
 
-def read_records(path):
+def read_records(path, check=True):
     """The evaluation records in path (EVAL_FILE), oldest first; [] when there is none. A partial
-    last line (a kill mid-write, a full disk) is left out with a warning."""
+    last line (a kill mid-write, a full disk) is left out with a warning. ValueError (one line)
+    for a damaged line, or (check) one that is no evaluation record (record_problem)."""
     try:
         with open(path, "rb") as f:
-            lines = f.read().decode(errors="replace").split("\n")
+            lines = f.read().decode().split("\n")
     except FileNotFoundError:
         return []
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 (byte {e.start})") from None
     if lines[-1] == "":  # the file ends with its last record's newline
         lines.pop()
     records = []
@@ -140,7 +143,7 @@ def read_records(path):
                 raise ValueError(f"{path}: line {i + 1} is not JSON") from None
             warn(f"{path}: its last line is partial (a write was cut short): left out")
             continue
-        if problem := record_problem(records[-1]):
+        if check and (problem := record_problem(records[-1])):
             raise ValueError(f"{path}: line {i + 1} is no evaluation record ({problem})")
     return records
 
