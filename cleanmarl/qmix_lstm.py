@@ -373,7 +373,7 @@ def qmix_loss(batch, q_network, mixer, target_q_network, target_mixer, args, val
     clamped [M]."""
     mask = batch["mask"]  # [B, T]
     # Both networks unrolled from zeros over o_0 .. o_T: step t's target reads the target network
-    # at t + 1 of its own unroll (a target GRU restarted at o_1 never sees o_0: CleanMARL's).
+    # at t + 1 of its own unroll (a target GRU restarted at o_1 would never see o_0).
     inputs = sequence_inputs(batch)  # [B, T + 1, N, D]
     q_values = unroll(q_network, inputs, args.tbptt)  # [B, T + 1, N, A]
     q_taken = q_values[:, :-1].gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [B, T, N]

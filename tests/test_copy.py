@@ -258,3 +258,16 @@ def test_a_copy_saved_anywhere_runs_resumes_and_is_swept_by_path(tmp_path):
     assert list(folder.glob("runs/*/evaluations.jsonl")) and not (script.parent / "runs").exists()
     assert sweep.script_name(str(script)) == str(script) and sweep.script_name("qmix.py") == "qmix"
     torch.load(next(folder.glob("runs/*/training_state.cleanmarl")), weights_only=True)
+
+
+def test_a_renamed_copy_resumes_the_runs_of_the_script_it_copies(tmp_path):
+    """What makes a run resumable is its flags and state, not the file name of its script: a run of
+    qmix.py goes on under a copy saved as my_qmix.py (same flags), not under qmix_lstm.py."""
+    run(tmp_path, *RESUMED, "--total-timesteps", "300")
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    resume = ["--resume", str(run_dir.relative_to(tmp_path)), "--total-timesteps", "600"]
+    run(tmp_path, *resume, script=copy(tmp_path, "my_qmix.py"))
+    assert torch.load(run_dir / "training_state.cleanmarl", weights_only=True)["step"] >= 600
+    lstm = ROOT / "cleanmarl" / "qmix_lstm.py"
+    proc = run(tmp_path, *resume[:2], "--total-timesteps", "900", script=lstm, check=False)
+    one_error_line(proc, "qmix_lstm.py", "is a run of my_qmix.py: resume it with that script")

@@ -98,7 +98,7 @@ def test_the_training_state_loads_whole_or_is_one_line(saved_run, tmp_path_facto
         (run_dir / layout.STATE_FILE).write_bytes(damaged(data, how, rng))
     before = snapshot(work)
     try:
-        state = load_state(str(run_dir), "qmix.py")
+        state = load_state(str(run_dir))
     except ValueError as e:
         assert len(str(e).splitlines()) == 1
     else:  # what the script takes from it

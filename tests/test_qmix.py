@@ -771,13 +771,19 @@ def load_checkpoint(path):
 
 
 def test_load_checkpoint_names_what_is_wrong(tmp_path):
-    torch.save({"q_network": {}, "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "ok.pt")
-    checkpoint = load_checkpoint(
-        str(tmp_path / "ok.pt")
-    )  # the targets of an older checkpoint: copies
+    nets = {name: {} for name in qmix.CHECKPOINT_NETS}
+    torch.save(nets | {"args": vars(qmix.Args()), "reward_scale": 2.0}, tmp_path / "ok.pt")
+    checkpoint = load_checkpoint(str(tmp_path / "ok.pt"))
     assert set(checkpoint) == {*qmix.CHECKPOINT_NETS, "args", "reward_scale"}
-    assert checkpoint["target_mixer"] is checkpoint["mixer"] and checkpoint["reward_scale"] == 1.0
-    torch.save({"q_network": {}, "mixer": {}, "args": {"env_name": "3m"}}, tmp_path / "flagless.pt")
+    torch.save(
+        {"q_network": {}, "mixer": {}, "args": vars(qmix.Args())}, tmp_path / "no_targets.pt"
+    )
+    with pytest.raises(ValueError, match="no networks and flags in it"):
+        load_checkpoint(str(tmp_path / "no_targets.pt"))
+    torch.save(nets | {"args": vars(qmix.Args())}, tmp_path / "no_scale.pt")
+    with pytest.raises(ValueError, match="is damaged .reward_scale None"):
+        load_checkpoint(str(tmp_path / "no_scale.pt"))
+    torch.save(nets | {"args": {"env_name": "3m"}}, tmp_path / "flagless.pt")
     with pytest.raises(ValueError, match="its flags lack env_type"):
         load_checkpoint(str(tmp_path / "flagless.pt"))
     torch.save(

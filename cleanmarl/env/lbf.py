@@ -81,13 +81,13 @@ class LBFEnv(MultiAgentEnv):
 
     def _reset(self, seed):
         obs, info = self._env.reset(seed=seed)
-        obs = np.array(obs, dtype=np.float32)  # [N, obs]; np.stack costs 5x more per step
+        obs = np.array(obs, dtype=np.float32)  # [N, obs] in one copy
         obs *= self._obs_scale
         return obs, obs.reshape(-1), self._avail_actions(), info
 
     def _step(self, actions):
         obs, rewards, _, _, info = self._env.step(actions.tolist())
-        obs = np.array(obs, dtype=np.float32)  # [N, obs]; np.stack costs 5x more per step
+        obs = np.array(obs, dtype=np.float32)  # [N, obs] in one copy
         obs *= self._obs_scale
         terminated = not self._env.field.any()  # all food collected: the only real end
         truncated = self._env.current_step >= self._env._max_episode_steps

@@ -91,25 +91,18 @@ def load_checkpoint(path, flags, networks):
         raise ValueError(
             f"--load-model {path!r} is not a cleanmarl checkpoint (or is damaged: {kind})"
         ) from None
-    keys = (*networks[:2], "args")
     if not isinstance(checkpoint, dict) or not all(
-        isinstance(checkpoint.get(k), dict) for k in keys
+        isinstance(checkpoint.get(k), dict) for k in (*networks, "args")
     ):
         raise ValueError(
             f"--load-model {path!r} is not a cleanmarl checkpoint (no networks and flags in it)"
         )
-    checkpoint["args"].setdefault("last_action", False)  # saved before --last-action: without it
-    checkpoint.setdefault("reward_scale", 1.0)  # saved before the reward scale: rewards / 1
     if missing := [k for k in flags if k not in checkpoint["args"]]:
         raise ValueError(
             f"--load-model {path!r} is not a cleanmarl checkpoint"
             f" (its flags lack {', '.join(missing)})"
         )
-    for target, online in zip(
-        networks[2:], networks[:2], strict=True
-    ):  # saved before targets were kept
-        checkpoint.setdefault(target, checkpoint[online])
-    scale = checkpoint["reward_scale"]
+    scale = checkpoint.get("reward_scale")
     for name in networks:
         weights = checkpoint.get(name)
         if not isinstance(weights, dict) or not all(

@@ -3,8 +3,6 @@ against the ranges and combinations of the flags that the scripts share."""
 
 import dataclasses
 import math
-import os
-import sys
 
 from cleanmarl.env import resolve_env_type
 from cleanmarl.utils.checkpoints import load_checkpoint
@@ -62,7 +60,7 @@ def startup_args(cli, args_class, checkpoint_flags, checkpoint_nets):
     catch_stop_signals(defer=False)  # nothing to save yet
     args, state, checkpoint = cli(args_class), None, None
     if args.resume:
-        state = load_state(args.resume, os.path.basename(sys.argv[0]))
+        state = load_state(args.resume)
         args = resume_args(cli, args_class, state, args.resume)
     elif args.load_model:
         checkpoint = load_checkpoint(args.load_model, checkpoint_flags, checkpoint_nets)
@@ -73,8 +71,15 @@ def startup_args(cli, args_class, checkpoint_flags, checkpoint_nets):
 
 
 def resume_args(cli, args_class, state, run_dir):
-    """The saved run's flags, those of RESUME_MAY_CHANGE from the command line. Raises ValueError
-    (one line) naming a flag given with another value than the run's."""
+    """The saved run's flags, those of RESUME_MAY_CHANGE from the command line. A run is this
+    script's when its flags are this script's (a renamed copy resumes its own runs). Raises
+    ValueError (one line) naming a flag given with another value than the run's."""
+    names = [f.name for f in dataclasses.fields(args_class)]
+    if other := [f"--{k.replace('_', '-')}" for k in {*names} ^ {*state["args"]}]:
+        raise ValueError(
+            f"--resume {run_dir!r} is a run of {state['script']}: resume it with that script"
+            f" (the flags differ: {', '.join(sorted(other)[:3])})"
+        )
     saved = typed_flags(args_class, state["args"], f"--resume {run_dir!r}: its saved flag")
     args = cli(args_class, default=args_class(**saved))
     fixed = [name for name in saved if name not in RESUME_MAY_CHANGE]

@@ -164,8 +164,8 @@ class TrainingState:
         return 1 if missing else None
 
 
-def load_state(run_dir, script):
-    """The training state saved in run_dir by `script`, on the CPU, checked, with the run held for
+def load_state(run_dir):
+    """The training state saved in run_dir, on the CPU, checked, with the run held for
     this process (state["lock"]: layout.lock_run_dir) before it is read. Raises ValueError (one
     line) with nothing written."""
     path = os.path.join(run_dir, STATE_FILE)
@@ -185,10 +185,6 @@ def load_state(run_dir, script):
         check_snapshot(run_dir, state["models"])
     except ValueError as e:
         raise ValueError(f"--resume {run_dir!r}: {e}") from None
-    if state["script"] != script:
-        raise ValueError(
-            f"--resume {run_dir!r} is a run of {state['script']}: resume it with that script"
-        )
     return state | dict(lock=lock)
 
 

@@ -14,8 +14,8 @@ from cleanmarl.utils.layout import warn
 
 def torch_device(name, threads):
     """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's
-    CPU threads and numpy's BLAS threads set to threads (numpy runs the acting forward: BLAS threads
-    waiting on each other on a busy machine made it 20-400x slower, docs/qmix.md)."""
+    CPU threads and numpy's BLAS threads set to threads (numpy runs the acting forward, one small
+    product a step: more BLAS threads than free cores only wait on each other)."""
     torch.set_num_threads(threads)
     threadpoolctl.threadpool_limits(threads, user_api="blas")
     name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
