@@ -143,8 +143,6 @@ CHECKPOINT_FLAGS = (  # --load-model takes these
     " hypernet_layers mixer_embed_dim"
 ).split()
 CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
-TRAIN_LOGS = ("train/loss", "train/grads", "train/q_taken_mean", "train/target_mean")
-TRAIN_LOGS += ("train/target_clamped",)
 
 
 class QNetwork(nn.Module):
@@ -323,7 +321,7 @@ def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     return a @ powers.T
 
 
-def qmix_loss(batch, q_network, mixer, target_q_network, target_mixer, args, value_range=None):
+def qmix_loss(batch, args, value_range, q_network, mixer, target_q_network, target_mixer):
     """Mean squared TD(lambda) error of Q_tot -> loss, q_taken [M, N], td_target, clamped [M]."""
     q_values = q_network(batch["obs"])  # [M, N, A]
     q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [M, N]
@@ -383,7 +381,7 @@ class Loop:
     num_updates: int = 0
     reward_scale: float | None = None  # rewards / reward_scale; None: no scale yet
     episodes: list = field(default_factory=list)  # (return, length, won) since the last log
-    train_logs: list = field(default_factory=list)  # TRAIN_LOGS since the last log
+    train_logs: dict = field(default_factory=dict)  # train/* tag -> its values since the last log
 
 
 if __name__ == "__main__":
@@ -456,15 +454,17 @@ if __name__ == "__main__":
             value_range = None
             if args.bound_targets:
                 value_range = bootstrap_range(reward_stats, loop.reward_scale, args.gamma)
-            loss, q_taken, td_target, clamped = qmix_loss(batch, *nets.values(), args, value_range)
+            loss, q_taken, td_target, clamped = qmix_loss(batch, args, value_range, **nets)
+            logs = dict(q_taken_mean=q_taken.mean(), target_mean=td_target.mean())  # train/*
+            logs["target_clamped"] = clamped.float().mean()
             optimizer.zero_grad()
             loss.backward()
             max_norm = args.clip_gradients if args.clip_gradients > 0 else torch.inf
             grads = nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
             optimizer.step()
             loop.num_updates += 1
-            logs = [loss, grads, q_taken.mean(), td_target.mean(), clamped.float().mean()]
-            loop.train_logs.append(torch.stack(logs).detach())
+            for k, v in (logs | dict(loss=loss, grads=grads)).items():
+                loop.train_logs.setdefault(f"train/{k}", []).append(v.detach())
 
         # TARGET
         if loop.num_episodes % args.target_network_update_freq == 0:
@@ -477,12 +477,11 @@ if __name__ == "__main__":
             scalars |= {"rollout/epsilon": epsilon, "rollout/num_episodes": loop.num_episodes}
             if won[0] is not None:
                 scalars["rollout/battle_won"] = np.mean(won)
-            if train_logs := loop.train_logs:
-                scalars |= zip(TRAIN_LOGS, torch.stack(train_logs).mean(0).tolist(), strict=True)
+            scalars |= {k: torch.stack(v).mean().item() for k, v in loop.train_logs.items()}
             scalars["train/num_updates"] = loop.num_updates
             scalars["train/reward_scale"] = loop.reward_scale or 1.0
             run.log(scalars, loop.global_step)  # + charts/SPS, progress bar
-            loop.episodes, loop.train_logs = [], []
+            loop.episodes, loop.train_logs = [], {}
 
         # EVAL
         if loop.num_episodes % args.eval_steps == 0 or loop.global_step >= args.total_timesteps:

@@ -120,9 +120,10 @@ Q_L2 = (
 ''',
     ),
     (
-        "qmix_loss(batch, *nets.values(), args, value_range)\n",
-        "qmix_loss(batch, *nets.values(), args, value_range)\n"
-        "            loss = loss + args.q_l2 * q_taken.pow(2).mean()  # the extra term\n",
+        'logs["target_clamped"] = clamped.float().mean()\n',
+        'logs["target_clamped"] = clamped.float().mean()\n'
+        '            logs["q_l2"] = args.q_l2 * q_taken.pow(2).mean()  # the extra term, logged\n'
+        '            loss = loss + logs["q_l2"]\n',
     ),
 )
 
@@ -141,6 +142,7 @@ def test_an_extra_loss_term_is_a_flag_and_a_line_and_changes_what_is_learned(tmp
         kwargs = dict(script=path) if path else {}
         run(tmp_path / name, *UNIFORM, "--total-timesteps", "1000", **kwargs)
     assert scalars(tmp_path / "copy", "train/loss") == scalars(tmp_path / "qmix", "train/loss")
+    assert {v for _, v in scalars(tmp_path / "copy", "train/q_l2")} == {0.0}
 
 
 def test_a_stateful_object_left_out_of_the_training_state_is_refused(tmp_path):

@@ -328,7 +328,7 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
     ]  # each episode's first step, in order
     sampled = [episodes[int(first) // 10] for first in firsts]
     assert [len(ep["reward"]) for ep in sampled] == batch["mask"].sum(1).tolist()
-    loss, _, td_target, _ = module.qmix_loss(batch, *nets, args)
+    loss, _, td_target, _ = module.qmix_loss(batch, args, None, *nets)
     with torch.no_grad():
         expected_targets, expected_loss = by_hand(module, sampled, nets, 0.9, 0.6, double_q)
     torch.testing.assert_close(td_target, expected_targets)
