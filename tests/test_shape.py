@@ -57,3 +57,9 @@ def test_run_layer_modules_are_small_and_hold_no_state_exits_or_private_apis(mod
                 assert isinstance(target, ast.Name) and (
                     target.id.isupper() or target.id == "__all__"
                 ), f"{module.name}:{node.lineno}: module-level state ({ast.unparse(target)})"
+
+
+def test_the_project_names_a_script_imports_are_counted():
+    text = "import os\nimport cleanmarl.env\nfrom cleanmarl.utils import Run, save_model as save\n"
+    assert script_size.project_names(text) == ["cleanmarl.env", "Run", "save"]
+    assert script_size.size((ROOT / "cleanmarl" / "qmix.py").read_text())["project_names"] >= 1
