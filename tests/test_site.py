@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = next(
     filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None
 )
-# Hosts a page may ask for and do without: mkdocs-material reads the repository's stars and forks from GitHub's API.
-OPTIONAL_HOSTS = {"api.github.com"}
+# Hosts a page may ask for: none (the repository is a plain link, fonts and scripts are the site's own).
+OPTIONAL_HOSTS = set()
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium binary to load the site in (apt-get install chromium)"
