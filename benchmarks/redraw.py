@@ -243,7 +243,8 @@ def draw_throughput(store, out):
     (out / "summary.md").write_text(
         f"**Speed:** on LBF `{first['env']}`, `qmix.py` trains at {first['qmix']['sps']:,.0f} env"
         f" steps/s, {first['qmix']['sps'] / raw[0]:.2f} of the raw env's random-policy rate and"
-        f" {first['qmix']['sps'] / first['peer']['sps']:.1f}x {name}'s `qmix.py`, each at its"
+        f" {first['qmix']['sps'] / first['peer']['sps']:.1f}x the `qmix.py` of {name} (a separate"
+        f" project, {peer['repo'].removeprefix('https://github.com/')}), each at its"
         f" defaults, side by side on one {first['machine']['cpu']} ({first['machine']['cores']}"
         " cores; [Benchmarks](benchmarks.md#throughput)).\n"
     )

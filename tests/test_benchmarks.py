@@ -139,9 +139,13 @@ def test_smaclite_maps_table_shows_each_seed_and_never_averages_stopped_and_full
         "curves.png",
         "table.md",
         "summary.md",
+        "headline.md",
         "qmix_lstm.md",
         "qmix_memefficient.md",
     }
+    # the home page's first screen: the maps qmix wins on every seed, here none with 3 ended runs
+    headline = (tmp_path / "img" / "headline.md").read_text()
+    assert "reaches 90% won on every seed (3 or more)" in headline and "**0 of the" in headline
     # a variant's page: its rows and qmix's on the same maps, at the defaults; no other map
     lstm_page = (tmp_path / "img" / "qmix_lstm.md").read_text()
     assert "| [`MMM2`](smaclite.md) | `qmix_lstm` | never (0/1) |" in lstm_page

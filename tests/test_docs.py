@@ -1,6 +1,7 @@
 """Docs that cannot drift: the Args reference is --help itself, each script has its page and links to it, every logged
 metric is documented, every figure has a caption, and CI runs exactly the README's test command."""
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -59,11 +60,32 @@ def test_each_script_links_its_page():
         )
 
 
+def update_logs(source):
+    """The names of the update's train/* scalars, as a script names them where it computes them:
+    `logs = dict(name=...)`, `logs | dict(name=...)`, `logs["name"] = ...`."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        calls = []
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript):
+            target = node.targets[0]
+            if getattr(target.value, "id", None) == "logs":
+                names.add(target.slice.value)
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "logs":
+            calls.append(node.value)
+        if isinstance(node, ast.BinOp) and getattr(node.left, "id", None) == "logs":
+            calls.append(node.right)
+        for call in calls:
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "dict":
+                names |= {keyword.arg for keyword in call.keywords}
+    return names
+
+
 def test_every_logged_metric_is_documented():
     scripts = [*(ROOT / "cleanmarl").glob("qmix*.py"), *(ROOT / "cleanmarl" / "utils").glob("*.py")]
-    source = "".join(path.read_text() for path in scripts)
+    source = "\n".join(path.read_text() for path in scripts)
     metrics = set(re.findall(r'"((?:rollout|train|eval|charts)/[A-Za-z_]+)"', source))
-    assert {"train/loss", "eval/ep_reward", "charts/SPS"} <= metrics
+    metrics |= {f"train/{name}" for name in update_logs(source)}
+    assert {"train/loss", "train/grads", "eval/ep_reward", "charts/SPS"} <= metrics
     docs = "".join(page.read_text() for page in script_pages().values())
     missing = sorted(m for m in metrics if f"`{m}`" not in docs)
     assert not missing, (

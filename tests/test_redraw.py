@@ -115,7 +115,7 @@ def test_a_throughput_record_names_the_peer_by_its_checkout_and_draws_its_ratios
     assert f"| **`qmix.py` / [Peer](https://example.org/peer)** | **{ratio:.1f}x** |" in table
     assert f"| **{found['qmix']['sps'] / raw:.2f}** |" in table
     line = (tmp_path / "summary.md").read_text()
-    assert f"{ratio:.1f}x [Peer](https://example.org/peer)'s `qmix.py`" in line
+    assert f"{ratio:.1f}x the `qmix.py` of [Peer](https://example.org/peer) (a separate" in line
 
 
 def test_a_variant_row_names_the_flags_of_both_scripts_and_the_gpu_it_ran_on(tmp_path):

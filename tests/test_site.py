@@ -246,3 +246,35 @@ def test_nothing_is_cut_off_and_every_equation_is_typeset(site, browser):
                     f"{name}: figures drawn far larger than shown: {found['oversized']}"
                 )
     assert equations >= 4, "the QMIX page's equations were not found"
+
+
+# The text a reader sees without scrolling: every text node wholly inside the viewport
+FIRST_SCREEN = """() => {
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT), seen = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const range = document.createRange();
+        range.selectNodeContents(node);
+        const box = range.getBoundingClientRect();
+        if (box.height > 0 && box.top >= 0 && box.bottom <= innerHeight) seen.push(node.textContent);
+    }
+    return seen.join(' ').replace(/\\s+/g, ' ');
+}"""
+
+
+def test_the_home_pages_first_screen_answers_what_how_and_whether_it_works(site, browser):
+    """At 1400x900 without scrolling: how to get it (clone), the commands that train and test, the
+    LBF result with its scale, the SMAClite result and the speed line."""
+    out, url = site
+    page, errors, _ = open_offline(browser, url)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    text = page.evaluate(FIRST_SCREEN)
+    for shown in [
+        "git clone https://github.com/cleanmarl/cleanmarl",
+        "python cleanmarl/qmix.py",
+        "python -m pytest -n auto",
+        "0.99 (1.0 is every food collected)",
+        "of the 22 maps",
+        "env steps/s",
+    ]:
+        assert shown in text, f"not on the first screen: {shown!r}"
+    page.close()
