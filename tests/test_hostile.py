@@ -397,7 +397,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")"""
 
 
 def test_no_run_layer_file_is_written_through_a_name_outside(tmp_path):
-    """layout.inside: the one gate for a name read from a run's files."""
+    """guard.inside: the one gate for a name read from a run's files."""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "link").symlink_to(tmp_path)
     run_dir = str(tmp_path / "run")

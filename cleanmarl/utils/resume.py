@@ -93,9 +93,8 @@ class TrainingState:
 
     def save(self, step):
         """Save the state of env step `step`, atomically (a kill mid-write keeps the last one)."""
-        self.run.tensorboard(
-            lambda w: w.flush()
-        )  # every log up to here is on disk: a resume purges later ones
+        # every log up to this state is on disk: a resume purges later ones
+        self.run.tensorboard(lambda w: w.flush())
         states = {}
         for name, obj in self.objects.items():
             if hasattr(obj, "state_dict"):
@@ -165,9 +164,9 @@ class TrainingState:
 
 
 def load_state(run_dir):
-    """The training state saved in run_dir, on the CPU, checked, with the run held for
-    this process (state["lock"]: layout.lock_run_dir) before it is read. Raises ValueError (one
-    line) with nothing written."""
+    """The training state saved in run_dir, on the CPU, checked, with the run held for this
+    process (state["lock"]: guard.lock_run_dir) before it is read. Raises ValueError (one line)
+    with nothing written."""
     path = os.path.join(run_dir, STATE_FILE)
     if not os.path.isdir(run_dir):
         raise ValueError(f"--resume: no directory {run_dir!r}")

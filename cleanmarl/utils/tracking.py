@@ -26,7 +26,7 @@ from cleanmarl.utils.video import video_due, write_video
 
 class Run:
     """A run's directory (runs/{env_name}__{exp_name}__{seed}__{unix time}, or the resumed run's,
-    held by this process: layout.lock_run_dir), its TensorBoard writer, its W&B run when asked and
+    held by this process: guard.lock_run_dir), its TensorBoard writer, its W&B run when asked and
     its clock. open() starts the logs (TrainingState calls it once a resumed state is back in
     memory, so a damaged state is refused before anything is written). A resumed run writes on in
     its own TensorBoard and W&B runs and records: what was logged after its saved state is purged,
