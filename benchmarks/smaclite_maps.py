@@ -257,7 +257,12 @@ def markdown(table, runs=()):
     run = {r["env"] for r in table}
     if not_run := [f"`{m}`" for m in MAPS if m not in run]:
         lines += ["", f"Not run yet ({len(not_run)} of {len(MAPS)} maps): {', '.join(not_run)}."]
-    lines += ["", "The grid's commands (re-run each until every run has ended):", "", "```bash"]
+    lines += [
+        "",
+        "The grid's commands (a run stopped part-way resumes when its command is run again):",
+        "",
+        "```bash",
+    ]
     lines += grid_commands(runs)
     return "\n".join(lines + ["```"])
 
