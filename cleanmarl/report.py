@@ -44,6 +44,7 @@ from cleanmarl.utils.layout import (
     ABSOLUTE_FILE,
     EVAL_FILE,
     MODELS_FILE,
+    is_number,
     read_records,
     reevaluation_file,
     write_json,
@@ -182,16 +183,6 @@ def one_line(text):
 
 def is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value):
-    """A finite int or float (a bool is no number here)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float's range
-        return False
 
 
 def field(found, name, ok, what, where):

@@ -293,22 +293,17 @@ def test_a_failed_append_cuts_no_line_and_the_next_evaluation_writes_it(tmp_path
     the next one once the disk has room."""
     path = tmp_path / layout.EVAL_FILE
     assert record_evaluation(str(tmp_path), 10, 1.0, [1.0], [5]) == []
-    real_open = open
+    real_write = os.write
 
-    def full_disk(file, mode="r", *args, **kwargs):
-        f = real_open(file, mode, *args, **kwargs)
-        if "a" in mode:
+    def full_disk(fd, data):  # 7 bytes reach the file, then the disk is full
+        if fd > 2 and len(data) > 7:
+            real_write(fd, bytes(data[:7]))
+        raise OSError(28, "No space left on device")
 
-            def write(data, write=f.write):
-                write(data[:7])
-                raise OSError(28, "No space left on device")
-
-            f.write = write
-        return f
-
-    monkeypatch.setattr("builtins.open", full_disk)
+    monkeypatch.setattr(os, "write", full_disk)
     kept = record_evaluation(str(tmp_path), 20, 2.0, [2.0], [5])
     monkeypatch.undo()
+    assert path.read_bytes().count(b"\n") == 1  # the file as it was, after its close too
     assert [r["step"] for r in kept] == [20]
     assert [r["step"] for r in layout.read_records(path)] == [10]  # no partial line
     assert record_evaluation(str(tmp_path), 30, 3.0, [3.0], [5], unwritten=kept) == []
@@ -417,6 +412,8 @@ def test_records_whose_lines_are_not_evaluations_are_one_line(tmp_path):
     path = tmp_path / layout.EVAL_FILE
     good = json.dumps(dict(step=10, returns=[1.0], lengths=[3])) + "\n"
     for bad in [
+        '{"step": 1, "returns": [1' + "0" * 400 + "]}",
+        "[" * 100_000 + "]" * 100_000,
         '{"returns": [1.0]}',
         '{"step": "10", "returns": [1]}',
         "[1, 2]",

@@ -19,6 +19,7 @@ stay inside the run directory (guard.inside), else the whole load is refused."""
 import contextlib
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -109,7 +110,7 @@ def read_json(path):
             found = json.loads(f.read())
     except FileNotFoundError:
         return {}
-    except (ValueError, OSError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (ValueError, OSError, RecursionError) as e:  # JSON nested too deep: RecursionError
         raise ValueError(f"{path} is not readable JSON ({type(e).__name__})") from None
     if not isinstance(found, dict):
         raise ValueError(f"{path} is not a JSON object")
@@ -138,6 +139,8 @@ def read_records(path, check=True):
     for i, line in enumerate(lines):
         try:
             records.append(json.loads(line))
+        except RecursionError:  # nested too deep: no record
+            raise ValueError(f"{path}: line {i + 1} is no evaluation record (nested)") from None
         except json.JSONDecodeError:
             if i < len(lines) - 1:
                 raise ValueError(f"{path}: line {i + 1} is not JSON") from None
@@ -172,16 +175,20 @@ def write_records(records, path):
 
 def append_records(records, path):
     """Append records to EVAL_FILE; where the write fails the file is cut back to what it was (no
-    partial line) and the error raised."""
-    with open(path, "a") as f:
-        size = f.tell()
+    partial line) and the error raised. Unbuffered: nothing is left to be written at close."""
+    data = memoryview("".join(json.dumps(r) + "\n" for r in records).encode())
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
         try:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
-            f.flush()
+            while data:
+                data = data[os.write(fd, data) :]
         except BaseException:
             with contextlib.suppress(OSError):
-                f.truncate(size)
+                os.ftruncate(fd, size)
             raise
+    finally:
+        os.close(fd)
 
 
 def of_type(value, kind):
@@ -198,9 +205,14 @@ def of_type(value, kind):
     return isinstance(value, kind if isinstance(kind, type) else object)
 
 
-def is_number(x):
-    """A finite int or float of JSON (not a bool)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x)
+def is_number(value):
+    """A finite int or float of JSON (a bool is no number here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
 
 
 def evaluation_score(record):
