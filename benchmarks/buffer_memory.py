@@ -11,8 +11,8 @@
 2. Computed: bytes per stored step, and for --buffer-size episodes at the limit, on 3m, 2s3z, MMM, MMM2, corridor and
    27m_vs_30m (sizes from the real envs when SMAClite is installed, else SMAClite's sizes below), for EPyMARL's layout
    (float32 obs and state padded to the limit + 1, int64 actions, int32 avail, float32 one-hot actions, float32
-   reward, uint8 terminated, int64 filled), qmix.py's and qmix_memefficient.py's (both from their own
-   bytes_per_episode), and the target: one float32 obs (without ids) and state per step, a byte per action and per
+   reward, uint8 terminated, int64 filled), qmix.py's (its episode_fields and mask) and qmix_memefficient.py's
+   (limit + 1 of its entries), and the target: one float32 obs (without ids) and state per step, a byte per action and per
    avail entry.
 """
 
@@ -89,27 +89,21 @@ def measure(script, steps, buffer_size, state):
     module = importlib.import_module(f"cleanmarl.{script[: -len('.py')]}")
     from cleanmarl.env import make_env
 
-    env = make_env("gym", "SmacLike-v0", seed=0, state=state)
-    sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    q_network = module.QNetwork(env.obs_size, env.n_actions, 64, 1)
+    env, args = make_env("gym", "SmacLike-v0", seed=0, state=state), module.Args()
+    obs = np.zeros((env.n_agents, env.obs_size), np.float32)
+    obs_size = module.agent_inputs(obs, None, env.n_actions, args).shape[-1]  # + id, last action
+    sizes = (env.episode_limit, env.n_agents, obs_size, env.state_size, env.n_actions)
+    q_network = module.QNetwork(obs_size, env.n_actions, 64, 1)
     rng = np.random.default_rng(0)
-    episode = {
-        k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()
-    }
-    module.run_episode(
-        env, q_network, 1.0, rng, episode
-    )  # warm-up: everything but the buffer exists
-    extra = {"agent_ids": env.agent_ids, "last_action": env.last_action}
-    extra = {
-        k: v for k, v in extra.items() if k in inspect.signature(module.EpisodeBuffer).parameters
-    }
+    module.run_episode(env, q_network, args, 1.0, rng)  # warm-up: everything but the buffer exists
+    extra = {"args": args} if "args" in inspect.signature(module.EpisodeBuffer).parameters else {}
     before = resident()
     rb = module.EpisodeBuffer(buffer_size, *sizes, 0, **extra)
     added, episodes = 0, 0
     while added < steps:
-        length = module.run_episode(env, q_network, 1.0, rng, episode)[1]
-        rb.add(episode, length)
-        added, episodes = added + length, episodes + 1
+        episode = module.run_episode(env, q_network, args, 1.0, rng)[0]
+        rb.add(episode)
+        added, episodes = added + len(episode["reward"]), episodes + 1
     return resident() - before, episodes
 
 
@@ -126,7 +120,7 @@ def table(buffer_size):
         from cleanmarl.env import make_env
 
         for name in sizes:
-            env = make_env("smaclite", name, seed=0, agent_ids=False)
+            env = make_env("smaclite", name, seed=0)
             sizes[name] = (
                 env.n_agents,
                 env.obs_size,
@@ -143,10 +137,10 @@ def table(buffer_size):
         obs_size = (
             obs + n + actions
         )  # the agents' inputs at the defaults: obs, agent id, last action
-        padded = qmix.EpisodeBuffer.bytes_per_episode(limit, n, obs_size, state, actions)
-        compact = qmix_memefficient.EpisodeBuffer.bytes_per_episode(
-            limit, n, obs_size, state, actions, True, True
-        )
+        fields = qmix.episode_fields(limit, n, obs_size, state, actions).values()
+        padded = limit + sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in fields)  # + mask
+        entry = qmix_memefficient.EpisodeBuffer.entry(n, obs, state, actions)  # obs without ids
+        compact = (limit + 1) * qmix_memefficient.EpisodeBuffer.bytes_per_entry(entry)
         rows = [
             (epymarl_bytes(n, obs, state, actions), limit + 1),
             (padded / limit, limit),
@@ -186,7 +180,7 @@ if __name__ == "__main__":
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         out = subprocess.run(
             cmd, check=True, capture_output=True, text=True, env=env
-        ).stdout.split()
+        ).stdout.split()[-2:]  # the last line (the buffers print their cost first)
         growth[script], episodes = int(out[0]), int(out[1])
         print(
             f"  {script:22s} resident memory grew {growth[script] / 2**20:8.1f} MiB over {episodes} episodes"

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from cleanmarl.env import make_env  # noqa: E402
-from cleanmarl.utils import layout, resume, system  # noqa: E402
+from cleanmarl.utils import layout, resume  # noqa: E402
 
 CASES = {  # name -> script, env_type, env_name
     "lbf": ("qmix", "lbf", "Foraging-8x8-2p-2f-coop-v3"),
@@ -38,10 +38,12 @@ def measure(script, env_type, env_name, buffer_size=None, played=50, repeats=3):
     module = importlib.import_module(f"cleanmarl.{script}")
     args = module.Args(env_type=env_type, env_name=env_name)
     args.buffer_size = buffer_size or args.buffer_size
-    env = make_env(env_type, env_name, seed=0, agent_ids=True, last_action=True)
-    eval_env = make_env(env_type, env_name, seed=10_000, agent_ids=True, last_action=True)
-    sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    q_network = module.QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers)
+    env = make_env(env_type, env_name, seed=0)
+    eval_env = make_env(env_type, env_name, seed=10_000)
+    obs = np.zeros((env.n_agents, env.obs_size), np.float32)
+    obs_size = module.agent_inputs(obs, None, env.n_actions, args).shape[-1]  # + id, last action
+    sizes = (env.episode_limit, env.n_agents, obs_size, env.state_size, env.n_actions)
+    q_network = module.QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers)
     mixer = module.QMixer(
         env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers
     )
@@ -53,19 +55,14 @@ def measure(script, env_type, env_name, buffer_size=None, played=50, repeats=3):
         )
     )
     optimizer = torch.optim.Adam([p for net in nets.values() for p in net.parameters()], lr=1e-3)
-    rng, buffer_rng = system.seed_everything(0, 2)
-    extra = {"agent_ids": True, "last_action": True} if script == "qmix_memefficient" else {}
+    # exploration and sampling streams, as the scripts draw them
+    rng, buffer_rng = map(np.random.default_rng, np.random.SeedSequence(0).spawn(2))
+    extra = {"args": args} if script == "qmix_memefficient" else {}
     rb = module.EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, **extra)
-    episodes = []
-    for _ in range(played):
-        episode = {
-            k: np.zeros(shape, dtype) for k, (shape, dtype) in module.episode_fields(*sizes).items()
-        }
-        length = module.run_episode(env, q_network, 1.0, rng, episode)[1]
-        episodes.append((episode, length))
+    episodes = [module.run_episode(env, q_network, args, 1.0, rng)[0] for _ in range(played)]
     for i in range(args.buffer_size):
-        rb.add(*episodes[i % played])
-    steps = sum(length for _, length in episodes) * args.buffer_size / played
+        rb.add(episodes[i % played])
+    steps = sum(len(episode["reward"]) for episode in episodes) * args.buffer_size / played
     reward_stats = module.RunningStats()
     objects = nets | dict(
         optimizer=optimizer, rb=rb, reward_stats=reward_stats, rng=rng, env=env, eval_env=eval_env
@@ -73,7 +70,10 @@ def measure(script, env_type, env_name, buffer_size=None, played=50, repeats=3):
     with tempfile.TemporaryDirectory(dir=".") as run_dir:
         writer = type("Writer", (), {"flush": lambda self: None})()
         run = type(
-            "Run", (), dict(dir=run_dir, writer=writer, wandb=None, elapsed=lambda self: 0.0)
+            "Run",
+            (),
+            dict(dir=run_dir, writer=writer, wandb=None, elapsed=lambda self: 0.0)
+            | dict(open=lambda self, resume: None, tensorboard=lambda self, write: None),
         )()
         saver = resume.TrainingState(run, args, objects | dict(loop=module.Loop()))
         seconds = []

@@ -18,6 +18,7 @@ Q_tot far above that return is a value no reward backs (e.g. a policy that waits
 
 import argparse
 import itertools
+import types
 
 import numpy as np
 import torch
@@ -27,8 +28,10 @@ from cleanmarl.env import make_env
 from cleanmarl.utils.checkpoints import load_checkpoint
 
 
-def play(env, forward, epsilon, rng, still, gamma):
+@torch.no_grad()
+def play(env, q_network, flags, epsilon, rng, still, gamma):
     obs, state, avail, _ = env.reset()
+    obs = qmix.agent_inputs(obs, None, env.n_actions, flags)  # what the agents see
     ep_return, discounted, history, terminated, truncated = (
         0.0,
         0.0,
@@ -37,8 +40,10 @@ def play(env, forward, epsilon, rng, still, gamma):
         False,
     )
     while not (terminated or truncated):
-        actions = qmix.select_actions(forward(obs), avail, epsilon, rng)
+        q_values = q_network(torch.from_numpy(obs)).numpy()
+        actions = qmix.select_actions(q_values, avail, epsilon, rng)
         obs, state, avail, reward, terminated, truncated, _ = env.step(actions)
+        obs = qmix.agent_inputs(obs, actions, env.n_actions, flags)
         discounted += gamma ** (len(history) - 1) * reward
         ep_return += reward
         history.append((obs, state, avail))
@@ -82,9 +87,12 @@ if __name__ == "__main__":
     except ValueError as e:
         raise SystemExit(f"greedy_stalls.py: error: {e}") from None
     flags = checkpoint["args"]
-    env_kwargs = {k: flags[k] for k in ("env_family", "agent_ids", "last_action", "time_limit")}
+    env_kwargs = {k: flags[k] for k in ("env_family", "time_limit")}
     env = make_env(flags["env_type"], flags["env_name"], seed=args.seed, **env_kwargs)
-    q_network = qmix.QNetwork(env.obs_size, env.n_actions, flags["hidden_dim"], flags["num_layers"])
+    inputs = types.SimpleNamespace(**flags)  # agent_ids, last_action: what the agents saw
+    obs = np.zeros((env.n_agents, env.obs_size), np.float32)
+    obs_size = qmix.agent_inputs(obs, None, env.n_actions, inputs).shape[-1]
+    q_network = qmix.QNetwork(obs_size, env.n_actions, flags["hidden_dim"], flags["num_layers"])
     q_network.load_state_dict(checkpoint["q_network"])
     mixer = qmix.QMixer(
         env.n_agents,
@@ -97,14 +105,13 @@ if __name__ == "__main__":
     # The mixer learned rewards / reward_scale (--normalize-reward); checkpoints before it was saved lack it.
     scale = checkpoint.get("reward_scale", 1.0)
     units = "reward units" if "reward_scale" in checkpoint else "mixer units"
-    forward = qmix.acting_forward(q_network, env.obs_size)
     print(
         f"{flags['env_name']}, {args.episodes} episodes per mode, stall = last {args.still} steps unchanged"
     )
     for epsilon in (0.0, args.epsilon):
         rng = np.random.default_rng(args.seed)
         played = [
-            play(env, forward, epsilon, rng, args.still, flags["gamma"])
+            play(env, q_network, inputs, epsilon, rng, args.still, flags["gamma"])
             for _ in range(args.episodes)
         ]
         ret, length, cut, stalled, discounted = np.array([p[0] for p in played], dtype=float).mean(

@@ -3,12 +3,16 @@
     python benchmarks/throughput.py [--steps 60000] [--profile] [--peer PATH/TO/qmix.py] [--qmix-args "..."]
         [--record benchmarks/results/throughput/NAME.json]
     python benchmarks/throughput.py --variant qmix_memefficient.py [--rounds 3] [--profile] [--variant-args "..."]
+    python benchmarks/throughput.py --variant qmix.py --baseline DIR [--rounds 6] [--env-name 3m]
 
 Raw LBF Foraging-8x8-2p-2f-coop-v3 is measured before and after a qmix.py run (default
 hyperparameters, only --total-timesteps set) in the same process tree, so machine noise hits both.
 The ratio is qmix.py's charts/SPS (env steps per second of training, evaluation included) over the
 mean raw random-policy steps/s. --profile also runs qmix.py under cProfile and splits the time into
 env stepping, acting, evaluation and the update.
+
+--variant NAME --baseline DIR times cleanmarl/NAME of another checkout of this repository (a git
+worktree at an earlier commit, with its own cleanmarl package) against this checkout's, alternating.
 
 --variant times one of our variant scripts (cleanmarl/NAME) the same way, alternating with qmix.py for --rounds
 rounds, and prints each round's steps/s and the variant / qmix.py ratio of the means; --profile then profiles the
@@ -42,6 +46,7 @@ import lbforaging  # noqa: F401  (registers the Foraging ids)
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "cleanmarl" / "qmix.py"
 ENV_ID = "Foraging-8x8-2p-2f-coop-v3"
+ACTING = ("run_episode", "<lambda>")  # where the scripts call the agent network to act
 
 
 def raw_steps_per_second(seconds):
@@ -58,14 +63,18 @@ def raw_steps_per_second(seconds):
 
 
 def qmix_steps_per_second(
-    steps, workdir, extra=(), script=SCRIPT, env_args=("--env-type", "lbf", "--env-name", ENV_ID)
+    steps,
+    workdir,
+    extra=(),
+    script=SCRIPT,
+    env_args=("--env-type", "lbf", "--env-name", ENV_ID),
+    root=ROOT,
 ):
     cmd = [sys.executable, str(script), *env_args]
     cmd += ["--total-timesteps", str(steps), "--no-progress-bar", "--log-every", "1", *extra]
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-    }  # test envs (tests.counter_env:SlowCounter-v0) import from the root
+    # the script's own checkout first: its cleanmarl package, and the test envs
+    # (tests.counter_env:SlowCounter-v0) that import from the root
+    env = {**os.environ, "PYTHONPATH": str(root)}
     subprocess.run(cmd, cwd=workdir, check=True, capture_output=True, env=env)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -138,14 +147,11 @@ def profile(steps, script=SCRIPT):
     env_step = cumulative("step", "cleanmarl/env/base.py") + cumulative(
         "reset", "cleanmarl/env/base.py"
     )
-    acting = cumulative("acting_forward", name) + cumulative("select_actions", name)
-    lines = (
-        script.read_text().splitlines()
-    )  # the numpy forward: the function acting_forward returns
-    start = next(i for i, line in enumerate(lines, 1) if line.startswith("def acting_forward"))
-    end = next(i for i, line in enumerate(lines, 1) if i > start and line.startswith("def "))
-    inner = [v[3] for (f, line, fn), v in stats.items() if name in f and start < line < end]
-    acting += sum(inner)
+    acting = cumulative("select_actions", name)  # and the agent network's calls from acting:
+    for (f, _, fn), v in stats.items():
+        if fn == "_wrapped_call_impl" and "torch/nn/modules/module.py" in f:
+            callers = v[4].items()
+            acting += sum(c[3] for (cf, _, cfn), c in callers if name in cf and cfn in ACTING)
     evaluation = cumulative("evaluate", name)
     buffer = cumulative("add", name) + cumulative("sample", name)
     backward = cumulative("backward", "torch/_tensor.py")
@@ -157,7 +163,7 @@ def profile(steps, script=SCRIPT):
     rows = [
         ("training loop (setup excluded)", total),
         ("env step + reset (training episodes and eval)", env_step),
-        ("acting: numpy forward + epsilon-greedy", acting),
+        ("acting: the agent network + epsilon-greedy", acting),
         ("training episodes (env, acting, bookkeeping)", rollout),
         ("evaluation episodes", evaluation),
         ("update and logging (the rest)", update),
@@ -203,39 +209,67 @@ if __name__ == "__main__":
     parser.add_argument(
         "--env-name", default=ENV_ID, help="the env of the --variant runs (any --env-name)"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="with --variant: another checkout of this repository (git worktree add DIR COMMIT),"
+        " whose cleanmarl/VARIANT is timed against this checkout's, alternating",
+    )
+    parser.add_argument(
+        "--baseline-name", help="what the --baseline checkout's script is, for the record"
+    )
     parser.add_argument("--record", type=Path, help="write the measurement to this JSON file")
     parser.add_argument("--peer-repo", help="the peer's repository, for the record (a URL)")
     parser.add_argument("--peer-name", default="peer", help="the peer's name, for the record")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))  # --record reads the machine and versions as the sweep does
     if args.variant:
-        speeds = {"qmix.py": [], args.variant: []}
+        # name -> (checkout, script); with --baseline the same script in both checkouts
+        timed = {"qmix.py": (ROOT, "qmix.py"), args.variant: (ROOT, args.variant)}
+        baseline = None
+        if args.baseline:
+            git = ["git", "-C", str(args.baseline), "log", "-1", "--format=%H %cs"]
+            commit = subprocess.run(git, capture_output=True, text=True).stdout.split()
+            baseline = dict(commit=commit[0], date=commit[1])
+            base = args.baseline_name or f"{args.variant} at {commit[0][:7]}"
+            baseline["name"] = base
+            timed = {
+                base: (args.baseline.resolve(), args.variant),
+                args.variant: timed[args.variant],
+            }
+        speeds = {name: [] for name in timed}
         for _ in range(args.rounds):
-            for name in speeds:
+            for name, (root, script_name) in timed.items():
                 with tempfile.TemporaryDirectory() as workdir:
-                    script, extra = ROOT / "cleanmarl" / name, args.qmix_args.split()
+                    script, extra = root / "cleanmarl" / script_name, args.qmix_args.split()
                     extra += args.variant_args.split() if name == args.variant else []
                     env_args = ("--env-name", args.env_name)
                     speeds[name].append(
-                        qmix_steps_per_second(args.steps, workdir, extra, script, env_args)
+                        qmix_steps_per_second(args.steps, workdir, extra, script, env_args, root)
                     )
         for name, values in speeds.items():
             print(
                 f"{name} training on {args.env_name} ({args.steps} steps): {' / '.join(f'{v:.0f}' for v in values)} steps/s"
             )
-        ratio = sum(speeds[args.variant]) / sum(speeds["qmix.py"])
+        other = next(name for name in speeds if name != args.variant)
+        ratio = sum(speeds[args.variant]) / sum(speeds[other])
         print(
-            f"ratio {args.variant} / qmix.py (means over {args.rounds} alternating rounds): {ratio:.3f}"
+            f"ratio {args.variant} / {other} (means over {args.rounds} alternating rounds): {ratio:.3f}"
         )
         if args.record:
             from cleanmarl.sweep import machine, versions
 
+            command = shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]])
+            if args.baseline:  # a checkout is named by its commit, not its path here
+                where = f"<checkout: {baseline['name']}>"  # its commit: the record's baseline
+                command = command.replace(shlex.quote(str(args.baseline)), where)
             record = dict(
-                command=shlex.join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
+                command=command,
                 env=args.env_name,
                 steps=args.steps,
                 variant=args.variant,
                 variant_args=args.variant_args,
+                baseline=baseline,
                 qmix_args=args.qmix_args,
                 speeds=speeds,
                 machine=machine(),

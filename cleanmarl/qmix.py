@@ -2,6 +2,7 @@
 # QMIX (Rashid et al., ICML 2018; JMLR 2020) with feed-forward agents and a full-episode buffer.
 import copy
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,15 +16,10 @@ import tyro
 from cleanmarl.env import make_env
 from cleanmarl.utils import (
     Run,
-    RunningStats,
     TrainingState,
-    check_buffer_memory,
-    lazy_zeros,
+    buffer_arrays,
     load_networks,
-    prepare_video,
     print_evaluation,
-    save_model,
-    seed_everything,
     startup_args,
     torch_device,
 )
@@ -192,10 +188,30 @@ class QMixer(nn.Module):
                 p.mul_(factor)
 
 
-def bootstrap_range(reward_stats, scale, gamma):
-    """--bound-targets: [min(r, 0), max(r, 0)] / (1 - gamma), in Q_tot's units."""
-    bound = 1 / (scale or 1.0) / (1 - gamma)
-    return reward_stats.low * bound, reward_stats.high * bound
+class RunningStats:
+    """Std (Chan et al.'s parallel update) and range, with 0, of all values so far."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, 0.0, 0.0
+
+    def update(self, x):
+        self.low, self.high = min(self.low, float(np.min(x))), max(self.high, float(np.max(x)))
+        n, mean = len(x), float(np.mean(x))
+        delta, total = mean - self.mean, self.count + n
+        self.m2 += float(np.sum((x - mean) ** 2)) + delta**2 * self.count * n / total
+        self.mean, self.count = self.mean + delta * n / total, total
+
+    @property
+    def std(self):  # 0 while all values are equal up to rounding
+        std = (self.m2 / max(self.count, 1)) ** 0.5
+        return std if std > 1e-6 * max(-self.low, self.high) else 0.0
+
+
+def bootstrap_range(reward_stats, scale, args):
+    """--bound-targets: [min(r, 0), max(r, 0)] / (1 - gamma), in Q_tot's units; else None."""
+    bound = 1 / (scale or 1.0) / (1 - args.gamma)
+    value_range = reward_stats.low * bound, reward_stats.high * bound
+    return value_range if args.bound_targets else None
 
 
 def episode_fields(t, n, obs_size, state_size, n_actions):
@@ -212,20 +228,16 @@ class EpisodeBuffer:
 
     def __init__(self, buffer_size, episode_limit, n_agents, obs_size, state_size, n_actions, seed):
         fields = episode_fields(episode_limit, n_agents, obs_size, state_size, n_actions)
-        self.fields = {k: lazy_zeros((buffer_size, *s), d) for k, (s, d) in fields.items()}
-        self.mask = lazy_zeros((buffer_size, episode_limit), bool)
+        # zeros taken from memory as they are written; an error now if all would not fit
+        self.fields = buffer_arrays(buffer_size, fields | dict(mask=((episode_limit,), bool)))
+        self.mask = self.fields.pop("mask")
         self.buffer_size, self.pos, self.size = buffer_size, 0, 0
         self.rng = np.random.default_rng(seed)
 
-    @staticmethod
-    def bytes_per_episode(*sizes):
-        fields = episode_fields(*sizes).values()
-        return sizes[0] + sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in fields)
-
-    def add(self, episode, length):
+    def add(self, episode):  # name -> [T, ...]
         for key, array in self.fields.items():
-            array[self.pos, :length] = episode[key][:length]
-        self.mask[self.pos] = np.arange(self.mask.shape[1]) < length
+            array[self.pos, : len(episode[key])] = episode[key]
+        self.mask[self.pos] = np.arange(self.mask.shape[1]) < len(episode["reward"])
         self.pos = (self.pos + 1) % self.buffer_size
         self.size = min(self.size + 1, self.buffer_size)
 
@@ -250,28 +262,16 @@ class EpisodeBuffer:
         return {k: v.to(device) for k, v in batch.items()}
 
 
-def acting_forward(q_network, obs_size=None):
-    """q_network's forward in numpy (faster for one step, docs); checked, given obs_size."""
-    to_numpy = lambda x: x.detach().cpu().numpy()  # noqa: E731 (on CPU: views)
-    layers = [
-        (to_numpy(m.weight).T, to_numpy(m.bias)) if isinstance(m, nn.Linear) else m
-        for m in q_network.net
-    ]
-
-    def forward(x):
-        for layer in layers:
-            x = x @ layer[0] + layer[1] if isinstance(layer, tuple) else np.maximum(x, 0.0)  # ReLU
-        return x
-
-    if obs_size is None:
-        return forward
-    obs = np.random.default_rng(0).random((3, obs_size), np.float32) - 0.5
-    expected = to_numpy(q_network(torch.from_numpy(obs).to(next(q_network.parameters()).device)))
-    if not np.allclose(forward(obs), expected, 1e-4, 1e-5, equal_nan=True):  # NaN: diverged
-        raise ValueError(
-            "acting_forward (Linear, ReLU) is not QNetwork's forward: mirror the change"
-        )
-    return forward
+def agent_inputs(obs, actions, n_actions, args):
+    """What each agent's network sees (QMIX, Sec. 4): its obs [..., N, O], its one-hot id
+    (--agent-ids) and its previous action one-hot (--last-action; zeros at t = 0: actions None)."""
+    inputs, shape = [obs], obs.shape[:-1]
+    if args.agent_ids:
+        inputs.append(np.broadcast_to(np.eye(shape[-1], dtype=np.float32), (*shape, shape[-1])))
+    if args.last_action:  # row n_actions of the eye: zeros
+        one_hot = np.eye(n_actions + 1, n_actions, dtype=np.float32)
+        inputs.append(one_hot[np.full(shape, n_actions) if actions is None else actions])
+    return np.concatenate(inputs, axis=-1)
 
 
 def linear_schedule(start_e, end_e, duration, t):
@@ -312,7 +312,8 @@ def online_next_q_values(q_network, q_values, batch):
 
 def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     """PyMARL2's TD(lambda): G_t = y_t + lambda (gamma G_t+1 - y_t + r_t) while t + 1 is real, else
-    y_t (y: one-step targets), as one matrix product (docs). [B, T] -> [B, T]"""
+    y_t (y: one-step targets). So G_t = a_t + lambda gamma G_t+1 with a_t = y_t - lambda (y_t - r_t)
+    [t + 1 real]: G = a @ P.T, P[t, k] = (lambda gamma)^(k - t) for k >= t. [B, T] -> [B, T]"""
     next_real = F.pad(mask[:, 1:], (0, 1))
     a = torch.where(mask, td_target - td_lambda * next_real * (td_target - reward), 0.0)
     k = torch.arange(mask.shape[1], device=mask.device)
@@ -344,30 +345,30 @@ def soft_update(target_params, online_params, polyak):
     torch._foreach_lerp_(target_params, online_params, polyak)
 
 
-def run_episode(env, q_network, epsilon, rng, episode=None):
-    """Play one episode, filling `episode` if given. -> return, length, info"""
-    forward = acting_forward(q_network)
+@torch.inference_mode()  # acting records no graph
+def run_episode(env, q_network, args, epsilon, rng):
+    """Play one episode with q_network. -> its steps (name -> [T, ...]), return, info"""
+    device = next(q_network.parameters()).device
     obs, state, avail_actions, info = env.reset()
-    ep_return, t, terminated, truncated = 0.0, 0, False, False
+    obs, ep_return, steps = agent_inputs(obs, None, env.n_actions, args), 0.0, []
+    terminated = truncated = False
     while not (terminated or truncated):
-        actions = select_actions(forward(obs), avail_actions, epsilon, rng)
+        q_values = q_network(torch.from_numpy(obs).to(device)).cpu().numpy()  # [N, A]
+        actions = select_actions(q_values, avail_actions, epsilon, rng)
         next_obs, next_state, avail_actions, reward, terminated, truncated, info = env.step(actions)
-        if episode is not None:
-            step = dict(obs=obs, state=state, actions=actions, next_obs=next_obs, reward=reward)
-            step |= dict(
-                next_state=next_state, terminated=terminated, next_avail_actions=avail_actions
-            )
-            for key, value in step.items():
-                episode[key][t] = value
-        obs, state, ep_return, t = next_obs, next_state, ep_return + reward, t + 1
-    return ep_return, t, info
+        next_obs = agent_inputs(next_obs, actions, env.n_actions, args)
+        step = dict(obs=obs, next_obs=next_obs, state=state, next_state=next_state)
+        step |= dict(actions=actions, reward=np.float32(reward), terminated=np.float32(terminated))
+        steps.append(step | dict(next_avail_actions=avail_actions))
+        obs, state, ep_return = next_obs, next_state, ep_return + reward
+    return {k: np.stack([step[k] for step in steps]) for k in steps[0]}, ep_return, info
 
 
-def evaluate(env, q_network, num_episodes):
-    """Greedy episodes -> returns, lengths, battle_won or None."""
-    acting_forward(q_network, env.obs_size)  # checked at every evaluation
-    episodes = [run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)]
-    returns, lengths, infos = zip(*episodes, strict=True)
+def evaluate(env, q_network, args):
+    """--num-eval-ep greedy episodes -> returns, lengths, battle_won or None."""
+    episodes = [run_episode(env, q_network, args, 0.0, None) for _ in range(args.num_eval_ep)]
+    steps, returns, infos = zip(*episodes, strict=True)
+    lengths = [len(episode["reward"]) for episode in steps]
     won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
     return returns, lengths, won
 
@@ -389,14 +390,19 @@ if __name__ == "__main__":
     try:  # a user mistake ends the run with one line
         args, resume, checkpoint = startup_args(tyro.cli, Args, CHECKPOINT_FLAGS, CHECKPOINT_NETS)
         device = torch_device(args.device, args.torch_threads)
-        rng, buffer_rng = seed_everything(args.seed, 2)  # exploration, sampling
-        kw = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
+        random.seed(args.seed)  # the global generators: env libraries that use them
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)  # network weights
+        # exploration and buffer sampling: streams sharing no bits with the envs' default_rng(seed)
+        rng, buffer_rng = map(np.random.default_rng, np.random.SeedSequence(args.seed).spawn(2))
+        kw = dict(env_family=args.env_family, time_limit=args.time_limit)
         env = make_env(args.env_type, args.env_name, seed=args.seed, **kw)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **kw)
-        prepare_video(eval_env, args.capture_video)
-        sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-        q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers)
-        q_network = q_network.to(device)
+        eval_env.recording = args.capture_video  # raises if it cannot draw
+        obs = np.zeros((env.n_agents, env.obs_size), np.float32)
+        obs_size = agent_inputs(obs, None, env.n_actions, args).shape[-1]  # the network's input
+        sizes = (env.episode_limit, env.n_agents, obs_size, env.state_size, env.n_actions)
+        q_network = QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
         hyper = (args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
         mixer = QMixer(env.n_agents, env.state_size, *hyper).to(device)
         target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
@@ -408,20 +414,16 @@ if __name__ == "__main__":
             )
         if checkpoint:  # Q_tot in units of rewards / its reward_scale
             load_networks(nets, checkpoint, f"--load-model {args.load_model!r}")
-        acting_forward(q_network, env.obs_size)  # raises if acting is not q_network
         if args.eval_only:
-            evaluation = evaluate(eval_env, q_network, args.num_eval_ep)
+            evaluation = evaluate(eval_env, q_network, args)
             sys.exit(print_evaluation(args.load_model, eval_env, *evaluation))
-        episode_bytes = EpisodeBuffer.bytes_per_episode(*sizes)
-        check_buffer_memory(args.buffer_size, episode_bytes, env.episode_limit)
+        rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
         run = Run(args, resume)  # runs/{env_name}__{exp_name}__{seed}__{time}
         params = [*q_network.parameters(), *mixer.parameters()]
         target_params = [*target_q_network.parameters(), *target_mixer.parameters()]
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
         if args.optimizer == "RMSprop":  # PyMARL's
             optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
-        rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng)
-        episode = {k: np.zeros(s, d) for k, (s, d) in episode_fields(*sizes).items()}
         reward_stats = RunningStats()
         loop = Loop(reward_scale=checkpoint and checkpoint["reward_scale"])
         # all --resume restores (a stateful object left out is refused)
@@ -434,9 +436,10 @@ if __name__ == "__main__":
     while loop.global_step < args.total_timesteps:
         # ROLLOUT: one epsilon for the whole episode
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, loop.global_step)
-        ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
-        rb.add(episode, ep_length)
-        reward_stats.update(episode["reward"][:ep_length])
+        episode, ep_return, info = run_episode(env, q_network, args, epsilon, rng)
+        rb.add(episode)
+        reward_stats.update(episode["reward"])
+        ep_length = len(episode["reward"])
         loop.global_step += ep_length
         loop.num_episodes += 1
         loop.episodes.append((ep_return, ep_length, info.get("battle_won")))
@@ -451,9 +454,7 @@ if __name__ == "__main__":
                         m.rescale(loop.reward_scale / (reward_stats.std or 1.0))
                 loop.reward_scale = reward_stats.std or 1.0
             batch["reward"] = batch["reward"] / (loop.reward_scale or 1.0)
-            value_range = None
-            if args.bound_targets:
-                value_range = bootstrap_range(reward_stats, loop.reward_scale, args.gamma)
+            value_range = bootstrap_range(reward_stats, loop.reward_scale, args)
             loss, q_taken, td_target, clamped = qmix_loss(batch, args, value_range, **nets)
             logs = dict(q_taken_mean=q_taken.mean(), target_mean=td_target.mean())  # train/*
             logs["target_clamped"] = clamped.float().mean()
@@ -486,11 +487,11 @@ if __name__ == "__main__":
         # EVAL
         if loop.num_episodes % args.eval_steps == 0 or loop.global_step >= args.total_timesteps:
             eval_env.recording = run.video_due()  # --capture-video
-            returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
+            returns, lengths, won = evaluate(eval_env, q_network, args)
             # evaluations.jsonl, eval/* scalars and the video, if recorded
             run.record_evaluation(loop.global_step, returns, lengths, won, eval_env)
             if args.save_model:
-                save_model(run.model_path, nets, args, loop.reward_scale or 1.0, loop.global_step)
+                run.save_model(nets, loop.reward_scale or 1.0, loop.global_step)
 
         # SAVE: the training state, every --checkpoint-every minutes
         if saver.due(end=loop.global_step >= args.total_timesteps):

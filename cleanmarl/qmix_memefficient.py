@@ -2,6 +2,7 @@
 # qmix.py with a replay buffer that keeps each real step once: no padding, no copy as next step.
 import copy
 import os
+import random
 import sys
 from dataclasses import dataclass, field
 from typing import Literal
@@ -15,19 +16,14 @@ import tyro
 from cleanmarl.env import make_env
 from cleanmarl.utils import (
     Run,
-    RunningStats,
     TrainingState,
-    check_buffer_memory,
-    lazy_zeros,
+    buffer_arrays,
     load_networks,
-    prepare_video,
     print_evaluation,
-    save_model,
-    seed_everything,
     startup_args,
     torch_device,
 )
-from cleanmarl.utils.resume import as_numpy, tree_map  # the buffer's chunks, saved as they are
+from cleanmarl.utils.system import check_buffer_memory  # a buffer of real steps: a warning
 
 
 @dataclass
@@ -193,10 +189,30 @@ class QMixer(nn.Module):
                 p.mul_(factor)
 
 
-def bootstrap_range(reward_stats, scale, gamma):
-    """--bound-targets: [min(r, 0), max(r, 0)] / (1 - gamma), in Q_tot's units."""
-    bound = 1 / (scale or 1.0) / (1 - gamma)
-    return reward_stats.low * bound, reward_stats.high * bound
+class RunningStats:
+    """Std (Chan et al.'s parallel update) and range, with 0, of all values so far."""
+
+    def __init__(self):
+        self.count, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, 0.0, 0.0
+
+    def update(self, x):
+        self.low, self.high = min(self.low, float(np.min(x))), max(self.high, float(np.max(x)))
+        n, mean = len(x), float(np.mean(x))
+        delta, total = mean - self.mean, self.count + n
+        self.m2 += float(np.sum((x - mean) ** 2)) + delta**2 * self.count * n / total
+        self.mean, self.count = self.mean + delta * n / total, total
+
+    @property
+    def std(self):  # 0 while all values are equal up to rounding
+        std = (self.m2 / max(self.count, 1)) ** 0.5
+        return std if std > 1e-6 * max(-self.low, self.high) else 0.0
+
+
+def bootstrap_range(reward_stats, scale, args):
+    """--bound-targets: [min(r, 0), max(r, 0)] / (1 - gamma), in Q_tot's units; else None."""
+    bound = 1 / (scale or 1.0) / (1 - args.gamma)
+    value_range = reward_stats.low * bound, reward_stats.high * bound
+    return value_range if args.bound_targets else None
 
 
 def episode_fields(t, n, obs_size, state_size, n_actions):
@@ -209,22 +225,23 @@ def episode_fields(t, n, obs_size, state_size, n_actions):
 
 
 class EpisodeBuffer:
-    """Each real step once: an episode of T steps is T + 1 consecutive entries, the obs (less the
-    agent ids and last actions, which sample() appends again) and state of steps 0..T, so next
-    values are read at t + 1; entries 0..T-1 also hold the actions, reward, terminated and next
-    avail mask (bit-packed). In ~64 MB chunks, freed when their last episode leaves."""
+    """Each real step once: an episode of T steps is T + 1 consecutive entries, the env's obs (the
+    agents' inputs less what agent_inputs appends, which sample() appends again) and state of
+    steps 0..T, so next values are read at t + 1; entries 0..T-1 also hold the actions, reward,
+    terminated and next avail mask (bit-packed). In ~64 MB chunks, freed when their last episode
+    leaves."""
 
-    def __init__(
-        self, buffer_size, limit, n, obs_size, state_size, n_actions, seed, agent_ids, last_action
-    ):
-        raw_obs_size = obs_size - n * agent_ids - n_actions * last_action  # the env's: not stored
-        self.fields = self.entry(n, raw_obs_size, state_size, n_actions)
-        self.chunk_size = max(limit + 1, 2**26 // self.bytes_per_entry(self.fields))  # entries
+    def __init__(self, buffer_size, limit, n, obs_size, state_size, n_actions, seed, args):
+        appended = agent_inputs(np.zeros((n, 0), np.float32), None, n_actions, args).shape[-1]
+        self.fields = self.entry(n, obs_size - appended, state_size, n_actions)
+        entry_bytes = self.bytes_per_entry(self.fields)
+        # said, and a warning only: the worst case (every episode at the limit) may never come
+        check_buffer_memory(buffer_size, (limit + 1) * entry_bytes, limit, padded=False)
+        self.chunk_size = max(limit + 1, 2**26 // entry_bytes)  # entries
         self.where = np.zeros((buffer_size, 3), dtype=np.int64)  # slot -> chunk, first entry, T
         self.chunks, self.live = {}, {}  # chunk -> its arrays, its episodes
         self.current, self.fill = -1, self.chunk_size
-        self.ids = np.eye(n, dtype=np.float32) if agent_ids else None
-        self.n_actions, self.last_action = n_actions, last_action
+        self.n_actions, self.args = n_actions, args  # what the agents see: agent_inputs
         self.buffer_size, self.pos, self.size = buffer_size, 0, 0
         self.rng = np.random.default_rng(seed)
 
@@ -241,33 +258,28 @@ class EpisodeBuffer:
     def bytes_per_entry(fields):
         return sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in fields.values())
 
-    @classmethod
-    def bytes_per_episode(cls, limit, n, obs_size, state_size, n_actions, agent_ids, last_action):
-        """An episode at the limit (limit + 1 entries): a full buffer's worst case, per episode."""
-        raw_obs_size = obs_size - n * agent_ids - n_actions * last_action
-        return (limit + 1) * cls.bytes_per_entry(cls.entry(n, raw_obs_size, state_size, n_actions))
-
-    def add(self, episode, length):
-        """Store the first `length` steps of `episode` and its final next obs and state."""
+    def add(self, episode):  # name -> [T, ...], as run_episode returns
+        """Store its T steps, the env's part of their obs, and its final next obs and state."""
         if self.size == self.buffer_size:  # the slot's episode, the oldest, leaves
             chunk = self.where[self.pos, 0]
             self.live[chunk] -= 1
             if self.live[chunk] == 0 and chunk != self.current:  # its memory goes back
                 del self.chunks[chunk], self.live[chunk]
-        if self.fill + length + 1 > self.chunk_size:  # a new chunk
+        t = len(episode["reward"])
+        if self.fill + t + 1 > self.chunk_size:  # a new chunk: lazy zeros, checked to fit
             if self.live.get(self.current) == 0:  # all its episodes left already
                 del self.chunks[self.current], self.live[self.current]
-            self.current, self.fill, size = self.current + 1, 0, self.chunk_size
-            chunk = {k: lazy_zeros((size, *s), d) for k, (s, d) in self.fields.items()}
-            self.chunks[self.current], self.live[self.current] = chunk, 0
-        chunk, f, t, raw = self.chunks[self.current], self.fill, length, self.fields["obs"][0][1]
-        chunk["obs"][f : f + t] = episode["obs"][:t, :, :raw]
-        chunk["obs"][f + t] = episode["next_obs"][t - 1, :, :raw]  # the final next obs: step T
-        chunk["state"][f : f + t] = episode["state"][:t]
-        chunk["state"][f + t] = episode["next_state"][t - 1]
+            self.current, self.fill = self.current + 1, 0
+            self.chunks[self.current] = buffer_arrays(self.chunk_size, self.fields)
+            self.live[self.current] = 0
+        chunk, f, raw = self.chunks[self.current], self.fill, self.fields["obs"][0][1]
+        chunk["obs"][f : f + t] = episode["obs"][..., :raw]
+        chunk["obs"][f + t] = episode["next_obs"][-1, :, :raw]  # the final next obs: step T
+        chunk["state"][f : f + t] = episode["state"]
+        chunk["state"][f + t] = episode["next_state"][-1]
         for key in ("actions", "reward", "terminated"):
-            chunk[key][f : f + t] = episode[key][:t]
-        packed = np.packbits(episode["next_avail_actions"][:t], axis=-1)
+            chunk[key][f : f + t] = episode[key]
+        packed = np.packbits(episode["next_avail_actions"], axis=-1)
         chunk["next_avail_actions"][f : f + t] = packed
         self.where[self.pos] = self.current, f, t
         self.live[self.current], self.fill = self.live[self.current] + 1, f + t + 1
@@ -280,7 +292,7 @@ class EpisodeBuffer:
         return {k: getattr(self, k) for k in keys} | {"rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, saved):
-        vars(self).update(tree_map(as_numpy, {k: v for k, v in saved.items() if k != "rng"}))
+        vars(self).update({k: v for k, v in saved.items() if k != "rng"})
         self.rng.bit_generator.state = saved["rng"]
 
     def sample(self, batch_size, device):
@@ -288,57 +300,34 @@ class EpisodeBuffer:
         idx = self.rng.choice(self.size, size=batch_size, replace=False)
         parts = [(self.chunks[c], f, t) for c, f, t in self.where[idx]]
 
-        def steps(key, shift=0, out=None):
-            chunks = [chunk[key][f + shift : f + shift + t] for chunk, f, t in parts]
-            return np.concatenate(chunks, out=out)
+        def steps(key, shift=0):
+            return np.concatenate([chunk[key][f + shift : f + shift + t] for chunk, f, t in parts])
 
-        batch = dict(state=steps("state"), next_state=steps("state", 1))
-        m, (n, raw) = sum(t for _, _, t in parts), self.fields["obs"][0]
-        actions, lengths = steps("actions").astype(np.int64), np.array([t for _, _, t in parts])
-        size = raw + (0 if self.ids is None else n) + self.n_actions * self.last_action
-        # obs's last action is the row above's (none at t = 0), next_obs's is its own
-        previous = {"obs": np.roll(actions, 1, 0), "next_obs": actions}
-        for key, shift in (("obs", 0), ("next_obs", 1)):  # copied once, next to the agent ids
-            batch[key] = np.empty((m, n, size), dtype=np.float32)
-            if self.ids is not None:  # agent ids, then last action, one-hot
-                batch[key][:, :, raw : raw + n] = self.ids
-            if self.last_action:  # as the env appends them
-                last = batch[key][:, :, size - self.n_actions :]
-                last[:] = 0.0
-                last[np.arange(m)[:, None], np.arange(n), previous[key]] = 1.0
-            steps("obs", shift, out=batch[key][:, :, :raw])
-        if self.last_action:  # t = 0: no action yet
-            batch["obs"][np.cumsum(lengths) - lengths, :, size - self.n_actions :] = 0.0
-        batch.update(actions=actions, reward=steps("reward"))
-        batch["terminated"] = steps("terminated").astype(np.float32)
+        lengths, actions = np.array([t for _, _, t in parts]), steps("actions").astype(np.int64)
+        obs, starts = steps("obs"), np.cumsum(lengths) - lengths  # starts: each episode's t = 0
+        n_actions, args = self.n_actions, self.args
+        # what the agents saw: obs's last action is the row above's, none at t = 0
+        batch = dict(obs=agent_inputs(obs, np.roll(actions, 1, 0), n_actions, args))
+        batch["obs"][starts] = agent_inputs(obs[starts], None, n_actions, args)
+        batch["next_obs"] = agent_inputs(steps("obs", 1), actions, n_actions, args)
+        batch.update(state=steps("state"), next_state=steps("state", 1), actions=actions)
+        batch.update(reward=steps("reward"), terminated=steps("terminated").astype(np.float32))
         next_avail = np.unpackbits(steps("next_avail_actions"), axis=-1, count=self.n_actions)
         batch["next_avail_actions"] = next_avail.view(bool)  # unpacked: one 0/1 byte per action
         batch["mask"] = np.arange(lengths.max()) < lengths[:, None]  # [B, T]: the steps, in order
         return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
 
 
-def acting_forward(q_network, obs_size=None):
-    """q_network's forward in numpy (faster for one step, docs); checked, given obs_size."""
-    to_numpy = lambda x: x.detach().cpu().numpy()  # noqa: E731 (on CPU: views)
-    layers = [
-        (to_numpy(m.weight).T, to_numpy(m.bias)) if isinstance(m, nn.Linear) else m
-        for m in q_network.net
-    ]
-
-    def forward(x):
-        for layer in layers:
-            x = x @ layer[0] + layer[1] if isinstance(layer, tuple) else np.maximum(x, 0.0)  # ReLU
-        return x
-
-    if obs_size is None:
-        return forward
-    obs = np.random.default_rng(0).random((3, obs_size), np.float32) - 0.5
-    expected = to_numpy(q_network(torch.from_numpy(obs).to(next(q_network.parameters()).device)))
-    if not np.allclose(forward(obs), expected, 1e-4, 1e-5, equal_nan=True):  # NaN: diverged
-        raise ValueError(
-            "acting_forward (Linear, ReLU) is not QNetwork's forward: mirror the change"
-        )
-    return forward
+def agent_inputs(obs, actions, n_actions, args):
+    """What each agent's network sees (QMIX, Sec. 4): its obs [..., N, O], its one-hot id
+    (--agent-ids) and its previous action one-hot (--last-action; zeros at t = 0: actions None)."""
+    inputs, shape = [obs], obs.shape[:-1]
+    if args.agent_ids:
+        inputs.append(np.broadcast_to(np.eye(shape[-1], dtype=np.float32), (*shape, shape[-1])))
+    if args.last_action:  # row n_actions of the eye: zeros
+        one_hot = np.eye(n_actions + 1, n_actions, dtype=np.float32)
+        inputs.append(one_hot[np.full(shape, n_actions) if actions is None else actions])
+    return np.concatenate(inputs, axis=-1)
 
 
 def linear_schedule(start_e, end_e, duration, t):
@@ -379,7 +368,8 @@ def online_next_q_values(q_network, q_values, batch):
 
 def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     """PyMARL2's TD(lambda): G_t = y_t + lambda (gamma G_t+1 - y_t + r_t) while t + 1 is real, else
-    y_t (y: one-step targets), as one matrix product (docs). [B, T] -> [B, T]"""
+    y_t (y: one-step targets). So G_t = a_t + lambda gamma G_t+1 with a_t = y_t - lambda (y_t - r_t)
+    [t + 1 real]: G = a @ P.T, P[t, k] = (lambda gamma)^(k - t) for k >= t. [B, T] -> [B, T]"""
     next_real = F.pad(mask[:, 1:], (0, 1))
     a = torch.where(mask, td_target - td_lambda * next_real * (td_target - reward), 0.0)
     k = torch.arange(mask.shape[1], device=mask.device)
@@ -411,30 +401,30 @@ def soft_update(target_params, online_params, polyak):
     torch._foreach_lerp_(target_params, online_params, polyak)
 
 
-def run_episode(env, q_network, epsilon, rng, episode=None):
-    """Play one episode, filling `episode` if given. -> return, length, info"""
-    forward = acting_forward(q_network)
+@torch.inference_mode()  # acting records no graph
+def run_episode(env, q_network, args, epsilon, rng):
+    """Play one episode with q_network. -> its steps (name -> [T, ...]), return, info"""
+    device = next(q_network.parameters()).device
     obs, state, avail_actions, info = env.reset()
-    ep_return, t, terminated, truncated = 0.0, 0, False, False
+    obs, ep_return, steps = agent_inputs(obs, None, env.n_actions, args), 0.0, []
+    terminated = truncated = False
     while not (terminated or truncated):
-        actions = select_actions(forward(obs), avail_actions, epsilon, rng)
+        q_values = q_network(torch.from_numpy(obs).to(device)).cpu().numpy()  # [N, A]
+        actions = select_actions(q_values, avail_actions, epsilon, rng)
         next_obs, next_state, avail_actions, reward, terminated, truncated, info = env.step(actions)
-        if episode is not None:
-            step = dict(obs=obs, state=state, actions=actions, next_obs=next_obs, reward=reward)
-            step |= dict(
-                next_state=next_state, terminated=terminated, next_avail_actions=avail_actions
-            )
-            for key, value in step.items():
-                episode[key][t] = value
-        obs, state, ep_return, t = next_obs, next_state, ep_return + reward, t + 1
-    return ep_return, t, info
+        next_obs = agent_inputs(next_obs, actions, env.n_actions, args)
+        step = dict(obs=obs, next_obs=next_obs, state=state, next_state=next_state)
+        step |= dict(actions=actions, reward=np.float32(reward), terminated=np.float32(terminated))
+        steps.append(step | dict(next_avail_actions=avail_actions))
+        obs, state, ep_return = next_obs, next_state, ep_return + reward
+    return {k: np.stack([step[k] for step in steps]) for k in steps[0]}, ep_return, info
 
 
-def evaluate(env, q_network, num_episodes):
-    """Greedy episodes -> returns, lengths, battle_won or None."""
-    acting_forward(q_network, env.obs_size)  # checked at every evaluation
-    episodes = [run_episode(env, q_network, 0.0, None) for _ in range(num_episodes)]
-    returns, lengths, infos = zip(*episodes, strict=True)
+def evaluate(env, q_network, args):
+    """--num-eval-ep greedy episodes -> returns, lengths, battle_won or None."""
+    episodes = [run_episode(env, q_network, args, 0.0, None) for _ in range(args.num_eval_ep)]
+    steps, returns, infos = zip(*episodes, strict=True)
+    lengths = [len(episode["reward"]) for episode in steps]
     won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
     return returns, lengths, won
 
@@ -456,14 +446,19 @@ if __name__ == "__main__":
     try:  # a user mistake ends the run with one line
         args, resume, checkpoint = startup_args(tyro.cli, Args, CHECKPOINT_FLAGS, CHECKPOINT_NETS)
         device = torch_device(args.device, args.torch_threads)
-        rng, buffer_rng = seed_everything(args.seed, 2)  # exploration, sampling
-        kw = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
+        random.seed(args.seed)  # the global generators: env libraries that use them
+        np.random.seed(args.seed)
+        torch.manual_seed(args.seed)  # network weights
+        # exploration and buffer sampling: streams sharing no bits with the envs' default_rng(seed)
+        rng, buffer_rng = map(np.random.default_rng, np.random.SeedSequence(args.seed).spawn(2))
+        kw = dict(env_family=args.env_family, time_limit=args.time_limit)
         env = make_env(args.env_type, args.env_name, seed=args.seed, **kw)
         eval_env = make_env(args.env_type, args.env_name, seed=args.seed + 10_000, **kw)
-        prepare_video(eval_env, args.capture_video)
-        sizes = (env.episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-        q_network = QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers)
-        q_network = q_network.to(device)
+        eval_env.recording = args.capture_video  # raises if it cannot draw
+        obs = np.zeros((env.n_agents, env.obs_size), np.float32)
+        obs_size = agent_inputs(obs, None, env.n_actions, args).shape[-1]  # the network's input
+        sizes = (env.episode_limit, env.n_agents, obs_size, env.state_size, env.n_actions)
+        q_network = QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
         hyper = (args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
         mixer = QMixer(env.n_agents, env.state_size, *hyper).to(device)
         target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
@@ -475,20 +470,16 @@ if __name__ == "__main__":
             )
         if checkpoint:  # Q_tot in units of rewards / its reward_scale
             load_networks(nets, checkpoint, f"--load-model {args.load_model!r}")
-        acting_forward(q_network, env.obs_size)  # raises if acting is not q_network
         if args.eval_only:
-            evaluation = evaluate(eval_env, q_network, args.num_eval_ep)
+            evaluation = evaluate(eval_env, q_network, args)
             sys.exit(print_evaluation(args.load_model, eval_env, *evaluation))
-        episode_bytes = EpisodeBuffer.bytes_per_episode(*sizes, env.agent_ids, env.last_action)
-        check_buffer_memory(args.buffer_size, episode_bytes, env.episode_limit, padded=False)
+        rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, args)
         run = Run(args, resume)  # runs/{env_name}__{exp_name}__{seed}__{time}
         params = [*q_network.parameters(), *mixer.parameters()]
         target_params = [*target_q_network.parameters(), *target_mixer.parameters()]
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
         if args.optimizer == "RMSprop":  # PyMARL's
             optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
-        rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, env.agent_ids, env.last_action)
-        episode = {k: np.zeros(s, d) for k, (s, d) in episode_fields(*sizes).items()}
         reward_stats = RunningStats()
         loop = Loop(reward_scale=checkpoint and checkpoint["reward_scale"])
         # all --resume restores (a stateful object left out is refused)
@@ -501,9 +492,10 @@ if __name__ == "__main__":
     while loop.global_step < args.total_timesteps:
         # ROLLOUT: one epsilon for the whole episode
         epsilon = linear_schedule(args.start_e, args.end_e, exploration_steps, loop.global_step)
-        ep_return, ep_length, info = run_episode(env, q_network, epsilon, rng, episode)
-        rb.add(episode, ep_length)
-        reward_stats.update(episode["reward"][:ep_length])
+        episode, ep_return, info = run_episode(env, q_network, args, epsilon, rng)
+        rb.add(episode)
+        reward_stats.update(episode["reward"])
+        ep_length = len(episode["reward"])
         loop.global_step += ep_length
         loop.num_episodes += 1
         loop.episodes.append((ep_return, ep_length, info.get("battle_won")))
@@ -518,9 +510,7 @@ if __name__ == "__main__":
                         m.rescale(loop.reward_scale / (reward_stats.std or 1.0))
                 loop.reward_scale = reward_stats.std or 1.0
             batch["reward"] = batch["reward"] / (loop.reward_scale or 1.0)
-            value_range = None
-            if args.bound_targets:
-                value_range = bootstrap_range(reward_stats, loop.reward_scale, args.gamma)
+            value_range = bootstrap_range(reward_stats, loop.reward_scale, args)
             loss, q_taken, td_target, clamped = qmix_loss(batch, args, value_range, **nets)
             logs = dict(q_taken_mean=q_taken.mean(), target_mean=td_target.mean())  # train/*
             logs["target_clamped"] = clamped.float().mean()
@@ -553,11 +543,11 @@ if __name__ == "__main__":
         # EVAL
         if loop.num_episodes % args.eval_steps == 0 or loop.global_step >= args.total_timesteps:
             eval_env.recording = run.video_due()  # --capture-video
-            returns, lengths, won = evaluate(eval_env, q_network, args.num_eval_ep)
+            returns, lengths, won = evaluate(eval_env, q_network, args)
             # evaluations.jsonl, eval/* scalars and the video, if recorded
             run.record_evaluation(loop.global_step, returns, lengths, won, eval_env)
             if args.save_model:
-                save_model(run.model_path, nets, args, loop.reward_scale or 1.0, loop.global_step)
+                run.save_model(nets, loop.reward_scale or 1.0, loop.global_step)
 
         # SAVE: the training state, every --checkpoint-every minutes
         if saver.due(end=loop.global_step >= args.total_timesteps):

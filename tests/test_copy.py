@@ -1,7 +1,7 @@
 """A copy of qmix.py is a first-class script: saved anywhere, it runs from any directory, resumes exactly
-and is swept by path into --out. A change it cannot support (a network that acting does not mirror, a
-mixer without rescale(), a stateful object left out of the training state) stops it at start with one
-line; a loop variable kept outside `Loop` is what the exact-resume test catches. A VDN mixer written as a
+and is swept by path into --out. A network change is made in QNetwork alone (acting calls it). A change
+it cannot support (a mixer without rescale(), a stateful object left out of the training state) stops it
+at start with one line; a loop variable kept outside `Loop` is what the exact-resume test catches. A VDN mixer written as a
 researcher would learns the two-step game's 7 (QMIX: 8; Rashid et al., 2018, Sec. 6.1)."""
 
 import json
@@ -53,22 +53,58 @@ HIDDEN = (
 )
 
 
-def test_a_copy_whose_network_acting_does_not_mirror_stops_at_start(tmp_path):
-    """Each ReLU of the agent network made -relu(x), acting_forward left alone: one line, no run."""
-    script = copy(tmp_path, "neg_relu.py", NETWORK, HIDDEN, before="class QNetwork", add=NEG_RELU)
-    proc = run(tmp_path, *UNIFORM, "--total-timesteps", "400", script=script, check=False)
-    one_error_line(proc, "neg_relu.py", "acting_forward (Linear, ReLU) is not QNetwork's forward")
-    assert not (tmp_path / "runs").exists()
+LAYER_NORM_TANH = (
+    "layers = [nn.Linear(obs_size, hidden_dim), nn.ReLU()]",
+    "layers = [nn.Linear(obs_size, hidden_dim), nn.LayerNorm(hidden_dim), nn.Tanh()]",
+)
+NO_NET = (  # the network written as three named layers, no .net
+    """        layers = [nn.Linear(obs_size, hidden_dim), nn.ReLU()]
+        for _ in range(num_layers):
+            layers += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden_dim, n_actions))
+
+    def forward(self, obs):  # [..., N, obs_size] -> [..., N, A]
+        return self.net(obs)""",
+    """        self.fc1 = nn.Linear(obs_size, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, hidden_dim)
+        self.out = nn.Linear(hidden_dim, n_actions)
+
+    def forward(self, obs):  # [..., N, obs_size] -> [..., N, A]
+        return self.out(F.relu(self.fc2(F.relu(self.fc1(obs)))))""",
+)
+NO_AGENT_ID = (  # an input dropped where the script builds what the agents see; sizes follow
+    """    if args.agent_ids:
+        inputs.append(np.broadcast_to(np.eye(shape[-1], dtype=np.float32), (*shape, shape[-1])))
+""",
+    "",
+)
+NETWORK_CHANGES = {
+    "neg_relu": dict(edits=(NETWORK, HIDDEN), add=NEG_RELU),
+    "layer_norm_tanh": dict(edits=(LAYER_NORM_TANH,)),
+    "no_net": dict(edits=(NO_NET,)),
+    "no_agent_id": dict(edits=(NO_AGENT_ID,)),
+}
 
 
-def test_the_same_change_made_in_acting_too_runs_and_learns_the_optimum(tmp_path):
-    """The change mirrored in acting_forward: the copy acts with the network it trains, greedy 8."""
-    acting = ("else np.maximum(x, 0.0)", "else -np.maximum(x, 0.0)")
-    script = copy(
-        tmp_path, "neg_relu.py", NETWORK, HIDDEN, acting, before="class QNetwork", add=NEG_RELU
-    )
+@pytest.mark.parametrize("change", NETWORK_CHANGES)
+def test_a_network_changed_in_one_place_acts_as_it_trains_and_learns_the_optimum(tmp_path, change):
+    """Acting calls the network being trained: a new activation, a LayerNorm/tanh layer or a network
+    written without .net is a change of QNetwork alone, an input dropped a change of agent_inputs
+    alone. Each copy learns the two-step game's 8."""
+    edits = NETWORK_CHANGES[change]
+    add = dict(before="class QNetwork", add=edits.get("add", ""))
+    script = copy(tmp_path, f"{change}.py", *edits["edits"], **add)
     run(tmp_path, *UNIFORM, "--total-timesteps", "4000", script=script)
     assert [v for _, v in scalars(tmp_path, "eval/ep_reward")[-3:]] == [8.0, 8.0, 8.0]
+
+
+@pytest.mark.parametrize("change", ["layer_norm_tanh", "no_net", "no_agent_id"])
+def test_a_network_changed_in_one_place_resumes_exactly(tmp_path, change):
+    edits = NETWORK_CHANGES[change]
+    script = copy(tmp_path, f"{change}.py", *edits["edits"])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert killed_and_resumed(tmp_path / "b", script) == uninterrupted(tmp_path / "a", script)
 
 
 VDN = '''class VDNMixer(nn.Module):

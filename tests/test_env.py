@@ -42,9 +42,7 @@ class Case:
     env_name: str
     n_agents: int
     n_actions: int
-    raw_obs_size: (
-        int  # the family's own, without the agent ids (and without the time feature of a horizon)
-    )
+    own_obs_size: int  # the family's own per-agent obs size (without the time feature of a horizon)
     state_size: int  # the family's own (without the time feature)
     episode_limit: int
     short_limit: int  # a time_limit shorter than episode_limit
@@ -146,9 +144,8 @@ def check_arrays(env, obs, state, avail):
     assert isinstance(avail, np.ndarray) and avail.dtype == np.bool_ and avail.shape == (n, a)
     assert np.isfinite(obs).all() and np.isfinite(state).all()
     assert avail.any(axis=1).all(), f"an agent has no available action: {avail}"
-    if env.agent_ids:
-        ids = obs[:, env.raw_obs_size : env.raw_obs_size + n]
-        np.testing.assert_array_equal(ids, np.eye(n, dtype=np.float32))
+    # obs is a fresh array: the caller may write into it (an LBF state is its obs reshaped, for one).
+    assert not np.shares_memory(obs, state)
 
 
 def run_episode(env, policy, seed=None, max_steps=None):
@@ -229,11 +226,10 @@ def test_attributes(case):
     assert env.n_agents == case.n_agents
     assert env.n_actions == case.n_actions
     timed = case.horizon is not None  # the time feature t / horizon
-    assert env.obs_size == case.raw_obs_size + timed + case.n_agents
+    assert env.obs_size == case.own_obs_size + timed  # no agent ids, no last action
     assert env.state_size == case.state_size + timed
     assert env.episode_limit == case.episode_limit
     assert env.horizon == case.horizon
-    assert make(case, agent_ids=False).obs_size == case.raw_obs_size + timed
 
 
 def test_random_episode(case):
@@ -311,8 +307,8 @@ def test_episode_limit_ends_the_episode(case):
 
 
 def test_horizon_time_feature(case):
-    """Where the horizon is part of the task, each agent's obs (before the agent ids) and the state end with the
-    elapsed fraction t / horizon, also when a shorter time_limit cuts the episode; elsewhere there is no such feature."""
+    """Where the horizon is part of the task, each agent's obs and the state end with the elapsed fraction
+    t / horizon, also when a shorter time_limit cuts the episode; elsewhere there is no such feature."""
     if case.horizon is None:
         assert make(case).horizon is None and make(case).state_size == case.state_size
         return
@@ -322,9 +318,9 @@ def test_horizon_time_feature(case):
         obs = np.stack([reset[0]] + [s[1] for s in steps])
         state = np.stack([reset[1]] + [s[2] for s in steps])
         elapsed = np.arange(len(steps) + 1, dtype=np.float32) / case.horizon
-        np.testing.assert_allclose(
-            obs[:, :, case.raw_obs_size], elapsed[:, None].repeat(case.n_agents, 1)
-        )
+        # the time is the last column, nothing after it
+        assert obs.shape[2] == case.own_obs_size + 1
+        np.testing.assert_allclose(obs[:, :, -1], elapsed[:, None].repeat(case.n_agents, 1))
         np.testing.assert_allclose(state[:, -1], elapsed)
         if idle_policy(case):
             assert len(steps) == length
@@ -370,49 +366,53 @@ def test_different_seeds_differ(case):
         assert not np.array_equal(a[0][1], b[0][1]), "the seed does not reach the env's start state"
 
 
-def test_agent_ids(case):
-    """agent_ids=True appends exactly the identity block; the raw part is the same as with agent_ids=False."""
-    with_ids, without = make(case, seed=8), make(case, seed=8, agent_ids=False)
-    n = case.n_agents
-    assert with_ids.obs_size - without.obs_size == n
-    obs, state, avail, _ = with_ids.reset()
-    raw, raw_state, raw_avail, _ = without.reset()
-    for _ in range(10):
-        check_arrays(without, raw, raw_state, raw_avail)
-        np.testing.assert_array_equal(obs[:, :-n], raw)
-        np.testing.assert_array_equal(obs[:, -n:], np.eye(n, dtype=np.float32))
-        np.testing.assert_array_equal(state, raw_state)
-        np.testing.assert_array_equal(avail, raw_avail)
-        actions = with_ids.sample_actions()
-        obs, state, avail, _, terminated, truncated, _ = with_ids.step(actions)
-        raw, raw_state, raw_avail, *_ = without.step(actions)
+def test_obs_hold_no_agent_ids_and_no_last_action(case):
+    """The env hands out each agent's own observation (and the time feature of a horizon), nothing more: the agent
+    ids and the last action one-hot are the training script's to append (qmix.py's agent_inputs). So obs_size is the
+    family's own size and the env keeps no agent_ids / last_action / raw_obs_size attributes."""
+    env = make(case)
+    assert env.obs_size == case.own_obs_size + (case.horizon is not None)
+    for name in ("agent_ids", "last_action", "raw_obs_size"):
+        assert not hasattr(env, name), f"the env still has {name}"
+    obs, *_ = env.reset(seed=8)
+    assert obs.shape == (case.n_agents, case.own_obs_size + (case.horizon is not None))
+
+
+@pytest.mark.parametrize("env_name", [tuple_env.ENV_ID, tuple_env.MASKED_ENV_ID])
+def test_tuple_env_obs_is_the_envs_own_observation(env_name):
+    """Step by step, obs is exactly the env's own per-agent observation zero-padded to the widest: no agent id block
+    and no last action after it (the tuple env has no horizon, so no time feature either)."""
+    env = make_env("gym", env_name, seed=0)
+    core = env._env.unwrapped
+    obs, *_ = env.reset(seed=8)
+    for _ in range(env.episode_limit):
+        expected = np.zeros((env.n_agents, max(tuple_env.OBS_SIZES)), dtype=np.float32)
+        for i, own in enumerate(core._obs()):
+            expected[i, : len(own)] = own
+        np.testing.assert_array_equal(obs, expected)
+        obs, _, _, _, terminated, truncated, _ = env.step(env.sample_actions())
         if terminated or truncated:
             break
 
 
-def test_last_action(case):
-    """last_action=True appends each agent's previous action, one-hot, after the agent ids: zeros after reset, then
-    exactly the actions given to step(); the rest of obs, state and masks are those of last_action=False."""
-    with_last, without = make(case, seed=8, last_action=True), make(case, seed=8)
-    n, a = case.n_agents, case.n_actions
-    assert with_last.obs_size - without.obs_size == a
-    obs, state, avail, _ = with_last.reset()
-    raw, raw_state, raw_avail, _ = without.reset()
-    previous = np.zeros((n, a), dtype=np.float32)  # no action yet
-    for _ in range(10):
-        check_arrays(with_last, obs, state, avail)
-        np.testing.assert_array_equal(obs[:, :-a], raw)
-        np.testing.assert_array_equal(obs[:, -a:], previous)
-        np.testing.assert_array_equal(state, raw_state)
-        np.testing.assert_array_equal(avail, raw_avail)
-        actions = with_last.sample_actions()
-        obs, state, avail, _, terminated, truncated, _ = with_last.step(actions)
-        raw, raw_state, raw_avail, *_ = without.step(actions)
-        previous = np.eye(a, dtype=np.float32)[actions]
-        if terminated or truncated:
-            break
-    obs, *_ = with_last.reset()
-    assert not obs[:, -a:].any(), "a new episode starts with the last episode's actions"
+def test_the_caller_may_write_into_obs(case):
+    """obs from reset() and step() are fresh arrays: a caller that writes into them (a script building its network
+    inputs in place) changes neither the state handed out with them nor anything the env gives later."""
+    max_steps = compare_steps(case) or case.episode_limit
+    clean, written = make(case, seed=15), make(case, seed=15)
+    expected = run_episode(clean, random_policy, max_steps=max_steps)
+    obs, state, _, _ = written.reset()
+    got_obs, got_state = [obs.copy()], [state.copy()]
+    obs.fill(-7.0)
+    np.testing.assert_array_equal(state, got_state[0])
+    for actions, *_ in expected[1]:
+        obs, state, *_ = written.step(actions)
+        got_obs.append(obs.copy())
+        got_state.append(state.copy())
+        obs.fill(-7.0)
+        np.testing.assert_array_equal(state, got_state[-1])
+    np.testing.assert_array_equal(got_obs, [expected[0][0]] + [s[1] for s in expected[1]])
+    np.testing.assert_array_equal(got_state, [expected[0][1]] + [s[2] for s in expected[1]])
 
 
 def test_close_closes_the_env(case, monkeypatch):
@@ -422,6 +422,37 @@ def test_close_closes_the_env(case, monkeypatch):
     monkeypatch.setattr(env._env, "close", lambda: closed.append(True))
     env.close()
     assert closed == [True]
+
+
+def test_recording_refuses_in_one_line_where_it_cannot_draw(monkeypatch):
+    """Setting recording True checks at once that the env can draw and that imageio (the video writer) is there,
+    with a one-line EnvError, and leaves recording off; setting it False checks nothing. Where it can draw, recording
+    changes nothing in the episodes (drawing uses no random state)."""
+    pytest.importorskip("mpe2", reason="needs mpe2: pip install mpe2")
+    pytest.importorskip("imageio", reason="needs imageio: pip install 'cleanmarl[video]'")
+    cannot_draw = make_env("gym", tuple_env.ENV_ID, seed=0)  # its env has no render()
+    cannot_draw.reset()
+    with pytest.raises(EnvError) as e:
+        cannot_draw.recording = True
+    assert_one_line(e, "GymTupleEnv cannot render frames")
+    assert cannot_draw.recording is False
+    cannot_draw.recording = False
+    run_episode(cannot_draw, random_policy)
+
+    recorded, plain = (make_env("pz", "simple_spread_v3", seed=0) for _ in range(2))
+    recorded.recording = True
+    assert recorded.recording is True
+    assert_same_trajectory(run_episode(recorded, random_policy), run_episode(plain, random_policy))
+    assert len(recorded.take_frames()) == 26 and recorded.recording is False
+
+    # import now raises ModuleNotFoundError(name="imageio")
+    monkeypatch.setitem(sys.modules, "imageio", None)
+    without_imageio = make_env("pz", "simple_spread_v3", seed=0)
+    without_imageio.recording = False
+    with pytest.raises(EnvError) as e:
+        without_imageio.recording = True
+    assert_one_line(e, "imageio", "pip install 'cleanmarl[video]'")
+    assert without_imageio.recording is False
 
 
 # ---------------------------------------------------------------- family specifics
@@ -562,8 +593,8 @@ def test_gym_flattens_non_box_observations(monkeypatch):
     import gymnasium as gym
 
     monkeypatch.setattr(gym, "make", lambda *args, **kwargs: DiscreteObsEnv())
-    env = make_env("gym", "DiscreteObs-v0", seed=0, time_limit=5, agent_ids=False)
-    assert env.obs_size == 6
+    env = make_env("gym", "DiscreteObs-v0", seed=0, time_limit=5)
+    assert env.obs_size == 6  # 4 (one-hot) + 2, nothing appended
     obs, state, _, _ = env.reset()
     np.testing.assert_array_equal(obs, [[0, 1, 0, 0, 0.5, 0.25], [0, 0, 0, 1, 0.5, 0.25]])
     np.testing.assert_array_equal(state, obs.reshape(-1))
@@ -573,8 +604,8 @@ def test_gym_flattens_non_box_observations(monkeypatch):
 
 def test_smaclite_3m_sizes_and_battle_won():
     pytest.importorskip("smaclite", reason=f"needs smaclite: {SMACLITE_INSTALL}")
-    env = make_env("smaclite", "3m", seed=0, agent_ids=False)
-    # SMAC's sizes (obs 30, state 48), each + 1: the time feature of the 60-step horizon
+    env = make_env("smaclite", "3m", seed=0)
+    # SMAC's sizes (obs 30, state 48), each + 1: the time feature of the 60-step horizon (no agent ids appended)
     assert (env.obs_size, env.state_size, env.n_actions, env.episode_limit, env.horizon) == (
         31,
         49,
@@ -688,7 +719,7 @@ def test_smaclite_map_limit_is_the_horizon(fake_smaclite):
 
 def test_smaclite_reset_clears_last_actions(fake_smaclite):
     """SMAClite keeps its last joint action (the end of its state) across resets: reset() must zero it."""
-    env = make_env("smaclite", "3m", seed=0, agent_ids=False)
+    env = make_env("smaclite", "3m", seed=0)
     n_last = env.n_agents * env.n_actions
     _, steps = run_episode(env, random_policy, seed=1)
     assert steps[-1][2][-n_last:].any() and fake_smaclite[0].last_actions.any()

@@ -9,6 +9,7 @@ import random
 import shutil
 import signal
 
+import numpy as np
 import pytest
 import torch
 import tyro
@@ -145,14 +146,15 @@ def load_like_the_script(path):
         cls, args=["--load-model", str(path), "--eval-only"], default=default
     )
     args, _, checkpoint = startup_args(cli, qmix.Args, qmix.CHECKPOINT_FLAGS, qmix.CHECKPOINT_NETS)
-    kw = {k: getattr(args, k) for k in ("env_family", "agent_ids", "last_action", "time_limit")}
-    env = make_env(args.env_type, args.env_name, seed=args.seed, **kw)
-    q_network = qmix.QNetwork(env.obs_size, env.n_actions, args.hidden_dim, args.num_layers)
+    env = make_env(args.env_type, args.env_name, seed=args.seed, time_limit=args.time_limit)
+    obs = qmix.agent_inputs(np.zeros((env.n_agents, env.obs_size)), None, env.n_actions, args)
+    obs_size = obs.shape[-1]
+    q_network = qmix.QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers)
     hyper = (args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
     mixer = qmix.QMixer(env.n_agents, env.state_size, *hyper)
     nets = dict(q_network=q_network, mixer=mixer)
     nets["target_q_network"] = qmix.QNetwork(
-        env.obs_size, env.n_actions, args.hidden_dim, args.num_layers
+        obs_size, env.n_actions, args.hidden_dim, args.num_layers
     )
     nets["target_mixer"] = qmix.QMixer(env.n_agents, env.state_size, *hyper)
     load_networks(nets, checkpoint, "--load-model")

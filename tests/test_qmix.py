@@ -14,6 +14,7 @@ from cleanmarl import qmix
 from cleanmarl.utils import checkpoints, flags, layout, system
 
 GAMMA = 0.9
+RAW = qmix.Args(agent_ids=False, last_action=False)  # the agents see the env's obs only
 
 
 def sum_mixer(q_agents, state):
@@ -279,7 +280,7 @@ def test_default_targets_bring_a_late_reward_to_the_start_in_fewer_target_copies
     episode["obs"][:, 0, 0] = np.arange(length)
     episode["reward"][-1] = episode["terminated"][-1] = 1.0  # the win, and the battle is over
     episode["next_avail_actions"][:] = True
-    rb.add(episode, length)
+    rb.add(episode)
     batch = rb.sample(1, "cpu")
     values, copies = (
         torch.zeros(length + 1),
@@ -311,7 +312,7 @@ def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
     )
     lengths = [6, 2, 4, 1]
     for value, length in enumerate(lengths, 1):
-        rb.add(fake_episode(rb, value, length), length)
+        rb.add(fake_episode(rb, value, length))
     for key in ("obs", "state", "reward"):  # garbage in the padding: it must never reach the loss
         rb.fields[key][~rb.mask] = 1e30
     rb.fields["obs"] += (
@@ -344,7 +345,7 @@ def fake_episode(rb, value, length):
     episode["terminated"][length - 1] = 1.0
     episode["next_avail_actions"][:] = False
     episode["next_avail_actions"][..., 0] = True
-    return episode
+    return {k: v[:length] for k, v in episode.items()}  # its steps: name -> [T, ...]
 
 
 def test_buffer_wraps_around_and_samples_only_each_episodes_own_steps():
@@ -353,7 +354,7 @@ def test_buffer_wraps_around_and_samples_only_each_episodes_own_steps():
     )
     lengths = {1: 6, 2: 2, 3: 4, 4: 3, 5: 1}
     for value, length in lengths.items():
-        rb.add(fake_episode(rb, value, length), length)
+        rb.add(fake_episode(rb, value, length))
     assert rb.size == 3 and rb.pos == 2
     # slots hold episodes 4, 5, 3 (episodes 1 and 2 were overwritten; their longer tails are not cleared, only masked)
     for slot, value in zip(range(3), (4, 5, 3), strict=True):
@@ -383,14 +384,12 @@ def test_buffer_commits_memory_for_real_steps_only():
     not of buffer_size episodes at the limit (which add() used to commit, padding included)."""
     sizes = dict(episode_limit=1000, n_agents=4, obs_size=256, state_size=512, n_actions=8)
     rb = qmix.EpisodeBuffer(100, **sizes, seed=0)
-    slot_bytes = qmix.EpisodeBuffer.bytes_per_episode(*sizes.values())
-    assert (
-        sum(a.nbytes for a in [*rb.fields.values(), rb.mask]) == 100 * slot_bytes
-    )  # ~1.2 GB, virtual
-    episode = {k: np.ones_like(v[0]) for k, v in rb.fields.items()}
+    slot_bytes = sum(a[0].nbytes for a in [*rb.fields.values(), rb.mask])
+    assert slot_bytes > 1e7  # ~1.2 GB for 100 slots, virtual
+    episode = {k: np.ones_like(v[0][:10]) for k, v in rb.fields.items()}
     before = resident_bytes()
     for _ in range(100):
-        rb.add(episode, 10)
+        rb.add(episode)
     grown = resident_bytes() - before
     assert grown < 100 * slot_bytes / 50  # real steps: 1% of the slots, plus page rounding
 
@@ -400,7 +399,7 @@ def test_buffer_samples_only_filled_episodes():
         50, episode_limit=5, n_agents=2, obs_size=3, state_size=2, n_actions=3, seed=0
     )
     for value in range(1, 8):
-        rb.add(fake_episode(rb, value, 5), 5)
+        rb.add(fake_episode(rb, value, 5))
     seen = set()
     for _ in range(200):
         batch = rb.sample(4, "cpu")
@@ -414,8 +413,8 @@ def test_buffer_sample_holds_the_real_steps_only():
     rb = qmix.EpisodeBuffer(
         2, episode_limit=10, n_agents=1, obs_size=1, state_size=1, n_actions=2, seed=0
     )
-    rb.add(fake_episode(rb, 1, 3), 3)
-    rb.add(fake_episode(rb, 2, 4), 4)
+    rb.add(fake_episode(rb, 1, 3))
+    rb.add(fake_episode(rb, 2, 4))
     batch = rb.sample(2, "cpu")
     assert (
         batch["obs"].shape == (7, 1, 1)
@@ -441,14 +440,13 @@ def test_online_next_q_reuses_the_obs_forward_exactly():
     ]
     env = envs[0]
     torch.manual_seed(0)
-    q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=16, num_layers=1)
-    rb = qmix.EpisodeBuffer(
-        6, 12, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0
-    )
-    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
+    args = qmix.Args()  # ids and last actions: next_obs is the next row's obs but for the last
+    obs_size = env.obs_size + env.n_agents + env.n_actions
+    q_network = qmix.QNetwork(obs_size, env.n_actions, hidden_dim=16, num_layers=1)
+    rb = qmix.EpisodeBuffer(6, 12, env.n_agents, obs_size, env.state_size, env.n_actions, seed=0)
     rng = np.random.default_rng(0)
     for i in range(6):
-        rb.add(episode, qmix.run_episode(envs[i % 2], q_network, 1.0, rng, episode)[1])
+        rb.add(qmix.run_episode(envs[i % 2], q_network, args, 1.0, rng)[0])
     assert sorted(set(rb.mask.sum(1))) == [5, 12]
     batch = rb.sample(6, "cpu")
     q_values, forwarded = q_network(batch["obs"]), []
@@ -508,38 +506,43 @@ def test_select_actions_explores_per_agent():
     assert len({tuple(d) for d in draws}) == 6  # all joint combinations: agents draw independently
 
 
-def test_numpy_acting_matches_torch_and_tracks_updates():
+class FixedEnv:
+    """Two agents, four steps, the same observations whatever they do; action 2 of agent 0 is never
+    available."""
+
+    n_agents, obs_size, n_actions = 2, 7, 5
+    obs = np.random.default_rng(0).normal(size=(4, 2, 7)).astype(np.float32)
+    avail = np.ones((2, 5), bool)
+    avail[0, 2] = False
+
+    def reset(self):
+        self.t = 0
+        return self.obs[0], np.zeros(3, np.float32), self.avail, {}
+
+    def step(self, actions):
+        self.taken.append(actions)
+        self.t += 1
+        done = self.t == len(self.obs)
+        return self.obs[self.t % 4], np.zeros(3, np.float32), self.avail, 0.0, done, False, {}
+
+
+def test_acting_is_the_greedy_action_of_the_network_being_trained():
+    """run_episode acts with q_network itself: greedy, each action is the argmax of its Q-values
+    over the available actions, after an optimizer step too (no copy of the weights)."""
     torch.manual_seed(0)
     q_network = qmix.QNetwork(obs_size=7, n_actions=5, hidden_dim=16, num_layers=2)
-    forward = qmix.acting_forward(q_network, 7)
-    obs = np.random.default_rng(0).normal(size=(3, 7)).astype(np.float32)
-    with torch.no_grad():
-        expected = q_network(torch.from_numpy(obs)).numpy()
-    np.testing.assert_allclose(forward(obs), expected, rtol=1e-5, atol=1e-5)
-    # An optimizer step changes the parameters in place: the numpy views must follow (CPU).
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=0.1, fused=True)
-    q_network(torch.from_numpy(obs)).pow(2).sum().backward()
-    optimizer.step()
-    with torch.no_grad():
-        updated = q_network(torch.from_numpy(obs)).numpy()
-    assert not np.allclose(updated, expected)
-    np.testing.assert_allclose(forward(obs), updated, rtol=1e-5, atol=1e-5)
-
-
-class NegReLU(torch.nn.Module):
-    def forward(self, x):
-        return -torch.relu(x)
-
-
-@pytest.mark.parametrize("layer", [torch.nn.Tanh(), NegReLU(), torch.nn.LayerNorm(16)])
-def test_acting_refuses_a_network_it_does_not_mirror(layer):
-    """A copy that changes QNetwork (a new activation, another layer) and not acting_forward: one line."""
-    torch.manual_seed(0)
-    q_network = qmix.QNetwork(obs_size=7, n_actions=5, hidden_dim=16, num_layers=1)
-    q_network.net[1] = layer
-    with pytest.raises(ValueError, match="acting_forward .* is not QNetwork's forward") as error:
-        qmix.acting_forward(q_network, 7)
-    assert "\n" not in str(error.value)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=0.5)
+    env = FixedEnv()
+    for _ in range(2):
+        env.taken = []
+        qmix.run_episode(env, q_network, RAW, 0.0, None)
+        with torch.no_grad():
+            q_values = q_network(torch.from_numpy(env.obs)).masked_fill(
+                ~torch.tensor(env.avail), -1e9
+            )
+        np.testing.assert_array_equal(np.stack(env.taken), q_values.argmax(-1).numpy())
+        q_network(torch.from_numpy(env.obs)).pow(2).sum().backward()
+        optimizer.step()
 
 
 def test_soft_update():
@@ -631,19 +634,16 @@ def test_select_actions_explores_with_a_coin_per_agent():
 
 def test_bootstrap_range_is_in_the_mixer_units():
     """--bound-targets clamps Q_tot^-, which the mixer learns in units of rewards / scale: the range must be too."""
+    bound = qmix.Args(gamma=0.9, bound_targets=True)
     stats = qmix.RunningStats()
     stats.update(np.array([-3.0, 5.0, 1.0]))
-    assert qmix.bootstrap_range(stats, 2.0, 0.9) == pytest.approx(
-        (-15.0, 25.0)
-    )  # [-3, 5] / 2 / (1 - 0.9)
-    assert qmix.bootstrap_range(stats, None, 0.9) == pytest.approx(
-        (-30.0, 50.0)
-    )  # no scale yet: rewards / 1
+    assert qmix.bootstrap_range(stats, 2.0, bound) == pytest.approx((-15.0, 25.0))  # / 2 / 0.1
+    assert qmix.bootstrap_range(stats, None, bound) == pytest.approx((-30.0, 50.0))  # no scale yet
+    assert qmix.bootstrap_range(stats, 2.0, qmix.Args(gamma=0.9)) is None  # no --bound-targets
     stats = qmix.RunningStats()
-    stats.update(
-        np.array([2.0, 4.0])
-    )  # all positive: 0 is still a possible return (episodes can end)
-    assert qmix.bootstrap_range(stats, 4.0, 0.5) == pytest.approx((0.0, 2.0))
+    stats.update(np.array([2.0, 4.0]))  # all positive: 0 is still a possible return (episodes end)
+    halved = qmix.Args(gamma=0.5, bound_targets=True)
+    assert qmix.bootstrap_range(stats, 4.0, halved) == pytest.approx((0.0, 2.0))
 
 
 def test_running_std_of_one_value_is_zero():
@@ -686,12 +686,9 @@ class ScriptedEnv:
 def recorded_episode(env, episode_limit=8):
     torch.manual_seed(0)
     q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
-    rb = qmix.EpisodeBuffer(
-        1, episode_limit, env.n_agents, env.obs_size, env.state_size, env.n_actions, seed=0
-    )
-    episode = {k: np.zeros_like(v[0]) for k, v in rb.fields.items()}
-    ep_return, length, _ = qmix.run_episode(env, q_network, 0.5, np.random.default_rng(0), episode)
-    return episode, ep_return, length
+    episode, ep_return, _ = qmix.run_episode(env, q_network, RAW, 0.5, np.random.default_rng(0))
+    assert len(episode["reward"]) <= episode_limit
+    return episode, ep_return, len(episode["reward"])
 
 
 @pytest.mark.parametrize("terminated", [True, False])
@@ -729,7 +726,7 @@ def test_fixed_horizon_ends_the_task_and_its_target_is_the_reward():
     assert length == 25 and episode["terminated"].tolist() == [0.0] * 24 + [1.0]
     np.testing.assert_allclose(episode["next_state"][:, -1], np.arange(1, 26) / 25)
     np.testing.assert_allclose(
-        episode["obs"][:, :, env.raw_obs_size - 1], np.arange(25)[:, None].repeat(3, 1) / 25
+        episode["obs"][:, :, env.obs_size - 1], np.arange(25)[:, None].repeat(3, 1) / 25
     )
     batch = {k: torch.from_numpy(v) for k, v in episode.items()}
     target_next_q = torch.full((25, env.n_agents, env.n_actions), 1e3)  # a runaway bootstrap
@@ -829,3 +826,36 @@ def test_checkpoint_mismatch_names_the_flag():
     assert "--hidden-dim 128, asked for 64" in checkpoint_mismatch(
         qmix.Args(env_type="lbf"), trained
     )
+
+
+def test_agent_inputs_are_obs_then_one_hot_id_then_one_hot_last_action():
+    """What the agents see is built in the script: [obs, id, last action] per agent, the last action
+    all zeros at t = 0; each part dropped by its flag; any leading dims (the vector envs' [E, N, O])."""
+    obs = np.arange(6, dtype=np.float32).reshape(2, 3)
+    first = qmix.agent_inputs(obs, None, 4, qmix.Args())
+    np.testing.assert_array_equal(first, [[0, 1, 2, 1, 0, 0, 0, 0, 0], [3, 4, 5, 0, 1, 0, 0, 0, 0]])
+    later = qmix.agent_inputs(obs, np.array([3, 1]), 4, qmix.Args())
+    np.testing.assert_array_equal(later[:, 5:], [[0, 0, 0, 1], [0, 1, 0, 0]])
+    assert later.dtype == np.float32
+    assert qmix.agent_inputs(obs, None, 4, RAW).tolist() == obs.tolist()
+    no_ids = qmix.agent_inputs(obs, np.array([0, 2]), 4, qmix.Args(agent_ids=False))
+    np.testing.assert_array_equal(no_ids[:, 3:], [[1, 0, 0, 0], [0, 0, 1, 0]])
+    stacked = qmix.agent_inputs(np.stack([obs, obs]), np.array([[3, 1], [0, 0]]), 4, qmix.Args())
+    np.testing.assert_array_equal(stacked[0], later)
+    np.testing.assert_array_equal(stacked[1, :, 3:5], np.eye(2))
+
+
+def test_run_episode_feeds_and_stores_each_agents_previous_action():
+    """obs[t + 1]'s last-action block is the one-hot of actions[t] (obs[0]'s is zeros), and the id
+    block is each agent's own: the network acts on what the buffer stores."""
+    env = ScriptedEnv(5, terminated=True)
+    obs_size = env.obs_size + env.n_agents + env.n_actions
+    q_network = qmix.QNetwork(obs_size, env.n_actions, hidden_dim=8, num_layers=1)
+    fed = []
+    q_network.register_forward_hook(lambda module, inputs, output: fed.append(inputs[0].numpy()))
+    episode, _, _ = qmix.run_episode(env, q_network, qmix.Args(), 0.5, np.random.default_rng(0))
+    last = episode["obs"][:, :, -env.n_actions :]
+    assert not last[0].any()
+    np.testing.assert_array_equal(last[1:], np.eye(env.n_actions)[episode["actions"][:-1]])
+    np.testing.assert_array_equal(episode["obs"][:, :, 3:5], np.broadcast_to(np.eye(2), (5, 2, 2)))
+    np.testing.assert_array_equal(np.stack(fed), episode["obs"])

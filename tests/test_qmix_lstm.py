@@ -18,9 +18,10 @@ from tests.test_variants import EndingEnv
 lstm = importlib.import_module("cleanmarl.qmix_lstm")
 SCRIPT = ROOT / "cleanmarl" / "qmix_lstm.py"
 MEMORY = ["--env-name", "tests.memory_cue:MemoryCue-v0"]
+ARGS = lstm.Args()  # --agent-ids and --last-action: the script appends both to each observation
 
 
-def network(obs_size=EndingEnv.obs_size, n_actions=EndingEnv.n_actions, num_layers=1, seed=0):
+def network(obs_size=EndingEnv.input_size, n_actions=EndingEnv.n_actions, num_layers=1, seed=0):
     torch.manual_seed(seed)
     return lstm.QNetwork(obs_size, n_actions, hidden_dim=8, num_layers=num_layers)
 
@@ -62,123 +63,104 @@ def test_sampling_the_padding_commits_no_memory():
     arrays = [*rb.fields.values(), rb.mask]
     episode = {k: np.ones_like(v[0]) for k, v in rb.fields.items()}
     for length in [500] + [10] * 99:
-        rb.add(episode, length)
+        rb.add({k: v[:length] for k, v in episode.items()})
     before, long_batches = resident_in(arrays), 0
-    assert 0 < before < 100 * lstm.EpisodeBuffer.bytes_per_episode(*sizes) / 50  # written steps
-    while long_batches < 3:  # batches holding the 500-step episode: 15 others cut to 500 steps
+    assert 0 < before < sum(a.nbytes for a in arrays) / 50  # written steps
+    for _ in range(40):  # batches holding the 500-step episode (~6): 15 others cut to 500 steps
         batch = rb.sample(16, "cpu")
         long_batches += batch["mask"].shape[1] == 500
         assert batch["obs"][:, 10:][~batch["mask"][:, 10:]].abs().sum() == 0  # padding reads 0
+    assert long_batches >= 3  # a bounded loop: a buffer that lost the episode fails, not hangs
     grown = resident_in(arrays) - before
     assert grown < 2**20, f"{grown / 2**20:.0f} MiB committed by reading padding"
 
 
 @pytest.mark.parametrize("num_layers", [0, 1])
-def test_numpy_acting_equals_the_torch_unroll(num_layers):
+def test_acting_step_by_step_equals_the_unroll(num_layers):
+    """Acting calls QNetwork one step at a time, its hidden state carried: the Q-values of the
+    unroll over the whole sequence, which is the written-out GRU cell loop."""
     q_network = network(num_layers=num_layers)
     inputs = torch.randn(7, 3, q_network.fc.in_features)  # [T, N, D]
-    expected = q_network(inputs[None])[0][0].detach()
-    torch.testing.assert_close(
-        gru_cell_q_values(q_network, inputs).detach(), expected
-    )  # nn.GRU is the GRUCell
-    forward = lstm.acting_forward(q_network, q_network.fc.in_features)
-    hidden, acted = np.zeros((3, 8), np.float32), []
-    for x in inputs.numpy():
-        q_values, hidden = forward(x, hidden)
-        acted.append(q_values)
-    np.testing.assert_allclose(np.stack(acted), expected.numpy(), rtol=1e-5, atol=1e-5)
-    # On CPU the numpy weights are views: an optimizer step is seen without a refresh
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=0.1)
-    q_network(inputs[None])[0].sum().backward()
-    optimizer.step()
-    hidden = np.zeros((3, 8), np.float32)
-    q_values, _ = forward(inputs[0].numpy(), hidden)
-    np.testing.assert_allclose(
-        q_values, q_network(inputs[:1, None])[0][0, 0].detach().numpy(), rtol=1e-5, atol=1e-5
-    )
+    with torch.no_grad():
+        expected = q_network(inputs[None])[0][0]
+        torch.testing.assert_close(gru_cell_q_values(q_network, inputs), expected)
+        hidden, acted = None, []
+        for x in inputs:
+            q_values, hidden = q_network(x[None, None], hidden)
+            acted.append(q_values[0, 0])
+    torch.testing.assert_close(torch.stack(acted), expected)
 
 
-class LSTMNetwork(lstm.QNetwork):
-    """A copy that replaces the GRU by an LSTM (and its forward), acting_forward left as it is."""
-
-    def __init__(self, *sizes):
-        super().__init__(*sizes)
-        self.rnn = nn.LSTM(self.fc.out_features, self.fc.out_features, batch_first=True)
-
-    def forward(self, inputs, hidden=None):
-        b, t, n, _ = inputs.shape
-        x = F.relu(self.fc(inputs)).transpose(1, 2).reshape(b * n, t, -1)
-        out, (hidden, _) = self.rnn(x)
-        return self.net(out.view(b, n, t, -1).transpose(1, 2)), hidden.view(b, n, -1)
-
-
-def tanh_network():
-    q_network = network(num_layers=1)
-    q_network.net[1] = nn.Tanh()  # a copy that changes an activation after the GRU
-    return q_network
-
-
-@pytest.mark.parametrize(
-    "make", [lambda: LSTMNetwork(16, 11, 8, 0), tanh_network], ids=["lstm", "tanh"]
-)
-def test_acting_refuses_a_network_it_does_not_mirror(make):
-    """A copy that changes QNetwork and not acting_forward: one line (at setup, every episode)."""
-    q_network = make()
-    with pytest.raises(ValueError, match="acting_forward .* is not QNetwork's forward") as error:
-        lstm.acting_forward(q_network, q_network.fc.in_features)
-    assert "\n" not in str(error.value)
-
-
-def test_a_copy_with_another_activation_stops_at_setup_in_one_line(tmp_path):
-    """A copy of the script whose QNetwork applies tanh where acting applies ReLU: refused."""
+def test_a_copy_with_another_activation_runs(tmp_path):
+    """A copy of the script whose QNetwork applies tanh after its first layer: one change, it runs
+    and acts with that network (nothing to mirror)."""
     source = SCRIPT.read_text()
     assert source.count("F.relu(self.fc(inputs))") == 1
     copy = tmp_path / "qmix_tanh.py"
     copy.write_text(source.replace("F.relu(self.fc(inputs))", "torch.tanh(self.fc(inputs))"))
-    proc = run(tmp_path, *LBF, "--total-timesteps", "10", check=False, script=copy)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and len(lines) == 1, proc.stderr[-3000:]
-    assert lines[0].startswith("qmix_tanh.py: error: acting_forward (fc, ReLU, GRU, Linear, ReLU)")
-    assert not (tmp_path / "runs").exists()  # before the run directory
+    run(tmp_path, *LBF, "--total-timesteps", "200", "--batch-size", "4", script=copy)
 
 
 ENDINGS = [(3, True), (2, False), (1, True), (4, False), (3, False)]  # (length, terminated)
 
 
 def play(endings, q_network, monkeypatch):
-    """Fill a buffer with EndingEnv episodes acted on by q_network (epsilon 0.5); record every step
-    of acting_forward's forward: (inputs, hidden given, q_values, hidden returned), per episode."""
+    """Fill a buffer with EndingEnv episodes acted on by q_network (epsilon 0.5); record every
+    acting step: (inputs, hidden given, q_values, hidden returned), per episode."""
     env, calls = EndingEnv(endings), []
-    sizes = (
-        max(length for length, _ in endings),
-        env.n_agents,
-        env.obs_size,
-        env.state_size,
-        env.n_actions,
-    )
+    limit = max(length for length, _ in endings)
+    sizes = (limit, env.n_agents, env.input_size, env.state_size, env.n_actions)
     rb = lstm.EpisodeBuffer(len(endings), *sizes, seed=0)
-    acting_forward = lstm.acting_forward
 
-    def recorded(q_network, obs_size=None):
-        forward = acting_forward(q_network, obs_size)
+    def record(module, args, output):  # one acting step: [1, 1, N, D], hidden [1, N, H] or None
+        inputs, hidden = args[0][0, 0], args[1]
+        hidden = torch.zeros_like(output[1][0]) if hidden is None else hidden[0]
+        step = (inputs, hidden, output[0][0, 0], output[1][0])
+        calls[-1].append(tuple(x.detach().numpy().copy() for x in step))
 
-        def step(inputs, hidden):
-            q_values, next_hidden = forward(inputs, hidden)
-            calls[-1].append((inputs.copy(), hidden.copy(), q_values, next_hidden))
-            return q_values, next_hidden
-
-        return step
-
-    monkeypatch.setattr(lstm, "acting_forward", recorded)
+    q_network.register_forward_hook(record)
     rng = np.random.default_rng(0)
     for _ in endings:
         calls.append([])
-        episode = {
-            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
-        }
-        _, length, _ = lstm.run_episode(env, q_network, 0.5, rng, episode)
-        rb.add(episode, length)
+        episode, _, _ = lstm.run_episode(env, q_network, ARGS, 0.5, rng)
+        rb.add(episode)
     return rb, calls
+
+
+@pytest.mark.parametrize("appended", [True, False], ids=["ids_last_action", "obs_alone"])
+def test_run_episode_returns_its_steps_stacked_with_the_inputs_the_network_saw(appended):
+    """run_episode -> qmix.py's episode (each field of episode_fields, [T, ...] in its dtype), its return and info.
+    obs[t] is the env's observation followed, with --agent-ids and --last-action, by the one-hot agent id and the
+    previous actions one-hot (zeros at t = 0); next_obs[t] is obs[t + 1], the final observation included."""
+    args = lstm.Args(agent_ids=appended, last_action=appended)
+    env, rng = EndingEnv([(4, False), (3, True)]), np.random.default_rng(0)
+    q_network = network(EndingEnv.input_size if appended else EndingEnv.obs_size)
+    for e, (length, ends_terminated) in enumerate([(4, False), (3, True)]):
+        episode, ep_return, info = lstm.run_episode(env, q_network, args, 0.5, rng)
+        input_size = q_network.fc.in_features
+        fields = lstm.episode_fields(length, EndingEnv.n_agents, input_size, 4, EndingEnv.n_actions)
+        assert sorted(episode) == sorted(fields) and info == {}
+        for key, (shape, dtype) in fields.items():
+            assert episode[key].shape == shape and episode[key].dtype == dtype, key
+        observed = [EndingEnv.observe(e, t) for t in range(length + 1)]
+        inputs = np.stack([obs for obs, _, _ in observed])  # [T + 1, N, O]
+        if appended:
+            ids = np.broadcast_to(np.eye(EndingEnv.n_agents), (length + 1, EndingEnv.n_agents, 2))
+            last = np.eye(EndingEnv.n_actions)[episode["actions"]]
+            last = np.concatenate([np.zeros_like(last[:1]), last])  # no action before t = 0
+            inputs = np.concatenate([inputs, ids, last], -1)
+        np.testing.assert_array_equal(episode["obs"], inputs[:-1])
+        np.testing.assert_array_equal(episode["next_obs"], inputs[1:])
+        states = np.stack([state for _, state, _ in observed])
+        np.testing.assert_array_equal(episode["state"], states[:-1])
+        np.testing.assert_array_equal(episode["next_state"], states[1:])
+        avail = np.stack([avail for _, _, avail in observed])  # [T + 1, N, A]
+        np.testing.assert_array_equal(episode["next_avail_actions"], avail[1:])
+        assert np.take_along_axis(avail[:-1], episode["actions"][..., None], -1).all()
+        np.testing.assert_array_equal(episode["reward"], np.arange(1, length + 1) + 10 * e)
+        assert ep_return == sum(range(1, length + 1)) + 10 * e * length
+        np.testing.assert_array_equal(episode["terminated"][:-1], 0)
+        assert episode["terminated"][-1] == ends_terminated
 
 
 def test_acting_resets_the_hidden_state_at_every_episode_start_and_carries_it_between_steps(
@@ -201,8 +183,8 @@ def test_training_unroll_reproduces_the_q_values_acted_on(monkeypatch):
     Q-values of each real step are the acting ones, whatever the other episodes of the batch; at t = T (the input of
     the last step's target) the unroll continues over the final observation."""
     q_network = network()
-    forward = lstm.acting_forward(q_network, EndingEnv.obs_size)  # before play() records its calls
     rb, calls = play(ENDINGS, q_network, monkeypatch)
+    q_network._forward_hooks.clear()  # acting is recorded; the unroll below is not
     batch = rb.sample(len(ENDINGS), "cpu")
     inputs = lstm.sequence_inputs(batch)
     q_values = lstm.unroll(q_network, inputs).detach().numpy()  # [B, T + 1, N, A]
@@ -211,11 +193,14 @@ def test_training_unroll_reproduces_the_q_values_acted_on(monkeypatch):
         length = int(batch["mask"][b].sum())
         acted = np.stack([q for _, _, q, _ in calls[episode]])
         np.testing.assert_allclose(q_values[b, :length], acted, rtol=1e-5, atol=1e-5)
-        final_inputs = inputs[b, length].numpy()
-        np.testing.assert_array_equal(
-            final_inputs[:, : EndingEnv.obs_size], batch["next_obs"][b, length - 1]
-        )
-        final_q, _ = forward(final_inputs, calls[episode][-1][3])
+        final_inputs = inputs[b, length].numpy()  # the final obs, the ids, the last actions
+        final_obs = EndingEnv.observe(episode, length)[0]
+        last_actions = np.eye(EndingEnv.n_actions)[batch["actions"][b, length - 1]]
+        expected = np.concatenate([final_obs, np.eye(EndingEnv.n_agents), last_actions], 1)
+        np.testing.assert_array_equal(final_inputs, expected)
+        with torch.no_grad():
+            hidden = torch.from_numpy(calls[episode][-1][3])[None]
+            final_q = q_network(torch.from_numpy(final_inputs)[None, None], hidden)[0][0, 0]
         np.testing.assert_allclose(q_values[b, length], final_q, rtol=1e-5, atol=1e-5)
 
 

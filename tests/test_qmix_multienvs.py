@@ -12,9 +12,12 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from cleanmarl import qmix
+from cleanmarl.env import EnvError
 from cleanmarl.env.vector import VectorEnv, WorkerError
+from cleanmarl.utils.resume import portable, restore_object, tree_map
 from cleanmarl.utils.system import env_seeds
 from tests.test_smoke import LBF, ROOT, run, scalars
 
@@ -163,23 +166,66 @@ def test_vector_env_plays_episode_j_on_worker_j_mod_e_while_the_caller_goes_on()
         envs.close()
 
 
+def agent_network(envs, args):
+    """A small QNetwork for what the agents see: the env's obs, --agent-ids, --last-action."""
+    inputs = envs.obs_size + envs.n_agents * args.agent_ids + envs.n_actions * args.last_action
+    return qmix.QNetwork(inputs, envs.n_actions, hidden_dim=8, num_layers=0)
+
+
+def test_vector_env_recording_is_checked_as_an_envs(monkeypatch):
+    """--capture-video on the evaluation workers: setting recording checks what an env's recording does, in one line
+    (EnvError): that imageio is installed and that the env can draw (LBF draws with pyglet: it needs a display); then
+    the first worker draws the first episode of the next play_async, and only that one."""
+    pytest.importorskip(
+        "imageio", reason="--capture-video needs imageio: pip install -e '.[video]'"
+    )
+    envs = VectorEnv("pz", "simple_spread_v3", 2, seed=0)
+    try:
+        monkeypatch.setitem(sys.modules, "imageio", None)
+        with pytest.raises(
+            EnvError, match=r"^imageio is not installed: pip install 'cleanmarl\[video\]'$"
+        ):
+            envs.recording = True
+        monkeypatch.undo()
+        assert not envs.recording
+        envs.recording = True
+        envs.play_async(counter_episode, (0,), 3)
+        assert [length for _, length, _ in envs.play_wait()] == [25, 25, 25]
+        assert len(envs.take_frames()) == 26 and not envs.recording  # the reset and 25 steps
+        envs.play_async(counter_episode, (0,), 2)
+        envs.play_wait()
+        assert envs.take_frames() == []
+    finally:
+        envs.close()
+    if not os.environ.get("DISPLAY"):
+        envs = VectorEnv("lbf", "Foraging-8x8-2p-2f-coop-v3", 2, seed=0)
+        workers = [p.pid for p in envs._workers]
+        with pytest.raises(WorkerError, match=r"^env 0 .* cannot render frames here .*xvfb-run"):
+            envs.recording = True
+        assert gone_within(workers, 5)
+
+
 @pytest.mark.parametrize("overlap", [True, False])
 def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
     """Every finished episode handed out holds one env's steps 0..T-1 in order, next_obs[t] = obs[t + 1], the final
     observation last (not the next episode's first), terminated only at a real end; all of each env's episodes come
-    out, in the order they ended."""
+    out, in the order they ended. The agents see the env's obs, their ids and their last action, which an episode's
+    first step has none of (zeros), also where its env reset in the step that ended the one before; the fields are
+    qmix.py's (episode_fields), dtypes included."""
     envs = VectorEnv("gym", COUNTER, 4, seed=0)
     try:
-        sizes = (envs.episode_limit, envs.n_agents, envs.obs_size, envs.state_size, envs.n_actions)
-        q_network = qmix.QNetwork(envs.obs_size, envs.n_actions, hidden_dim=8, num_layers=0)
-        rollout = multienvs.VectorRollout(envs, sizes, np.random.default_rng(0), overlap)
-        episode = {
-            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
-        }
+        args = multienvs.Args(overlap=overlap)  # agent ids and last actions
+        rollout = multienvs.VectorRollout(envs, args, np.random.default_rng(0))
+        q_network = agent_network(envs, args)
+        inputs = q_network.net[0].in_features
+        sizes = (envs.episode_limit, envs.n_agents, inputs, envs.state_size, envs.n_actions)
         seen, cut = {}, 0
         for _ in range(80):
-            ep_return, length, _, _ = rollout.next_episode(q_network, 0.5, episode)
-            obs, next_obs = episode["obs"][:length, 0], episode["next_obs"][:length, 0]
+            episode, ep_return, _, _ = rollout.next_episode(q_network, 0.5)
+            length = len(episode["reward"])
+            for key, (shape, dtype) in qmix.episode_fields(*sizes).items():
+                assert episode[key].shape == (length, *shape[1:]) and episode[key].dtype == dtype
+            obs, next_obs = episode["obs"][:, 0], episode["next_obs"][:, 0]
             env_seed, number = int(obs[0, 2]), int(obs[0, 0])
             assert number == seen.get(env_seed, 0) + 1  # this env's next episode, none skipped
             seen[env_seed] = number
@@ -188,6 +234,11 @@ def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
                 next_obs[:, 1], np.arange(1, length + 1)
             )  # the final observation last
             assert (next_obs[:, 0] == number).all() and ep_return == length * (length + 1) / 2
+            np.testing.assert_array_equal(episode["obs"][1:], episode["next_obs"][:-1])
+            ids, last = episode["next_obs"][..., 3:5], episode["next_obs"][..., 5:]
+            np.testing.assert_array_equal(ids, np.broadcast_to(np.eye(2), ids.shape))
+            np.testing.assert_array_equal(last, np.eye(3)[episode["actions"]])
+            assert (episode["obs"][0, :, 5:] == 0).all()  # no last action at the first step
             assert not episode["terminated"][: length - 1].any()
             assert episode["terminated"][length - 1] or length == 6  # ended early: terminated
             cut += (
@@ -196,6 +247,70 @@ def test_episodes_collected_in_parallel_are_whole_and_in_order(overlap):
         assert sorted(seen) == [0, 1, 2, 3] and cut > 3
     finally:
         envs.close()
+
+
+def test_one_env_hands_out_run_episodes_episodes():
+    """With one env (seed s) and --no-overlap, the rollout's episodes are qmix.py's run_episode's on an env of seed s
+    with the same exploration stream: the same steps, agent inputs, dtypes and returns."""
+    name = "tests.tuple_env:TupleChaseMasked-v0"
+    envs = VectorEnv("gym", name, 1, seed=7, time_limit=8)
+    try:
+        single = qmix.make_env("gym", name, seed=7, time_limit=8)
+        args = multienvs.Args(overlap=False)
+        torch.manual_seed(0)
+        q_network = agent_network(envs, args)
+        rollout = multienvs.VectorRollout(envs, args, np.random.default_rng(0))
+        rng = np.random.default_rng(0)
+        lengths = set()
+        for _ in range(30):
+            episode, ep_return, _, epsilon = rollout.next_episode(q_network, 0.5)
+            expected, expected_return, _ = qmix.run_episode(single, q_network, args, 0.5, rng)
+            assert set(episode) == set(expected) and ep_return == expected_return and epsilon == 0.5
+            for key, value in expected.items():
+                assert episode[key].dtype == value.dtype, key
+                np.testing.assert_array_equal(episode[key], value, err_msg=key)
+            lengths.add(len(expected["reward"]))
+        assert len(lengths) > 2
+    finally:
+        envs.close()
+
+
+def test_a_restored_rollout_hands_out_the_same_episodes(tmp_path):
+    """The rollout's state, taken with a step under way (--overlap) and saved as TrainingState saves it (numpy as
+    tensors, read back with torch.load(weights_only=True)), loaded into a rollout over a fresh VectorEnv of the same
+    arguments: the episodes under way replayed, it hands out the same episodes as the rollout it was taken from,
+    last actions included."""
+    name, kwargs = "tests.tuple_env:TupleChaseMasked-v0", {"time_limit": 5}
+    envs, envs_again = VectorEnv("gym", name, 3, seed=50, **kwargs), None
+    try:
+        args = multienvs.Args(overlap=True)
+        torch.manual_seed(0)
+        q_network = agent_network(envs, args)
+        rollout = multienvs.VectorRollout(envs, args, np.random.default_rng(0))
+        for _ in range(7):
+            rollout.next_episode(q_network, 0.5)
+        while rollout.actions is None:  # until a step is under way
+            rollout.next_episode(q_network, 0.5)
+        torch.save(tree_map(portable, rollout.state_dict()), tmp_path / "state.pt")
+        assert any(rollout.steps)  # episodes under way, to replay
+        envs_again = VectorEnv("gym", name, 3, seed=50, **kwargs)
+        again = multienvs.VectorRollout(envs_again, args, np.random.default_rng(1))
+        restore_object(again, torch.load(tmp_path / "state.pt", weights_only=True))
+        arrays = [v for steps in again.steps for step in steps for v in step.values()]
+        assert arrays and not any(isinstance(v, torch.Tensor) for v in arrays)  # numpy again
+        again.rng.bit_generator.state = rollout.rng.bit_generator.state
+        for _ in range(20):
+            (episode, *rest), (replayed, *rest_again) = (
+                r.next_episode(q_network, 0.1) for r in (rollout, again)
+            )
+            assert rest[0] == rest_again[0] and rest[2] == rest_again[2]  # return, epsilon
+            for key, value in episode.items():
+                assert replayed[key].dtype == value.dtype, key
+                np.testing.assert_array_equal(replayed[key], value, err_msg=key)
+    finally:
+        envs.close()
+        if envs_again is not None:
+            envs_again.close()
 
 
 @pytest.mark.parametrize(
@@ -634,16 +749,13 @@ def test_each_episode_acts_and_logs_with_the_epsilon_of_its_first_step(monkeypat
     )
     envs = VectorEnv("gym", COUNTER, 3, seed=0)
     try:
-        sizes = (envs.episode_limit, envs.n_agents, envs.obs_size, envs.state_size, envs.n_actions)
-        q_network = qmix.QNetwork(envs.obs_size, envs.n_actions, hidden_dim=8, num_layers=0)
-        rollout = multienvs.VectorRollout(envs, sizes, np.random.default_rng(0), overlap)
-        episode = {
-            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
-        }
+        args = multienvs.Args(overlap=overlap)
+        rollout = multienvs.VectorRollout(envs, args, np.random.default_rng(0))
+        q_network = agent_network(envs, args)
         spanning = 0
         for call in range(60):
-            _, length, _, epsilon = rollout.next_episode(q_network, list(codes)[call % 3], episode)
-            actions = episode["actions"][:length]
+            episode, _, _, epsilon = rollout.next_episode(q_network, list(codes)[call % 3])
+            actions = episode["actions"]
             assert (actions == codes[epsilon]).all(), (call, actions.tolist(), epsilon)
             spanning += epsilon != list(codes)[call % 3]  # begun under an earlier call's epsilon
         assert spanning > 10

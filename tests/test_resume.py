@@ -215,7 +215,7 @@ def test_a_restored_state_is_not_held_twice(tmp_path):
     rb = qmix.EpisodeBuffer(
         4, episode_limit=5, n_agents=2, obs_size=3, state_size=2, n_actions=3, seed=0
     )
-    rb.add({k: np.ones_like(v[0]) for k, v in rb.fields.items()}, 3)
+    rb.add({k: np.ones_like(v[0][:3]) for k, v in rb.fields.items()})
     saved = rb.state_dict()
     loaded = weakref.ref(saved["steps"]["obs"])
     rngs = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(legacy=False))

@@ -278,3 +278,23 @@ def test_the_home_pages_first_screen_answers_what_how_and_whether_it_works(site,
     ]:
         assert shown in text, f"not on the first screen: {shown!r}"
     page.close()
+
+
+TABLES = """() => Array.from(document.querySelectorAll('.md-content table')).map(t => [
+    t.getBoundingClientRect().width,
+    (t.closest('.md-typeset__scrollwrap') || t.parentElement).clientWidth,
+    t.rows[0].cells.length])"""
+
+
+def test_the_smaclite_core_table_fits_its_column(site, browser):
+    """At 1400 px the SMAClite page's first table (map, difficulty, script and flags, 90% won at,
+    best checkpoint) is read without scrolling sideways; each seed's values come in a second."""
+    out, url = site
+    page, errors, _ = open_offline(browser, url + "smaclite/")
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.wait_for_timeout(100)
+    (core, column, cells), *others = page.evaluate(TABLES)
+    page.close()
+    assert not errors, errors
+    assert cells == 5 and core <= column, (core, column, cells)
+    assert others and others[0][2] > cells  # the per-seed table

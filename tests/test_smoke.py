@@ -725,8 +725,8 @@ def test_warm_start_loads_the_target_networks(tmp_path):
 
 
 def test_torch_threads_caps_numpys_blas_threads_too():
-    """--torch-threads sets numpy's BLAS threads with torch's (utils.system.torch_device): the acting forward is numpy, and
-    an uncapped OpenBLAS slows it by up to ~400x on a machine busy with other runs (docs/qmix.md, detail 15)."""
+    """--torch-threads sets numpy's BLAS threads with torch's (utils.system.torch_device): threads beyond the free
+    cores only wait on each other (docs/qmix.md, detail 15)."""
     import threadpoolctl
     import torch
 

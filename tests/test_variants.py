@@ -18,29 +18,24 @@ from tests.test_smoke import LBF, ROOT, run, scalars
 # that one line). Everything else in the main block is the reference's, line for line.
 CHANGES = {
     "qmix_memefficient.py": {
-        "definitions": {"EpisodeBuffer", "from cleanmarl.utils.resume import as_numpy, tree_map"},
-        "main": [  # its bytes per episode, a warning not a refusal, and its buffer
-            ("episode_bytes = EpisodeBuffer.bytes_per_episode(", None),
-            ("check_buffer_memory(", None),
-            ("rb = EpisodeBuffer(", None),
-        ],
+        "definitions": {"EpisodeBuffer", "from cleanmarl.utils.system import check_buffer_memory"},
+        "main": [("rb = EpisodeBuffer(", None)],  # told what the agents see (args): it stores less
     },
     "qmix_lstm.py": {
-        "definitions": {"Args", "QNetwork", "EpisodeBuffer", "acting_forward", "run_episode"}
+        "definitions": {"Args", "QNetwork", "EpisodeBuffer", "run_episode"}
         | {"online_next_q_values", "sequence_inputs", "unroll", "qmix_loss"},
         "main": [("batch = rb.sample(", None)],  # whole episodes and their mask
     },
     "qmix_multienvs.py": {
         "definitions": {"Args", "VectorRollout", "start_evaluation", "log_evaluation"}
         | {"from cleanmarl.env.vector import VectorEnv, WorkerError"}
-        | {"from cleanmarl.utils.resume import as_numpy, tree_map"}
         | {"from cleanmarl.utils.system import env_seeds"},
         "main": [
             # VectorEnvs (not --eval-only); the rollout holds the envs' state
-            ("kw = {k: getattr(args, k)", "        prepare_video("),
+            ("kw = dict(", "        eval_env.recording = args.capture_video"),
             ("state = nets | dict(", "        saver = TrainingState("),
             ("exploration_steps = ", "    while loop.global_step"),  # + the evaluation under way
-            ("ep_return, ep_length, info", None),  # the next episode of any env, and its epsilon
+            ("episode, ep_return, info", None),  # the next episode of any env, and its epsilon
             ("# TRAIN", "            batch = rb.sample("),  # --n-epochs updates
             ("# EVAL", "            if args.save_model:"),  # in the evaluation workers
             ("if saver.due(", "            saver.save("),  # an evaluation under way logged first
@@ -146,20 +141,20 @@ def test_memefficient_logs_the_same_losses(tmp_path, env_args):
 
 
 class EndingEnv:
-    """Episodes of a given length ending terminated or truncated; obs, state and masks change every step, and the obs
-    end with one-hot agent ids and last actions as the env layer appends them."""
+    """Episodes of a given length ending terminated or truncated; obs, state and masks change every step (drawn from
+    the episode and the step), the reward is t + 10 * episode. The obs are the env's own: the script appends the agent
+    ids and last actions."""
 
-    n_agents, n_actions, raw_obs_size, state_size = 2, 11, 3, 4
-    agent_ids, last_action = True, True
-    obs_size = raw_obs_size + n_agents + n_actions
+    n_agents, n_actions, obs_size, state_size = 2, 11, 3, 4
+    input_size = obs_size + n_agents + n_actions  # the agent network's, with ids and last actions
 
     def __init__(self, endings):
         self.endings = iter(endings)
 
-    def observe(self, actions=None):
-        rng = np.random.default_rng(100 * self.episode + self.t)
-        last = np.zeros((2, 11)) if actions is None else np.eye(11)[actions]
-        obs = np.concatenate([rng.normal(size=(2, 3)), np.eye(2), last], 1).astype(np.float32)
+    @staticmethod
+    def observe(episode, t):
+        rng = np.random.default_rng(100 * episode + t)
+        obs = rng.normal(size=(2, 3)).astype(np.float32)
         avail = rng.random((2, 11)) < 0.5
         avail[:, 0] = True
         return obs, rng.normal(size=4).astype(np.float32), avail
@@ -167,43 +162,34 @@ class EndingEnv:
     def reset(self):
         self.length, self.ends_terminated = next(self.endings)
         self.episode, self.t = getattr(self, "episode", -1) + 1, 0
-        return *self.observe(), {}
+        return *self.observe(self.episode, 0), {}
 
     def step(self, actions):
         self.t += 1
         end = self.t == self.length
         reward = float(self.t + 10 * self.episode)
-        return (
-            *self.observe(actions),
-            reward,
-            end and self.ends_terminated,
-            end and not self.ends_terminated,
-            {},
-        )
+        ending = (end and self.ends_terminated, end and not self.ends_terminated)
+        return *self.observe(self.episode, self.t), reward, *ending, {}
 
 
 ENDINGS = [(1, True), (1, False), (3, False), (4, True), (6, False)]  # (length, terminated)
+INPUT_SIZE = EndingEnv.input_size  # obs, id, last action
 
 
 def filled_buffers(endings=ENDINGS, limit=6):
-    env = EndingEnv(endings)
-    sizes = (limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
+    env, args = EndingEnv(endings), qmix.Args()  # the agents see obs, agent id, last action
+    sizes = (limit, env.n_agents, INPUT_SIZE, env.state_size, env.n_actions)
     buffers = (
         qmix.EpisodeBuffer(len(endings), *sizes, seed=0),
-        memefficient.EpisodeBuffer(
-            len(endings), *sizes, seed=0, agent_ids=env.agent_ids, last_action=env.last_action
-        ),
+        memefficient.EpisodeBuffer(len(endings), *sizes, seed=0, args=args),
     )
     torch.manual_seed(0)
-    q_network = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
+    q_network = qmix.QNetwork(INPUT_SIZE, env.n_actions, hidden_dim=8, num_layers=1)
     rng = np.random.default_rng(0)
     for _ in endings:
-        episode = {
-            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
-        }
-        _, length, _ = qmix.run_episode(env, q_network, 0.5, rng, episode)
+        episode, _, _ = qmix.run_episode(env, q_network, args, 0.5, rng)
         for rb in buffers:
-            rb.add(episode, length)
+            rb.add(episode)
     return buffers, q_network
 
 
@@ -300,22 +286,19 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
     terminated or truncated: the padded batch has padding in most rows) gives every real step the target of its own
     episode written by hand, and the loss their mean squared error."""
     module = qmix if script == "qmix.py" else importlib.import_module(f"cleanmarl.{script[:-3]}")
-    env, limit = EndingEnv(ENDINGS), 6
-    sizes = (limit, env.n_agents, env.obs_size, env.state_size, env.n_actions)
-    extra = {"agent_ids": True, "last_action": True} if script == "qmix_memefficient.py" else {}
+    env, limit, acting_args = EndingEnv(ENDINGS), 6, qmix.Args()  # obs, agent id, last action
+    sizes = (limit, env.n_agents, INPUT_SIZE, env.state_size, env.n_actions)
+    extra = {"args": acting_args} if script == "qmix_memefficient.py" else {}
     rb = module.EpisodeBuffer(len(ENDINGS), *sizes, seed=0, **extra)
     torch.manual_seed(0)
-    acting = qmix.QNetwork(env.obs_size, env.n_actions, hidden_dim=8, num_layers=1)
+    acting = qmix.QNetwork(INPUT_SIZE, env.n_actions, hidden_dim=8, num_layers=1)
     episodes, rng = [], np.random.default_rng(0)
     for _ in ENDINGS:
-        episode = {
-            k: np.zeros(shape, dtype) for k, (shape, dtype) in qmix.episode_fields(*sizes).items()
-        }
-        _, length, _ = qmix.run_episode(env, acting, 0.5, rng, episode)
-        rb.add(episode, length)
-        episodes.append({k: v[:length].copy() for k, v in episode.items()})
+        episode, _, _ = qmix.run_episode(env, acting, acting_args, 0.5, rng)
+        rb.add(episode)
+        episodes.append(episode)
     q_network, target_q_network = (
-        module.QNetwork(env.obs_size, env.n_actions, 8, 1) for _ in range(2)
+        module.QNetwork(INPUT_SIZE, env.n_actions, 8, 1) for _ in range(2)
     )
     mixer, target_mixer = (
         qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1) for _ in range(2)
@@ -336,26 +319,16 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
 
 
 @pytest.mark.parametrize("script", ["qmix.py", *VARIANTS])
-def test_a_diverged_network_is_no_change_to_mirror_and_acts_on_available_actions(script):
-    """A run whose weights went NaN (a diverged run) is not told that its copy changed QNetwork:
-    acting_forward's check passes (NaN equals NaN there) and acting still picks available actions."""
+def test_a_diverged_network_still_acts_on_available_actions(script):
+    """A run whose weights went NaN (a diverged run) acts on available actions all the same."""
     module = qmix if script == "qmix.py" else importlib.import_module(f"cleanmarl.{script[:-3]}")
     torch.manual_seed(0)
-    if script == "qmix_lstm.py":
-        q_network = module.QNetwork(7, 5, 8, 0)
-        obs_size = q_network.fc.in_features
-    else:
-        q_network, obs_size = module.QNetwork(7, 5, 8, 1), 7
+    q_network = module.QNetwork(7, 5, 8, 0 if script == "qmix_lstm.py" else 1)
     with torch.no_grad():
         next(q_network.parameters()).fill_(float("nan"))
-    forward = module.acting_forward(q_network, obs_size)  # no "mirror the change"
-    obs = np.zeros((2, obs_size), np.float32)
-    q_values = (
-        forward(obs, np.zeros((2, 8), np.float32))[0]
-        if script == "qmix_lstm.py"
-        else (forward(obs))
-    )
-    assert np.isnan(q_values).all()
+        obs = torch.zeros(1, 1, 2, 7) if script == "qmix_lstm.py" else torch.zeros(2, 7)
+        q_values = q_network(obs)[0][0, 0] if script == "qmix_lstm.py" else q_network(obs)
+    assert q_values.isnan().all()
     avail = np.array([[False, True, False, True, True], [False, False, True, False, False]])
-    actions = module.select_actions(q_values, avail, 0.0, None)
+    actions = module.select_actions(q_values.numpy(), avail, 0.0, None)
     assert avail[[0, 1], actions].all()

@@ -74,8 +74,6 @@ def make_env(
     env_name,
     *,
     env_family="mpe",
-    agent_ids=True,
-    last_action=False,
     seed=None,
     time_limit=None,
     **kwargs,
@@ -84,8 +82,6 @@ def make_env(
 
     env_type: a key of ENV_TYPES, or None to take resolve_env_type(env_name).
     env_family: the PettingZoo family (only for env_type="pz").
-    agent_ids: append a one-hot agent id to each agent's observation.
-    last_action: then append each agent's previous action, one-hot (zeros after reset).
     seed: seeds the first reset() and sample_actions().
     time_limit: episode limit in env steps (default: the env's or map's own limit).
     """
@@ -93,6 +89,8 @@ def make_env(
         env_type = resolve_env_type(env_name)
     if env_type not in ENV_TYPES:
         raise EnvError(f"unknown env_type {env_type!r}: choose one of {', '.join(ENV_TYPES)}")
+    if {"agent_ids", "last_action"} & set(kwargs):  # what the agents see is the script's
+        raise EnvError("agent ids and last actions are built by the training script, not make_env")
     if time_limit is not None and time_limit <= 0:
         raise EnvError(f"time_limit must be > 0 env steps, got {time_limit}")
     module, cls = ENV_TYPES[env_type]
@@ -101,8 +99,6 @@ def make_env(
         kwargs["env_family"] = env_family
     return env_cls(
         env_name,
-        agent_ids=agent_ids,
-        last_action=last_action,
         seed=seed,
         time_limit=time_limit,
         **kwargs,

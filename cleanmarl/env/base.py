@@ -1,9 +1,10 @@
 """The one contract every env family implements (see docs/env.md).
 
-A family subclass sets the sizes, then implements `_reset` and `_step` over per-agent arrays
-without the agent ids; this base class adds the one-hot agent ids, the time limit, the horizon of
-a fixed-horizon task (with the time in obs and state), the team reward and uniform sampling over
-available actions, so all families behave the same.
+A family subclass sets the sizes, then implements `_reset` and `_step` over per-agent arrays;
+this base class adds the time limit, the horizon of a fixed-horizon task (with the time in obs and
+state), the team reward and uniform sampling over available actions, so all families behave the
+same. What the agent networks see besides each agent's observation (its id, its last action) is
+the training script's to build.
 """
 
 import importlib
@@ -31,11 +32,8 @@ class MultiAgentEnv:
     """Cooperative multi-agent env with one team reward.
 
     Attributes: n_agents, n_actions (max over agents; smaller per-agent spaces are masked),
-    obs_size (with the one-hot agent id when agent_ids, and the one-hot last action when last_action),
+    obs_size (each agent's observation, with the time feature when there is a horizon),
     state_size, episode_limit (steps), horizon (steps, or None).
-
-    last_action: each agent's obs ends with its previous action, one-hot (zeros after reset): the input of
-    the QMIX paper's agent networks (Rashid et al., 2018, Sec. 4; PyMARL's obs_last_action).
 
     horizon: the length of the task itself when the benchmark fixes it (MPE's max_cycles; SMAC's map
     limits, after which a battle counts as lost). Reaching it ends the task: terminated, no bootstrap.
@@ -48,13 +46,11 @@ class MultiAgentEnv:
         self,
         n_agents,
         n_actions,
-        raw_obs_size,
+        obs_size,
         state_size,
         episode_limit,
-        agent_ids,
         seed,
         horizon=None,
-        last_action=False,
     ):
         if not episode_limit or episode_limit <= 0:
             raise EnvError("this env has no episode limit of its own: pass time_limit (env steps)")
@@ -64,52 +60,32 @@ class MultiAgentEnv:
                 f"(its horizon): use a time_limit <= {horizon}"
             )
         self.horizon = None if horizon is None else int(horizon)
-        timed = (
-            self.horizon is not None
-        )  # one more feature in each agent's obs and in the state: t / horizon
+        timed = self.horizon is not None  # one more feature in obs and state: t / horizon
         self.n_agents = int(n_agents)
         self.n_actions = int(n_actions)
-        self._family_obs_size = int(raw_obs_size)
-        self.raw_obs_size = int(raw_obs_size) + timed
-        self.obs_size = (
-            self.raw_obs_size
-            + (self.n_agents if agent_ids else 0)
-            + (self.n_actions if last_action else 0)
-        )
+        self._family_obs_size = int(obs_size)
+        self.obs_size = int(obs_size) + timed
         self.state_size = int(state_size) + timed
         self.episode_limit = int(episode_limit)
-        self.agent_ids, self.last_action = agent_ids, last_action
-        self._agent_index = np.arange(
-            self.n_agents
-        )  # rows of the last-action block, written every step
-        # One preallocated array: the agent-id block never changes, the raw obs and last actions are written in.
-        self._obs = np.zeros((self.n_agents, self.obs_size), dtype=np.float32)
-        if agent_ids:
-            ids = slice(self.raw_obs_size, self.raw_obs_size + self.n_agents)
-            self._obs[:, ids] = np.eye(self.n_agents, dtype=np.float32)
         self._pending_seed = seed  # make_env's seed is used by the first reset() without a seed
         self._rng = np.random.default_rng(seed)  # for sample_actions
         self._avail = None
         self.t = 0
 
-    # Families implement these two; obs are [n_agents, raw_obs_size] without ids.
+    # Families implement these two; obs are [n_agents, obs_size] without the time feature.
     def _reset(self, seed):
         raise NotImplementedError
 
     def _step(self, actions):
         raise NotImplementedError
 
-    def _with_ids(self, raw_obs, actions=None):
-        """obs = [raw obs, t / horizon (with a horizon), agent id (agent_ids), last action (last_action)]."""
-        self._obs[:, : self._family_obs_size] = raw_obs
-        if self.horizon is not None:
-            self._obs[:, self._family_obs_size] = self.t / self.horizon
-        if self.last_action:
-            last = self._obs[:, self.obs_size - self.n_actions :]
-            last[:] = 0.0  # after reset: no action yet
-            if actions is not None:
-                last[self._agent_index, actions] = 1.0
-        return self._obs.copy()
+    def _timed_obs(self, obs):
+        """obs [N, obs_size] float32, a new array (families may reuse theirs), ending with
+        t / horizon where there is a horizon."""
+        if self.horizon is None:
+            return np.array(obs, dtype=np.float32)
+        column = np.full((len(obs), 1), self.t / self.horizon, dtype=np.float32)
+        return np.concatenate([np.asarray(obs, dtype=np.float32), column], axis=1)
 
     def _timed(self, state):
         if self.horizon is None:
@@ -129,7 +105,7 @@ class MultiAgentEnv:
         self._avail = avail
         if self.recording:  # --capture-video: this episode's frames, from its first state on
             self.frames = [video_frame(self.render_frame())]
-        return self._with_ids(raw_obs), self._timed(state), avail, info
+        return self._timed_obs(raw_obs), self._timed(state), avail, info
 
     def step(self, actions):
         """-> obs, state, avail_actions, reward (team), terminated, truncated, info.
@@ -145,15 +121,27 @@ class MultiAgentEnv:
         truncated = not terminated and (bool(truncated) or self.t >= self.episode_limit)
         info["rewards"] = rewards
         self._avail = avail
-        obs, state = self._with_ids(raw_obs, actions), self._timed(state)
+        obs, state = self._timed_obs(raw_obs), self._timed(state)
         if self.recording:
             self.frames.append(video_frame(self.render_frame()))
             self.recording = not (terminated or truncated)  # one episode per request
         return obs, state, avail, float(rewards.sum()), terminated, truncated, info
 
-    # --capture-video: set `recording` and the next episode is drawn, frame by frame, into `frames` (take_frames()).
-    recording = False
-    frames = ()
+    _recording, _can_draw, frames = False, False, ()
+
+    @property
+    def recording(self):
+        """--capture-video: set True, the next episode is drawn frame by frame into `frames`
+        (take_frames()). Setting it True fails in one line (EnvError) where the env cannot draw or
+        imageio, the video writer, is missing. Drawing uses no random state."""
+        return self._recording
+
+    @recording.setter
+    def recording(self, value):
+        if value and not self._can_draw:
+            require("imageio", "pip install 'cleanmarl[video]'")  # --capture-video's writer
+            self._can_draw = self.render_frame() is not None  # None: not reset yet, checked again
+        self._recording = bool(value)
 
     def render_frame(self):
         """The env as it is now, an RGB image [H, W, 3] uint8, drawn by the family's own renderer in its rgb_array mode

@@ -17,9 +17,7 @@ class GymTupleEnv(MultiAgentEnv):
     on the step where the env's limit is reached is therefore treated as a truncation.
     """
 
-    def __init__(
-        self, env_name, agent_ids=True, last_action=False, seed=None, time_limit=None, **kwargs
-    ):
+    def __init__(self, env_name, seed=None, time_limit=None, **kwargs):
         gym = require("gymnasium", "pip install gymnasium")
         try:
             self._env = gym.make(
@@ -78,9 +76,7 @@ class GymTupleEnv(MultiAgentEnv):
             raw_obs_size,
             state_size,
             limit,
-            agent_ids,
             seed,
-            last_action=last_action,
         )
 
     def _observe(self, obs):

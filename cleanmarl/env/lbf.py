@@ -22,8 +22,6 @@ class LBFEnv(MultiAgentEnv):
     def __init__(
         self,
         env_name,
-        agent_ids=True,
-        last_action=False,
         seed=None,
         time_limit=None,
         scale_obs=True,
@@ -65,9 +63,7 @@ class LBFEnv(MultiAgentEnv):
             raw_obs_size,
             n_agents * raw_obs_size,
             limit,
-            agent_ids,
             seed,
-            last_action=last_action,
         )
 
     def _avail_actions(self):

@@ -59,8 +59,6 @@ class PettingZooEnv(MultiAgentEnv):
         self,
         env_name,
         env_family="mpe",
-        agent_ids=True,
-        last_action=False,
         seed=None,
         time_limit=None,
         **kwargs,
@@ -109,10 +107,8 @@ class PettingZooEnv(MultiAgentEnv):
             raw_obs_size,
             state_size,
             limit,
-            agent_ids,
             seed,
             horizon=horizon,
-            last_action=last_action,
         )
 
     def _observe(self, obs):

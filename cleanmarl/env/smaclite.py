@@ -160,8 +160,6 @@ class SMACliteEnv(MultiAgentEnv):
     def __init__(
         self,
         env_name,
-        agent_ids=True,
-        last_action=False,
         seed=None,
         time_limit=None,
         use_cpp_rvo2=None,
@@ -218,10 +216,8 @@ class SMACliteEnv(MultiAgentEnv):
             e.obs_size,
             e.state_size,
             limit,
-            agent_ids,
             seed,
             horizon=horizon,
-            last_action=last_action,
         )
 
     def _observe(self, obs):

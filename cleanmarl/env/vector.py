@@ -3,7 +3,8 @@
 Each worker is a multiprocessing Process that answers the parent's commands on a Pipe of its own,
 one answer per command. An env that ends an episode resets in the same step and also hands back
 its final observation and info (truncated episodes bootstrap from them); play_async() has the
-workers play whole episodes (evaluation) while the parent goes on. Besides:
+workers play whole episodes (evaluation) while the parent goes on. The obs are the env's own (what
+the agent networks see besides, their ids and last actions, is the training script's). Besides:
 
 - env i is make_env(..., seed=seed[i]) for a list of seeds (qmix_multienvs.py passes SeedSequence
   children of the run's seed), seed + i for an int, built in its worker: no random state is
@@ -41,10 +42,10 @@ import time
 
 import numpy as np
 
-from cleanmarl.env import EnvError, make_env
+from cleanmarl.env import EnvError, MultiAgentEnv, make_env
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SIZES = ("n_agents", "n_actions", "obs_size", "raw_obs_size", "state_size", "episode_limit")
+SIZES = ("n_agents", "n_actions", "obs_size", "state_size", "episode_limit")
 
 
 class WorkerError(EnvError):
@@ -165,16 +166,19 @@ class VectorEnv:
     step_async(actions) then step_wait() is the same in two halves. Where env i ended its episode,
     next_* are the episode's final values and infos[i] its final info, while obs[i] ... start its
     next episode; elsewhere both are the same. Attributes as the env API: num_envs, n_agents,
-    n_actions, obs_size, raw_obs_size, state_size, episode_limit.
+    n_actions, obs_size, state_size, episode_limit, recording.
     """
+
+    # --capture-video: set True, the first worker draws episode 0 of the next play_async (frames:
+    # take_frames()). Setting it True checks what an env's does (it can draw, imageio is installed).
+    recording = MultiAgentEnv.recording
+    _recording = _can_draw = False
 
     def __init__(self, env_type, env_name, num_envs, seed, **kwargs):
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.num_envs, self.env_name = num_envs, env_name
-        self._pipes, self._workers, self._waiting = [], [], False
-        # --capture-video: the first worker draws episode 0 of the next play_async where recording.
-        self.recording, self._frames = False, []
+        self._pipes, self._workers, self._waiting, self._frames = [], [], False, []
         # A Ctrl-C meanwhile acts once the workers are built and close is registered.
         with _stop_signals_held():
             seeds = list(seed) if hasattr(seed, "__len__") else [seed + i for i in range(num_envs)]
@@ -254,8 +258,8 @@ class VectorEnv:
 
     def play_async(self, episode_fn, args, num_episodes):
         """Start num_episodes whole episodes in the workers and return at once: worker i plays
-        episodes i, i + E, ..., each episode_fn(its env, *args) -> (return, length, info), one
-        after another (for evaluation)."""
+        episodes i, i + E, ..., each episode_fn(its env, *args) -> its result, one after another
+        (for evaluation)."""
         n, first = self.num_envs, self.recording
         per_env = [(i, first and i == 0, episode_fn, args, num_episodes, n) for i in range(n)]
         self._send("play", per_env=per_env)

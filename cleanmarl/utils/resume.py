@@ -202,9 +202,12 @@ def state_problem(state):
 
 
 def restore_object(obj, saved):
-    """Put `saved` (TrainingState.save) back into obj, as save() took it."""
-    if hasattr(obj, "load_state_dict"):
+    """Put `saved` (TrainingState.save) back into obj, as save() took it: an object of the script's
+    own (a buffer, a rollout) gets its numpy arrays back as numpy arrays (saved as tensors)."""
+    if isinstance(obj, torch.nn.Module | torch.optim.Optimizer):
         obj.load_state_dict(saved)
+    elif hasattr(obj, "load_state_dict"):
+        obj.load_state_dict(tree_map(as_numpy, saved))
     elif isinstance(obj, np.random.Generator):
         obj.bit_generator.state = saved
     elif hasattr(obj, "random_states"):

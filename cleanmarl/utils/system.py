@@ -14,8 +14,8 @@ from cleanmarl.utils.layout import warn
 
 def torch_device(name, threads):
     """torch.device for --device (auto: cuda when available), checked by allocating on it; torch's
-    CPU threads and numpy's BLAS threads set to threads (numpy runs the acting forward, one small
-    product a step: more BLAS threads than free cores only wait on each other)."""
+    CPU threads and numpy's BLAS threads set to threads (more threads than free cores only wait on
+    each other)."""
     torch.set_num_threads(threads)
     threadpoolctl.threadpool_limits(threads, user_api="blas")
     name = ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
@@ -50,6 +50,15 @@ def lazy_zeros(shape, dtype):
     if hasattr(mmap, "MADV_NOHUGEPAGE"):
         memory.madvise(mmap.MADV_NOHUGEPAGE)
     return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
+
+
+def buffer_arrays(buffer_size, fields):
+    """A padded replay buffer: zeros [buffer_size, *shape] for each name -> (shape, dtype), taken
+    from memory page by page as they are written (lazy_zeros). Raises ValueError (one line) when
+    all of them, written, would exceed the memory available: now, not when it runs out hours in."""
+    episode_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in fields.values())
+    check_buffer_memory(buffer_size, episode_bytes, max(s[0] for s, _ in fields.values() if s))
+    return {k: lazy_zeros((buffer_size, *s), d) for k, (s, d) in fields.items()}
 
 
 def check_buffer_memory(buffer_size, episode_bytes, episode_limit, padded=True):

@@ -10,6 +10,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from cleanmarl.utils.checkpoints import save_model
 from cleanmarl.utils.evaluations import purge_records, record_evaluation
 from cleanmarl.utils.guard import lock_run_dir
 from cleanmarl.utils.layout import (
@@ -45,6 +46,10 @@ class Run:
         self.writer, self.wandb, self.unwritten, self.writer_failed = None, None, [], False
         self.eval_return = float("nan")  # the latest evaluation's, for the progress bar
         self.clock = time.time() - (resume["elapsed"] if resume else 0.0)  # had it no breaks
+
+    def save_model(self, networks, reward_scale, step):
+        """--save-model's checkpoint of this run at env step `step` (checkpoints.save_model)."""
+        return save_model(self.model_path, networks, self.args, reward_scale, step)
 
     def open(self, resume=None):
         """Start W&B (a new run's directory is removed where it cannot), TensorBoard, the progress
