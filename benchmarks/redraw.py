@@ -235,8 +235,8 @@ def draw_throughput(store, out):
         + "; ".join(f"`{r['command']}`" for r in records)
         + f". On: {', '.join(cpus)};"
         f" torch {records[0]['versions'].get('torch', '?')} with {', '.join(map(str, threads))}"
-        " intra-op threads (what the peer, which does not set them, runs with); the peer as of its"
-        f" last commit, of {peer['date']}.",
+        " intra-op threads (what the peer, which does not set them, runs with); the peer at its"
+        f" commit of {peer['date']}.",
     ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     first = records[0]  # the home page's line: both scripts at their defaults
@@ -253,17 +253,24 @@ def draw_throughput(store, out):
 def draw_variants(store, out):
     """<variant>.md for each variant with records of benchmarks/throughput.py --variant --record:
     a row per record (the flags of both scripts and of the variant alone, the machine), each
-    round's steps/s of both scripts and the ratio of the means."""
+    round's steps/s of both scripts and the ratio of the means. Records with --baseline (the same
+    script in another checkout) go to <variant>_vs_<baseline name>.md."""
     records = json_records(store)
-    for variant in sorted({r["variant"] for r in records}):
-        mine = [r for r in records if r["variant"] == variant]
+    groups = {}
+    for r in records:
+        base = (r.get("baseline") or {}).get("name")
+        name = r["variant"].removesuffix(".py") + (f"_vs_{base.replace(' ', '_')}" if base else "")
+        groups.setdefault(name, []).append(r)
+    for name, mine in sorted(groups.items()):
+        variant = mine[0]["variant"]
+        other = next(k for k in mine[0]["speeds"] if k != variant)
         lines = [
             f"| env | flags of both | `{variant}` flags | `{variant}` steps/s, per round |"
-            " `qmix.py` steps/s, alternating | ratio of the means | on |",
+            f" `{other}` steps/s, alternating | ratio of the means | on |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in mine:
-            ours, base = r["speeds"][variant], r["speeds"]["qmix.py"]
+            ours, base = r["speeds"][variant], r["speeds"][other]
             cells = [f"`{r['env']}`"]
             cells += [f"`{r[k]}`" if r[k] else "defaults" for k in ("qmix_args", "variant_args")]
             cells += [" / ".join(f"{v:,.0f}" for v in x) for x in (ours, base)]
@@ -279,7 +286,7 @@ def draw_variants(store, out):
             + "; ".join(f"`{r['command']}`" for r in mine)
             + ".",
         ]
-        (out / f"{variant.removesuffix('.py')}.md").write_text("\n".join(lines) + "\n")
+        (out / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def draw_scaling(store, out):
@@ -382,18 +389,17 @@ def draw_home_curves(root, path):
 
 
 def summary_table(rows):
-    """The home page's and the README's table: one row per task and script."""
+    """The home page's and the README's table: one row per task and script (wall times, which
+    depend on the machine, are on the script pages beside the CPU each run had)."""
     lines = [
         "| task | script and flags | seeds "
-        "| final score (mean of the last 10 evaluations), per seed "
-        "| mean | env steps | wall time per run (minutes) |",
-        "|---|---|---|---|---|---|---|",
+        "| final score (mean of the last 10 evaluations), per seed | mean | env steps |",
+        "|---|---|---|---|---|---|",
     ]
-    for page, env, line, seeds, finals, steps, walls in rows:
+    for page, env, line, seeds, finals, steps, _walls in rows:
         spec = ".2f" if all(0 <= f <= 1 for f in finals) else ".1f"
         cells = [f"[`{env}`]({page})", f"`{line}`", " / ".join(map(str, seeds))]
         cells += [" / ".join(f"{f:{spec}}" for f in finals), report.spread(finals, spec), steps]
-        cells.append(" / ".join(f"{w:.0f}" for w in walls))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -423,12 +429,9 @@ def draw(root, out_root, readme):
     table = summary_table(rows) + f"\nThe runs, on: {report.machines(machines)}.\n"
     draw_home_curves(root, Path(out_root) / "curves.png")
     (Path(out_root) / "results.md").write_text(table)
-    hard = (Path(out_root) / "smaclite" / "summary.md").read_text()
+    headline = (Path(out_root) / "smaclite" / "headline.md").read_text()  # the table: its page
     speed = (Path(out_root) / "throughput" / "summary.md").read_text()
-    smaclite = (
-        "SMAClite, at the defaults (a map's own flags where a row shows them), each run to 2M"
-    )
-    block = f"{table}\n{smaclite} steps or 90% won:\n\n{hard}\n{speed}"
+    block = f"{table}\n{headline}\n{speed}"
     text = Path(readme).read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
     block = re.sub(r"\]\((?!https?://)", "](docs/", block)  # the docs' own pages, from the root

@@ -1,5 +1,5 @@
 """Whether any policy wins so_many_baneling with SMAClite's baneling, and with StarCraft II's blast
-(docs/smaclite.md#so_many_baneling).
+(docs/smaclite_notes.md#so_many_baneling).
 
     python benchmarks/record.py smaclite_baneling -- python benchmarks/smaclite_baneling.py
 

@@ -234,18 +234,37 @@ def sc2(published):
     return f"{pct(smac)} | {pct(general)} / {pct(tuned)}"
 
 
+SECTIONS = ("2s_vs_1sc", "2m_vs_1z", "3s_vs_5z", "so_many_baneling", "2c_vs_64zg")  # notes
+
+
 def markdown(table, runs=()):
+    """Two tables: the core (map, difficulty, script and flags, 90% won at with k/n, best
+    checkpoint), narrow enough for the page's column, each map linked to its notes where it has
+    some; then each seed's values and StarCraft II's published figures."""
     lines = [
-        "| map | SMAC's difficulty | script | seeds | 90% won at, per seed | mean (k/n) "
-        "| final win rate, per seed | its mean | best checkpoint over 50 battles, per seed "
+        "| map | SMAC's difficulty | script and flags | 90% won at: mean (k/n) "
+        "| best checkpoint over 50 battles, per seed |",
+        "|---" * 5 + "|",
+    ]
+    for r in table:
+        notes = f"[`{r['env']}`](smaclite_notes.md#{r['env']})"
+        name = notes if r["env"] in SECTIONS else f"`{r['env']}`"
+        lines.append(
+            f"| {name} | {r['published'][0]} | `{r['script']}` | {r['reached_mean']} "
+            f"| {r['absolute']} |"
+        )
+    lines += [
+        "",
+        "Each seed, and StarCraft II's figures (for orientation only):",
+        "",
+        "| map | script | seeds | 90% won at, per seed | final win rate, per seed | its mean "
         "| wall time per run | SMAC paper on SC2 | PyMARL2 on SC2 |",
-        "|---" * 12 + "|",
+        "|---" * 9 + "|",
     ]
     for r in table:
         lines.append(
-            f"| `{r['env']}` | {r['published'][0]} | `{r['script']}` | {r['seeds']} | {r['reached']} "
-            f"| {r['reached_mean']} | {r['final']} | {r['final_mean']} | {r['absolute']} "
-            f"| {r['wall']} | {sc2(r['published'])} |"
+            f"| `{r['env']}` | `{r['script']}` | {r['seeds']} | {r['reached']} | {r['final']} "
+            f"| {r['final_mean']} | {r['wall']} | {sc2(r['published'])} |"
         )
     others = [
         f"`{r['env']}` seed {seed} {how} at {steps:,} steps ({won:.2f} won over its last 10 evaluations)"
@@ -306,53 +325,73 @@ def common_seeds(seeds_of):
     )
 
 
-def plot(runs, out):
+SCRIPTS = ("qmix", "qmix_lstm", "qmix_memefficient", "qmix_multienvs")  # their colours first
+
+
+def trailing(won, window=WINDOW):
+    """The stop rule's mean over the last `window` evaluations, from the window-th one on."""
+    return np.convolve(won, np.ones(window) / window, mode="valid")
+
+
+def plot(runs, out, columns=4):
+    """curves.png: a panel per map (small multiples, columns a row), each line (script and flags)
+    its mean over seeds of the stop rule's trailing mean with a band (the seeds' range under 5
+    seeds, a 95% bootstrap CI from 5), a stopped run carried at its last value and its stop marked;
+    one colour per line on every panel, one legend above the panels. Text of 14 pt on a 1300 px
+    figure: 10 px or more where the docs show it 940 px wide."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    maps = map_order(runs)  # a row per map: env steps left, wall time right
-    several = [len({r["line"] for r in runs if r["env"] == env}) > 1 for env in maps]
-    # a map of several lines (scripts, flags) gets a row below it for their legend
-    heights = [h for n in several for h in ((1, 0.4) if n else (1,))]
-    fig, grid = plt.subplots(
-        len(heights), 2, figsize=(9, 2.4 * sum(heights)), squeeze=False, height_ratios=heights
-    )
-    rows = iter(grid)
-    for env, many in zip(maps, several, strict=True):
-        axes = next(rows)
+    maps = map_order(runs)
+    rows, top = -(-len(maps) // columns), 2.0  # inches for the legend
+    fig, grid = plt.subplots(rows, columns, figsize=(13, 2.6 * rows + top), squeeze=False)
+    every = sorted({r["line"] for r in runs}, key=lambda line: (" " in line, line))
+    every.sort(key=lambda line: SCRIPTS.index(line) if line in SCRIPTS else len(SCRIPTS))
+    colours = {line: f"C{i % 10}" for i, line in enumerate(every)}  # one a line, site-wide order
+    legend = {}
+    for ax, env in zip(grid.flat, maps, strict=False):  # panels left over stay blank
         members = [r for r in runs if r["env"] == env]
-        lines = sorted({r["line"] for r in members}, key=lambda line: (" " in line, line))
-        styles, seeds = {}, {}  # a colour a line, a dash a seed where the map has several lines
-        for run in sorted(members, key=lambda r: (lines.index(r["line"]), r["seed"])):
-            won = report.scores(run, "battle_won")
-            window = np.array(
-                [won[max(0, j - WINDOW + 1) : j + 1].mean() for j in range(len(won))]
-            )  # --stop-at's
-            style = dict(label=f"seed {run['seed']}")
-            if many:
-                dash = ("-", "--", ":", "-.")[(run["seed"] - 1) % 4]
-                style = dict(color=f"C{lines.index(run['line'])}", ls=dash)
-                styles[run["line"]] = Line2D([], [], color=style["color"], lw=1.4)
-                seeds[f"seed {run['seed']}"] = Line2D([], [], color="k", ls=dash, lw=1)
-            for col, (x, scale) in enumerate((("steps", 1e3), ("times", 60))):
-                line = axes[col].plot(run[x] / scale, window, lw=1.4, **style)[0]
-                axes[col].plot(run[x] / scale, won, lw=0.5, alpha=0.3, color=line.get_color())
-        for col, label in enumerate(("env steps (thousands)", "wall time (minutes)")):
-            axes[col].set_title(f"{env}: greedy battles won", fontsize=10)
-            axes[col].set_xlabel(label)
-            axes[col].axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
-            axes[col].set_ylim(-0.03, 1.03)
-            if not many:
-                axes[col].legend(fontsize=8, loc="lower right")
-        if many:  # the legend row: the lines left, the seeds right
-            for ax, entries in zip(next(rows), (styles, seeds), strict=True):
-                ax.axis("off")
-                ax.legend(entries.values(), entries, loc="center", fontsize=8, frameon=False)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
+        for line in [line for line in every if any(r["line"] == line for r in members)]:
+            seeds = [r for r in members if r["line"] == line and len(r["steps"]) >= WINDOW]
+            if not seeds:
+                continue
+            colour = colours[line]
+            end = max(r["steps"][-1] for r in seeds)
+            x = np.linspace(min(r["steps"][WINDOW - 1] for r in seeds), end, 200)
+            values = []
+            for r in seeds:  # each seed's trailing mean, held at its last value after it stops
+                steps = r["steps"][WINDOW - 1 :]
+                values.append(np.interp(x, steps, trailing(report.scores(r, "battle_won"))))
+                if how_ended(r) == "stopped":
+                    ax.plot(steps[-1] / 1e3, THRESHOLD, "|", color=colour, ms=7, mew=1.2)
+            if len(values) < report.MIN_CI_SEEDS:
+                mean, low, high = np.mean(values, 0), np.min(values, 0), np.max(values, 0)
+            else:
+                mean, low, high = report.bootstrap_ci(values)
+            ax.fill_between(x / 1e3, low, high, color=colour, alpha=0.2, lw=0)
+            ax.plot(x / 1e3, mean, color=colour, lw=1.5)
+            legend.setdefault(line, Line2D([], [], color=colour, lw=2))
+        ax.axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
+        ax.set_title(env, fontsize=15)
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlim(left=0)
+        ax.tick_params(labelsize=14)
+    for ax in grid.flat[len(maps) :]:
+        ax.axis("off")
+    for ax in grid[:, 0]:
+        ax.set_ylabel("won (last 10)", fontsize=14)
+    for ax in grid.flat[len(maps) - columns :]:  # the bottom panel of each column
+        ax.set_xlabel("env steps (thousands)", fontsize=14)
+    stop = Line2D([], [], color="k", marker="|", ls="none", ms=8, mew=1.2)
+    labels = [line for line in every if line in legend]
+    handles = [*(legend[line] for line in labels), stop]
+    labels.append("a run stopped at 90% won")
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=14, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / (2.6 * rows + top)))
+    fig.savefig(out / "curves.png", dpi=100)
     plt.close(fig)
 
 
