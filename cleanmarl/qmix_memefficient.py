@@ -266,11 +266,11 @@ class EpisodeBuffer:
             if self.live[chunk] == 0 and chunk != self.current:  # its memory goes back
                 del self.chunks[chunk], self.live[chunk]
         t = len(episode["reward"])
-        if self.fill + t + 1 > self.chunk_size:  # a new chunk: lazy zeros, checked to fit
+        if self.fill + t + 1 > self.chunk_size:  # a new chunk: lazy zeros (its cost said at start)
             if self.live.get(self.current) == 0:  # all its episodes left already
                 del self.chunks[self.current], self.live[self.current]
             self.current, self.fill = self.current + 1, 0
-            self.chunks[self.current] = buffer_arrays(self.chunk_size, self.fields)
+            self.chunks[self.current] = buffer_arrays(self.chunk_size, self.fields, False)
             self.live[self.current] = 0
         chunk, f, raw = self.chunks[self.current], self.fill, self.fields["obs"][0][1]
         chunk["obs"][f : f + t] = episode["obs"][..., :raw]

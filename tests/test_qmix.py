@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from cleanmarl import qmix
 from cleanmarl.utils import checkpoints, flags, layout, system
+from tests.test_smoke import ROOT
 
 GAMMA = 0.9
 RAW = qmix.Args(agent_ids=False, last_action=False)  # the agents see the env's obs only
@@ -462,18 +463,28 @@ def test_online_next_q_reuses_the_obs_forward_exactly():
     )  # a target: no gradient may flow through the reused forward
 
 
+SCRIPT_STREAMS = "map(np.random.default_rng, np.random.SeedSequence(args.seed).spawn(2))"
+
+
 def test_independent_rngs_share_no_bits_with_each_other_or_the_envs():
-    """Exploration and replay sampling draw from streams of their own, not the one gymnasium seeds envs with."""
+    """Exploration and replay sampling draw from streams of their own (the script's SeedSequence
+    children), not the one gymnasium seeds envs with, nor the vector envs' (env_seeds)."""
     from gymnasium.utils import seeding
+
+    assert f"rng, buffer_rng = {SCRIPT_STREAMS}" in (ROOT / "cleanmarl" / "qmix.py").read_text()
 
     def draws(rng):
         return rng.integers(0, 2**32, size=8).tolist()
 
-    streams = [draws(rng) for rng in system.seed_everything(7, 2)]
+    children = np.random.SeedSequence(7).spawn(2)  # the script's line, at --seed 7
+    streams = [draws(np.random.default_rng(child)) for child in children]
     env_stream = draws(seeding.np_random(7)[0])
     assert streams[0] != streams[1] and env_stream not in streams
     assert draws(np.random.default_rng(7)) == env_stream  # the reason: one seed, one stream
-    assert [draws(rng) for rng in system.seed_everything(7, 2)] == streams  # still reproducible
+    vector = [draws(np.random.default_rng(s)) for s in system.env_seeds(7, 4, 0)[1:]]
+    assert not set(map(tuple, vector)) & set(map(tuple, streams))
+    again = np.random.SeedSequence(7).spawn(2)
+    assert [draws(np.random.default_rng(child)) for child in again] == streams  # reproducible
 
 
 def test_linear_schedule():

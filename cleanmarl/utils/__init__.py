@@ -7,15 +7,13 @@ from cleanmarl.utils.checkpoints import load_networks, save_model
 from cleanmarl.utils.evaluations import print_evaluation
 from cleanmarl.utils.flags import startup_args
 from cleanmarl.utils.resume import TrainingState
-from cleanmarl.utils.system import buffer_arrays, check_buffer_memory, lazy_zeros, torch_device
+from cleanmarl.utils.system import buffer_arrays, torch_device
 from cleanmarl.utils.tracking import Run
 
 __all__ = [
     "Run",
     "TrainingState",
     "buffer_arrays",
-    "check_buffer_memory",
-    "lazy_zeros",
     "load_networks",
     "print_evaluation",
     "save_model",

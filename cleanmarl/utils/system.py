@@ -2,7 +2,6 @@
 
 import contextlib
 import mmap
-import random
 import sys
 
 import numpy as np
@@ -29,16 +28,6 @@ def torch_device(name, threads):
     return device
 
 
-def seed_everything(seed, n):
-    """Seed Python's, numpy's and torch's global generators (network weights, env libraries that use
-    them) -> n numpy streams of their own that share no bits with each other or with the envs
-    (np.random.default_rng(seed) is the stream gymnasium seeds an env with)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
-
-
 def lazy_zeros(shape, dtype):
     """Zeros whose memory is committed page by page (4 KB) as they are written (np.zeros would take
     2 MB huge pages). Private, not shared: reading a page never written maps the kernel's zero page
@@ -52,12 +41,14 @@ def lazy_zeros(shape, dtype):
     return np.frombuffer(memory, dtype=dtype)[: int(np.prod(shape))].reshape(shape)
 
 
-def buffer_arrays(buffer_size, fields):
-    """A padded replay buffer: zeros [buffer_size, *shape] for each name -> (shape, dtype), taken
-    from memory page by page as they are written (lazy_zeros). Raises ValueError (one line) when
-    all of them, written, would exceed the memory available: now, not when it runs out hours in."""
-    episode_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in fields.values())
-    check_buffer_memory(buffer_size, episode_bytes, max(s[0] for s, _ in fields.values() if s))
+def buffer_arrays(buffer_size, fields, check=True):
+    """A replay buffer's arrays: zeros [buffer_size, *shape] for each name -> (shape, dtype), taken
+    from memory page by page as they are written (lazy_zeros). With check (a padded buffer), raises
+    ValueError (one line) when all of them, written, would exceed the memory available: now, not
+    when it runs out hours in."""
+    if check:
+        episode_bytes = sum(int(np.prod(s)) * np.dtype(d).itemsize for s, d in fields.values())
+        check_buffer_memory(buffer_size, episode_bytes, max(s[0] for s, _ in fields.values() if s))
     return {k: lazy_zeros((buffer_size, *s), d) for k, (s, d) in fields.items()}
 
 
@@ -105,8 +96,8 @@ def available_memory():
 def env_seeds(seed, n, stream):
     """n env seeds from the run's seed, stream 0 for the training envs, 1 for the evaluation envs. The
     first is the single-env scripts' (seed, seed + 10000): one env is qmix.py's. The others are
-    SeedSequence children of (seed, stream), the root's third and fourth children's (seed_everything
-    spawns its first two): runs with other seeds share no env stream (seed + i would give seeds 1 and
+    SeedSequence children of (seed, stream), the root's third and fourth children's (the scripts'
+    exploration and sampling streams are its first two): runs with other seeds share no env stream (seed + i would give seeds 1 and
     2 all but one stream in common), nor do a run's training and evaluation envs."""
     children = np.random.SeedSequence(seed, spawn_key=(2 + stream,)).spawn(n - 1)
     return [seed + 10_000 * stream] + [int(child.generate_state(1)[0]) for child in children]

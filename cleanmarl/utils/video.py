@@ -14,21 +14,6 @@ from cleanmarl.utils.layout import EVAL_FILE, read_records
 VIDEO_FPS = 10  # frames (env steps) per second
 
 
-def prepare_video(env, capture_video):
-    """With --capture-video: fail now, in one line (ValueError), where the env cannot draw or no
-    video writer is installed; then the env records its next episode. Drawing uses no random state:
-    a run is the same without it."""
-    if capture_video:
-        try:
-            import imageio.v3  # noqa: F401
-        except ImportError:
-            raise ValueError(
-                "--capture-video needs imageio: pip install 'cleanmarl[video]'"
-            ) from None
-        env.render_frame()  # EnvError (a ValueError) where it cannot
-        env.recording = True
-
-
 def video_due(args, run_dir):
     """Whether this evaluation's first episode is recorded: every --video-every-th evaluation, the
     first included."""
