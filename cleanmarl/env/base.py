@@ -63,7 +63,6 @@ class MultiAgentEnv:
         timed = self.horizon is not None  # one more feature in obs and state: t / horizon
         self.n_agents = int(n_agents)
         self.n_actions = int(n_actions)
-        self._family_obs_size = int(obs_size)
         self.obs_size = int(obs_size) + timed
         self.state_size = int(state_size) + timed
         self.episode_limit = int(episode_limit)
