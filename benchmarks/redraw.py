@@ -82,7 +82,7 @@ def metric(run):
     return "battle_won" if "battle_won" in run["records"][0] else "return"
 
 
-def draw_scores(result, runs, out):
+def draw_scores(result, runs, out, colours):
     """table.md: per env and line, each seed's final score (a run stopped by --stop-at shown as
     such) and step to the threshold; curves.png: each seed's greedy evaluation score against env
     steps. -> the summary's rows (the runs that ran their full length)"""
@@ -149,7 +149,7 @@ def draw_scores(result, runs, out):
         + f" Each run on: {report.machines(runs)}.",
     ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    plot_scores(groups(runs), out / "curves.png")
+    plot_scores(runs, out / "curves.png", result.threshold, colours)
     return summary
 
 
@@ -319,26 +319,39 @@ def wall_times(seconds):
     return " / ".join(f"{s / 60:.0f}" for s in seconds) + " min"
 
 
-def plot_scores(grouped, path):
+def plot_scores(runs, path, threshold, colours):
+    """curves.png: a panel per env, each line (script and flags) drawn by smaclite_maps.draw_panel
+    (the mean over seeds of each seed's trailing mean of WINDOW evaluations, with its band, each
+    seed faint); one colour per line site-wide, one legend above the panels. 7.2 inches at 100 dpi:
+    shown at about its own size in the docs' column, so 10 pt text is 13 px or more."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cols = min(2, len(grouped))  # at most 9 inches wide: the width the docs show it at
-    rows = -(-len(grouped) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
-    for ax in list(axes.flat)[len(grouped) :]:
+    envs = list(dict.fromkeys(r["env"] for r in runs))
+    lines = [line for line in colours if any(r["line"] == line for r in runs)]
+    stopped = threshold is not None and any(smaclite_maps.how_ended(r) == "stopped" for r in runs)
+    cols, entries = min(2, len(envs)), len(lines) + stopped
+    rows, top = -(-len(envs) // cols), 0.3 * -(-entries // 2) + 0.1  # inches for the legend
+    fig, axes = plt.subplots(rows, cols, figsize=(7.2, 3.2 * rows + top), squeeze=False)
+    for ax in list(axes.flat)[len(envs) :]:
         ax.axis("off")
-    for ax, ((env, line), members) in zip(axes.flat, grouped.items(), strict=False):
-        for run in members:
-            scores = report.scores(run, metric(run))
-            ax.plot(run["steps"] / 1e3, scores, lw=1, label=f"seed {run['seed']}")
-        label = "greedy battles won" if metric(members[0]) == "battle_won" else "greedy return"
-        ax.set(title=f"{env}\n{line}", xlabel="env steps (thousands)", ylabel=label)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    legend = {}
+    for ax, env in zip(axes.flat, envs, strict=False):
+        members = [r for r in runs if r["env"] == env]
+        on = {line: colours[line] for line in lines}
+        legend |= smaclite_maps.draw_panel(ax, members, on, metric(members[0]), threshold, True)
+        label = "won" if metric(members[0]) == "battle_won" else "return"
+        ax.set_title(env, fontsize=11)
+        ax.set_xlabel("env steps (thousands)", fontsize=10)
+        ax.set_ylabel(f"greedy {label} (last {WINDOW})", fontsize=10)
+        ax.tick_params(labelsize=10)
+    handles = [legend[line] for line in lines] + [smaclite_maps.stop_handle()] * stopped
+    labels = lines + [f"a run stopped at {threshold or 0:g} (10 in a row)"] * stopped
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=10, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / (3.2 * rows + top)))
+    smaclite_maps.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -354,9 +367,10 @@ HOME_CURVES = [
 ]
 
 
-def draw_home_curves(root, path):
-    """Each seed's greedy evaluation score against env steps, a panel per task of HOME_CURVES: the
-    mean of the last WINDOW evaluations (what the final score reads) over each one, faint."""
+def draw_home_curves(root, path, colours):
+    """A panel per task of HOME_CURVES: the mean over seeds of each seed's trailing mean of WINDOW
+    evaluations (what the final score reads), with its band, each seed faint
+    (smaclite_maps.draw_panel). 9 inches at 100 dpi, shown at its own size on the home page."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -367,24 +381,21 @@ def draw_home_curves(root, path):
         folder = Path(root) / "benchmarks" / "results" / store
         runs = [r for r in report.load(folder) if (r["env"], r["line"]) == (env, line)]
         if runs:
-            panels.append((env, sorted(runs, key=lambda r: r["seed"])))
+            panels.append((env, line, runs))
     rows = -(-len(panels) // 3)
-    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.8 * rows), squeeze=False)
-    for ax, (env, runs) in zip(axes.flat, panels, strict=False):
-        for i, run in enumerate(runs):
-            scores, color = report.scores(run, metric(run)), f"C{i}"
-            ax.plot(run["steps"] / 1e3, scores, lw=0.5, alpha=0.25, color=color)
-            window = np.convolve(scores, np.ones(WINDOW), "valid") / WINDOW
-            ax.plot(run["steps"][WINDOW - 1 :] / 1e3, window, lw=1.2, color=color)
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 2.9 * rows), squeeze=False)
+    for ax, (env, line, runs) in zip(axes.flat, panels, strict=False):
         won = metric(runs[0]) == "battle_won"
-        ax.set_title(f"{env} ({len(runs)} seed{'s' * (len(runs) > 1)})", fontsize=9)
-        ax.set_xlabel("env steps (thousands)", fontsize=8)
-        ax.set_ylabel("greedy battles won" if won else "greedy return", fontsize=8)
-        ax.tick_params(labelsize=7)
+        threshold = smaclite_maps.THRESHOLD if won else None
+        smaclite_maps.draw_panel(ax, runs, {line: colours[line]}, metric(runs[0]), threshold, True)
+        ax.set_title(f"{env} ({len(runs)} seed{'s' * (len(runs) > 1)})", fontsize=10)
+        ax.set_xlabel("env steps (thousands)", fontsize=10)
+        ax.set_ylabel(f"greedy {'won' if won else 'return'} (last {WINDOW})", fontsize=10)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    smaclite_maps.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -408,6 +419,9 @@ def draw(root, out_root, readme):
     """Draw every result of the store under root into out_root (docs/img/ or a temporary folder);
     write the README's results block into readme. -> the files written"""
     rows, machines = [], []
+    stores = [Path(root) / "benchmarks" / "results" / r.store for r in RESULTS.values()]
+    every = [r["line"] for s in stores if s.is_dir() for r in report.load(s)]
+    colours = smaclite_maps.line_colours(every)  # one colour a line on every figure
     for name, result in RESULTS.items():
         store, out = Path(root) / "benchmarks" / "results" / result.store, Path(out_root) / name
         out.mkdir(parents=True, exist_ok=True)
@@ -419,15 +433,15 @@ def draw(root, out_root, readme):
             sys.exit(f"redraw: error: no evaluation records under {store}")
         if result.kind == "smaclite":
             with contextlib.redirect_stdout(io.StringIO()):
-                smaclite_maps.main([str(store), "--out", str(out)])
+                smaclite_maps.main([str(store), "--out", str(out)], colours)
             continue  # its own rows on the home page (summary.md)
         if result.aggregate:
             draw_aggregate(runs, out)
-        for row in draw_scores(result, runs, out):
+        for row in draw_scores(result, runs, out, colours):
             rows += [(result.page, *row)] * result.home
         machines += runs * result.home
     table = summary_table(rows) + f"\nThe runs, on: {report.machines(machines)}.\n"
-    draw_home_curves(root, Path(out_root) / "curves.png")
+    draw_home_curves(root, Path(out_root) / "curves.png", colours)
     (Path(out_root) / "results.md").write_text(table)
     headline = (Path(out_root) / "smaclite" / "headline.md").read_text()  # the table: its page
     speed = (Path(out_root) / "throughput" / "summary.md").read_text()

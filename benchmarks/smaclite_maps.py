@@ -326,6 +326,16 @@ def common_seeds(seeds_of):
 
 
 SCRIPTS = ("qmix", "qmix_lstm", "qmix_memefficient", "qmix_multienvs")  # their colours first
+# Distinct colours: tab10's without its grey (the threshold's line), cyan kept away from blue
+PALETTE = [*(f"C{i}" for i in (0, 1, 2, 3, 4, 5, 6, 8)), "k", "#b8860b", "#000080", "C9", "#66cdaa"]
+
+
+def line_colours(lines):
+    """line (script and flags) -> its colour, the same on every figure drawn with the same lines
+    (benchmarks/redraw.py passes every line of the store): the scripts first, then the flag sets."""
+    order = sorted(set(lines), key=lambda line: (" " in line, line))
+    order.sort(key=lambda line: SCRIPTS.index(line) if line in SCRIPTS else len(SCRIPTS))
+    return {line: PALETTE[i % len(PALETTE)] for i, line in enumerate(order)}
 
 
 def trailing(won, window=WINDOW):
@@ -333,51 +343,79 @@ def trailing(won, window=WINDOW):
     return np.convolve(won, np.ones(window) / window, mode="valid")
 
 
-def plot(runs, out, columns=4):
-    """curves.png: a panel per map (small multiples, columns a row), each line (script and flags)
-    its mean over seeds of the stop rule's trailing mean with a band (the seeds' range under 5
-    seeds, a 95% bootstrap CI from 5), a stopped run carried at its last value and its stop marked;
-    one colour per line on every panel, one legend above the panels. Text of 14 pt on a 1300 px
-    figure: 10 px or more where the docs show it 940 px wide."""
+def draw_panel(ax, members, colours, metric, threshold=None, faint=False, window=WINDOW):
+    """On ax, per line of members (runs of one env): the mean over its seeds of each seed's
+    trailing mean of `window` evaluations, from the step at which every seed's window is full, with
+    a band (the seeds' range under 5 seeds, a 95% bootstrap CI from 5); a run stopped by --stop-at
+    held at its last value and its stop marked on the threshold; faint: each seed's own line too.
+    -> {line: legend handle}"""
+    from matplotlib.lines import Line2D
+
+    handles = {}
+    for line, colour in colours.items():
+        seeds = [r for r in members if r["line"] == line and len(r["steps"]) >= window]
+        if not seeds:
+            continue
+        start = max(r["steps"][window - 1] for r in seeds)
+        x = np.linspace(start, max(r["steps"][-1] for r in seeds), 200)
+        values = []
+        for r in seeds:  # each seed's trailing mean, held at its last value after it stops
+            steps, mean = r["steps"][window - 1 :], trailing(report.scores(r, metric), window)
+            values.append(np.interp(x, steps, mean))
+            if faint:
+                ax.plot(steps / 1e3, mean, color=colour, lw=0.6, alpha=0.3)
+            if threshold is not None and how_ended(r) == "stopped":
+                ax.plot(steps[-1] / 1e3, threshold, "|", color=colour, ms=7, mew=1.2)
+        if len(values) < report.MIN_CI_SEEDS:
+            mean, low, high = np.mean(values, 0), np.min(values, 0), np.max(values, 0)
+        else:
+            mean, low, high = report.bootstrap_ci(values)
+        ax.fill_between(x / 1e3, low, high, color=colour, alpha=0.2, lw=0)
+        ax.plot(x / 1e3, mean, color=colour, lw=1.5, marker="o" if start == x[-1] else None)
+        handles[line] = Line2D([], [], color=colour, lw=2)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", lw=0.6, ls=":")
+    ax.set_xlim(left=0)
+    return handles
+
+
+def stop_handle():
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="k", marker="|", ls="none", ms=8, mew=1.2)
+
+
+def save_figure(fig, path, dpi=100):
+    """fig -> path, a PNG whose metadata says the size of its smallest text as drawn (MinTextPx:
+    points * dpi / 72), which tests/test_site.py scales to the width the docs show it at."""
+    import matplotlib.text
+
+    hidden = {id(t) for ax in fig.axes if not ax.axison for t in ax.findobj(matplotlib.text.Text)}
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if id(t) not in hidden]
+    sizes = [t.get_fontsize() for t in texts if t.get_visible() and t.get_text().strip()]
+    fig.savefig(path, dpi=dpi, metadata={"MinTextPx": f"{min(sizes) * dpi / 72:.2f}"})
+
+
+def plot(runs, out, columns=4, colours=None):
+    """curves.png: a panel per map (small multiples, columns a row) drawn by draw_panel (the stop
+    rule's trailing win rate, the mean over seeds with its band, stops marked); one colour per line
+    (colours: line_colours of every line drawn on the site), one legend above the panels. Text of
+    14 pt on a 1300 px figure: 10 px or more where the docs show it 688 px wide."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     maps = map_order(runs)
+    colours = colours or line_colours(r["line"] for r in runs)
     rows, top = -(-len(maps) // columns), 2.0  # inches for the legend
     fig, grid = plt.subplots(rows, columns, figsize=(13, 2.6 * rows + top), squeeze=False)
-    every = sorted({r["line"] for r in runs}, key=lambda line: (" " in line, line))
-    every.sort(key=lambda line: SCRIPTS.index(line) if line in SCRIPTS else len(SCRIPTS))
-    colours = {line: f"C{i % 10}" for i, line in enumerate(every)}  # one a line, site-wide order
     legend = {}
     for ax, env in zip(grid.flat, maps, strict=False):  # panels left over stay blank
         members = [r for r in runs if r["env"] == env]
-        for line in [line for line in every if any(r["line"] == line for r in members)]:
-            seeds = [r for r in members if r["line"] == line and len(r["steps"]) >= WINDOW]
-            if not seeds:
-                continue
-            colour = colours[line]
-            end = max(r["steps"][-1] for r in seeds)
-            x = np.linspace(min(r["steps"][WINDOW - 1] for r in seeds), end, 200)
-            values = []
-            for r in seeds:  # each seed's trailing mean, held at its last value after it stops
-                steps = r["steps"][WINDOW - 1 :]
-                values.append(np.interp(x, steps, trailing(report.scores(r, "battle_won"))))
-                if how_ended(r) == "stopped":
-                    ax.plot(steps[-1] / 1e3, THRESHOLD, "|", color=colour, ms=7, mew=1.2)
-            if len(values) < report.MIN_CI_SEEDS:
-                mean, low, high = np.mean(values, 0), np.min(values, 0), np.max(values, 0)
-            else:
-                mean, low, high = report.bootstrap_ci(values)
-            ax.fill_between(x / 1e3, low, high, color=colour, alpha=0.2, lw=0)
-            ax.plot(x / 1e3, mean, color=colour, lw=1.5)
-            legend.setdefault(line, Line2D([], [], color=colour, lw=2))
-        ax.axhline(THRESHOLD, color="grey", lw=0.6, ls=":")
+        legend |= draw_panel(ax, members, colours, "battle_won", THRESHOLD)
         ax.set_title(env, fontsize=15)
         ax.set_ylim(-0.03, 1.03)
-        ax.set_xlim(left=0)
         ax.tick_params(labelsize=14)
     for ax in grid.flat[len(maps) :]:
         ax.axis("off")
@@ -385,17 +423,16 @@ def plot(runs, out, columns=4):
         ax.set_ylabel("won (last 10)", fontsize=14)
     for ax in grid.flat[len(maps) - columns :]:  # the bottom panel of each column
         ax.set_xlabel("env steps (thousands)", fontsize=14)
-    stop = Line2D([], [], color="k", marker="|", ls="none", ms=8, mew=1.2)
-    labels = [line for line in every if line in legend]
-    handles = [*(legend[line] for line in labels), stop]
+    labels = [line for line in colours if line in legend]
+    handles = [*(legend[line] for line in labels), stop_handle()]
     labels.append("a run stopped at 90% won")
     fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=14, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - top / (2.6 * rows + top)))
-    fig.savefig(out / "curves.png", dpi=100)
+    save_figure(fig, out / "curves.png")
     plt.close(fig)
 
 
-def main(argv=None):
+def main(argv=None, colours=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", help="a folder of the results store, or a sweep's with --keep")
     parser.add_argument("--out", default="docs/img/smaclite", help="folder of the table and figure")
@@ -414,7 +451,7 @@ def main(argv=None):
         sys.exit(f"smaclite_maps: error: no SMAClite evaluation records under {args.sweep_dir}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot(runs, out)
+    plot(runs, out, colours=colours)
     table = rows(runs)
     hours = sum(r["wall"] for r in runs if finished(r)) / 3600
     text = (

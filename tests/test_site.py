@@ -298,3 +298,44 @@ def test_the_smaclite_core_table_fits_its_column(site, browser):
     assert not errors, errors
     assert cells == 5 and core <= column, (core, column, cells)
     assert others and others[0][2] > cells  # the per-seed table
+
+
+FIGURES = """() => Array.from(document.querySelectorAll('.md-content img')).map(img => [
+    img.currentSrc, img.naturalWidth, img.getBoundingClientRect().width,
+    img.getBoundingClientRect().height])"""
+
+
+def png_text(path):
+    """A PNG's tEXt metadata: key -> value."""
+    data, i, found = Path(path).read_bytes(), 8, {}
+    while i < len(data):
+        size, kind = int.from_bytes(data[i : i + 4], "big"), data[i + 4 : i + 8]
+        if kind == b"tEXt":
+            key, value = data[i + 8 : i + 8 + size].split(b"\0", 1)
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        i += 12 + size
+    return found
+
+
+def test_every_figure_is_read_without_zooming(site, browser):
+    """At 1400x900 each figure's smallest text (the size drawn, MinTextPx, which the drawing code
+    writes into the PNG: benchmarks/smaclite_maps.save_figure) scaled to the width it is shown at is
+    10 px or more, and no figure is taller than two screens."""
+    out, url = site
+    pages = sorted(path.relative_to(out).parent.as_posix() for path in out.rglob("index.html"))
+    seen = 0
+    for name in pages:
+        page, errors, _ = open_offline(browser, url + ("" if name == "." else name + "/"))
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.wait_for_timeout(100)
+        figures = page.evaluate(FIGURES)
+        page.close()
+        for src, natural, width, height in figures:
+            path = out / urlparse(src).path.lstrip("/")
+            drawn = png_text(path).get("MinTextPx")
+            assert drawn is not None, f"{name}: {src} says nothing of its text size"
+            shown = float(drawn) * width / natural
+            assert shown >= 10, f"{name}: {src}'s smallest text is {shown:.1f} px as shown"
+            assert height <= 2 * 900, f"{name}: {src} is {height:.0f} px tall as shown"
+            seen += 1
+    assert seen >= 8, f"{seen} figures on the site"
