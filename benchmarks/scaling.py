@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import ROOT, qmix_steps_per_second  # noqa: E402
 
-SMACLITE_MAPS = {"3m", "2s3z", "MMM", "MMM2", "8m", "27m_vs_30m"}
+SMACLITE_MAPS = {"3m", "2s3z", "MMM", "8m", "27m_vs_30m"}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
