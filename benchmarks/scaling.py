@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import ROOT, qmix_steps_per_second  # noqa: E402
 
-SMACLITE_MAPS = {"3m", "2s3z", "MMM", "8m", "27m_vs_30m"}
+SMACLITE_MAPS = {"3m", "2s3z", "MMM", "MMM2", "8m", "27m_vs_30m"}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -37,6 +37,17 @@ if __name__ == "__main__":
     parser.add_argument("--record", type=Path, help="write the rates to this JSON file")
     args = parser.parse_args()
     rows = []
+
+    def record():  # after each row: a run cut short keeps the rows measured
+        sys.path.insert(0, str(ROOT))
+        from cleanmarl.sweep import machine, versions
+
+        command = shlex.join(["python", "benchmarks/scaling.py", *sys.argv[1:]])
+        record = dict(command=command, steps=args.steps, smaclite_steps=args.smaclite_steps)
+        record.update(rows=rows, machine=machine(), versions=versions())
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(record, indent=1) + "\n")
+
     print(f"{'env':36s} {'script':28s} {'steps/s':>8s} {'/ qmix.py':>9s}", flush=True)
     for env_name in args.envs:
         if env_name in SMACLITE_MAPS and importlib.util.find_spec("smaclite") is None:
@@ -56,12 +67,5 @@ if __name__ == "__main__":
             label = script + (f" --num-envs {extra[1]}" if extra else "")
             print(f"{env_name:36s} {label:28s} {sps:8.0f} {sps / reference:9.2f}", flush=True)
             rows.append(dict(env=env_name, num_envs=int(extra[1]) if extra else None, sps=sps))
-    if args.record:
-        sys.path.insert(0, str(ROOT))
-        from cleanmarl.sweep import machine, versions
-
-        command = shlex.join(["python", "benchmarks/scaling.py", *sys.argv[1:]])
-        record = dict(command=command, steps=args.steps, smaclite_steps=args.smaclite_steps)
-        record.update(rows=rows, machine=machine(), versions=versions())
-        args.record.parent.mkdir(parents=True, exist_ok=True)
-        args.record.write_text(json.dumps(record, indent=1) + "\n")
+            if args.record:
+                record()

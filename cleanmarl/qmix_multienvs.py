@@ -83,8 +83,8 @@ class Args:
     """append each agent's previous action, one-hot, to its observation"""
     time_limit: int | None = None
     """episode limit (env steps); default: the env's own"""
-    num_envs: int = 4
-    """envs stepped at once, each in a worker process"""
+    num_envs: int | Literal["auto"] = "auto"
+    """envs stepped at once, each in a worker process; auto: one a core but the learner's, >= 12"""
     # Algorithm
     buffer_size: int = 5000
     """replay buffer capacity (episodes)"""
@@ -111,7 +111,7 @@ class Args:
     n_epochs: int = 1
     """gradient steps per train step (1: qmix.py's)"""
     overlap: bool = True
-    """step the envs during the updates, acting --n-epochs updates stale"""
+    """halves of the envs step by turns, one while the learner works (its acting updates stale)"""
     # Exploration
     start_e: float = 1.0
     """epsilon at the start"""
@@ -354,35 +354,48 @@ def soft_update(target_params, online_params, polyak):
 
 
 class VectorRollout:
-    """Steps all envs at once; hands out the episodes as they end (docs)."""
+    """Steps the envs by halves in turn, each stepping while the learner acts for the other and
+    updates (one half without --overlap); hands out the episodes as they end (docs)."""
 
     def __init__(self, envs, args, rng):
         self.envs, self.args, self.rng = envs, args, rng
         self.steps, self.finished = [[] for _ in range(envs.num_envs)], []
-        self.epsilons, self.acting, self.actions = np.full(envs.num_envs, np.nan), None, None
+        self.epsilons, self.acting = np.full(envs.num_envs, np.nan), None
+        halves = 2 if args.overlap and envs.num_envs > 1 else 1
+        self.groups = [g.tolist() for g in np.array_split(np.arange(envs.num_envs), halves)]
+        self.actions, self.obs, self.turn = [None] * halves, [None] * halves, 0
+        self.pending = {}  # half -> its step's answer, taken by state_dict()
 
-    def send(self, q_network, epsilon):  # epsilon: for the episodes starting now
-        obs, _, avail_actions = self.acting = self.acting or self.envs.reset()
+    def send(self, g, q_network, epsilon):  # epsilon: for the episodes starting now
+        envs, self.acting = self.groups[g], self.acting or self.envs.reset()
+        obs, _, avail_actions = (x[envs] for x in self.acting)
         # what the agents see: their last step's next_obs; at an episode's first, no last action
         obs = agent_inputs(obs, None, self.envs.n_actions, self.args)  # [E, N, input]
-        self.obs = np.stack([s[-1]["next_obs"] if s else obs[i] for i, s in enumerate(self.steps)])
-        self.epsilons[np.isnan(self.epsilons)] = epsilon
+        self.obs[g] = np.stack(
+            [self.steps[i][-1]["next_obs"] if self.steps[i] else obs[j] for j, i in enumerate(envs)]
+        )
+        self.epsilons[envs] = np.where(np.isnan(self.epsilons[envs]), epsilon, self.epsilons[envs])
         device = next(q_network.parameters()).device
-        q_values = q_network(torch.from_numpy(self.obs).to(device)).cpu().numpy()  # [E, N, A]
-        per_env = zip(q_values, avail_actions, self.epsilons, strict=True)
-        self.actions = np.stack([select_actions(*x, self.rng) for x in per_env])
-        self.envs.step_async(self.actions)
+        q_values = q_network(torch.from_numpy(self.obs[g]).to(device)).cpu().numpy()  # [E, N, A]
+        per_env = zip(q_values, avail_actions, self.epsilons[envs], strict=True)
+        self.actions[g] = np.stack([select_actions(*x, self.rng) for x in per_env])
+        self.envs.step_async(self.actions[g], envs)
 
-    def collect(self):
+    def collect(self):  # the half whose turn it is
         keys = "obs state actions next_obs next_state next_avail_actions reward terminated".split()
-        (_, state, _), actions, self.actions = self.acting, self.actions, None
-        out, self.acting = self.envs.step_wait()  # an ended env has reset: acting starts its next
+        g, self.turn = self.turn, (self.turn + 1) % len(self.groups)
+        envs, actions, self.actions[g] = self.groups[g], self.actions[g], None
+        state = self.acting[1][envs]
+        # an ended env has reset: acting starts its next episode
+        out, acting = self.pending.pop(g, None) or self.envs.step_wait(envs)
+        for whole, part in zip(self.acting, acting, strict=True):
+            whole[envs] = part
         next_obs = agent_inputs(out[0], actions, self.envs.n_actions, self.args)
-        step = dict(zip(keys, (self.obs, state, actions, next_obs, *out[1:]), strict=False))
-        for i, steps in enumerate(self.steps):
-            steps.append({k: v[i] for k, v in step.items()})
-            if out[4][i] or out[5][i]:  # terminated or truncated
-                self.finished.append((steps, out[6][i], self.epsilons[i]))
+        step = dict(zip(keys, (self.obs[g], state, actions, next_obs, *out[1:]), strict=False))
+        for j, i in enumerate(envs):
+            self.steps[i].append({k: v[j] for k, v in step.items()})
+            if out[4][j] or out[5][j]:  # terminated or truncated
+                self.finished.append((self.steps[i], out[6][j], self.epsilons[i]))
                 self.steps[i], self.epsilons[i] = [], np.nan
 
     @torch.inference_mode()  # acting records no graph
@@ -390,11 +403,12 @@ class VectorRollout:
         """The next episode to end. -> as run_episode, and its epsilon"""
         try:
             while not self.finished:
-                if self.actions is None:
-                    self.send(q_network, epsilon)
+                for g in [g for g, actions in enumerate(self.actions) if actions is None]:
+                    self.send(g, q_network, epsilon)
                 self.collect()
-            if self.args.overlap and len(self.finished) == 1:  # the next call steps: send it now
-                self.send(q_network, epsilon)
+            last = (self.turn - 1) % len(self.groups)  # the half just collected
+            if self.args.overlap and len(self.finished) == 1 and self.actions[last] is None:
+                self.send(last, q_network, epsilon)  # the next call steps it: send it now
         except WorkerError as e:
             sys.exit(f"{os.path.basename(__file__)}: error: {e}")
         steps, info, epsilon = self.finished.pop(0)
@@ -404,16 +418,21 @@ class VectorRollout:
         return episode, ep_return, info, float(epsilon)
 
     def state_dict(self):
-        if self.actions is not None:
-            self.collect()
-        saved = dict(steps=self.steps, epsilons=self.epsilons, finished=self.finished)
-        return saved | {"starts": self.envs.start_states()}  # each env's episode start
+        # the halves under way answer now (for start_states), collect() takes it later, in turn:
+        # a run saved goes on as unsaved
+        for g, envs in enumerate(self.groups):
+            if self.actions[g] is not None and g not in self.pending:
+                self.pending[g] = self.envs.step_wait(envs)
+        keys = "steps epsilons finished turn acting actions obs pending".split()
+        return {k: getattr(self, k) for k in keys} | {"starts": self.envs.start_states()}
 
     def load_state_dict(self, saved):  # each env replays its episode so far (docs)
-        self.steps, self.finished = saved["steps"], [tuple(f) for f in saved["finished"]]
-        self.epsilons = saved["epsilons"]
-        actions = [[s["actions"] for s in steps] for steps in self.steps]
-        self.acting = self.envs.restore(saved["starts"], actions)
+        vars(self).update(saved)
+        replay = [[s["actions"] for s in steps] for steps in self.steps]
+        for g, (out, _) in self.pending.items():  # a step answered, not collected: replayed too,
+            for j, i in enumerate(self.groups[g]):  # unless it ended (its worker has reset)
+                replay[i] = [] if out[4][j] or out[5][j] else [*replay[i], self.actions[g][j]]
+        self.envs.restore(self.starts, replay)
 
 
 @torch.inference_mode()  # acting records no graph
@@ -484,10 +503,14 @@ if __name__ == "__main__":
         # exploration and buffer sampling: streams sharing no bits with the envs' default_rng(seed)
         rng, buffer_rng = map(np.random.default_rng, np.random.SeedSequence(args.seed).spawn(2))
         kw = dict(env_family=args.env_family, time_limit=args.time_limit)
+        auto = args.num_envs == "auto"  # saved as the number it picks, which --resume keeps
+        args.num_envs = VectorEnv.auto_num_envs() if auto else args.num_envs
         name, n_eval = (args.env_type, args.env_name), min(args.num_envs, args.num_eval_ep)
         if args.eval_only:  # no workers
             env = eval_env = make_env(*name, seed=env_seeds(args.seed, 1, 1)[0], **kw)
         else:  # seeds: SeedSequence children (docs)
+            if auto:
+                print(f"--num-envs auto: {args.num_envs} (cores less one, 12 at least)")
             env = VectorEnv(*name, args.num_envs, env_seeds(args.seed, args.num_envs, 0), **kw)
             eval_env = VectorEnv(*name, n_eval, env_seeds(args.seed, n_eval, 1), **kw)
         eval_env.recording = args.capture_video  # raises if it cannot draw
@@ -576,6 +599,8 @@ if __name__ == "__main__":
             scalars |= {k: torch.stack(v).mean().item() for k, v in loop.train_logs.items()}
             scalars["train/num_updates"] = loop.num_updates
             scalars["train/reward_scale"] = loop.reward_scale or 1.0
+            # the workers' busy share and the learner's waiting share, in the status line too
+            scalars |= {f"charts/{k}": v for k, v in env.load().items()}
             run.log(scalars, loop.global_step)  # + charts/SPS, progress bar
             loop.episodes, loop.train_logs = [], {}
 

@@ -794,3 +794,80 @@ def test_runs_with_neighbouring_seeds_share_no_env_stream(tmp_path):
     assert env_seeds(1, 8, 0) != env_seeds(1, 8, 1) and not set(env_seeds(1, 8, 0)) & set(
         env_seeds(2, 8, 0)
     )
+
+
+@pytest.mark.parametrize("env_name", ["BusyCounter-v0", "SlowCounter-v0"])
+def test_load_says_how_busy_the_workers_were_and_how_long_the_caller_waited(env_name):
+    """VectorEnv.load(), since its last call: the workers' CPU share of the wall time and the
+    caller's share spent waiting in step_wait. Envs that compute (3 ms of CPU a step) keep their
+    workers busy for that long, however many processes share the cores; envs that sleep leave them
+    idle; a caller that only steps waits nearly all the time."""
+    envs = VectorEnv("gym", f"tests.counter_env:{env_name}", 2, [0, 1])
+    try:
+        assert envs.load() == {}  # nothing to compare with yet
+        start = time.perf_counter()
+        envs.reset()
+        for _ in range(60):
+            envs.step(np.zeros((2, 2), np.int64))
+        load, wall = envs.load(), time.perf_counter() - start
+    finally:
+        envs.close()
+    assert load["learner_waiting"] > 0.6, load
+    cpu_seconds = load["envs_busy"] * wall  # each worker's, on average
+    if env_name == "BusyCounter-v0":
+        assert 0.9 * 60 * 0.003 < cpu_seconds < 60 * 0.003 + 0.1, (load, wall)
+    else:
+        assert cpu_seconds < 0.05, (load, wall)
+
+
+def test_num_envs_auto_is_saved_as_the_number_it_picked_and_the_shares_are_logged(tmp_path):
+    """--num-envs auto (the default) picks VectorEnv.auto_num_envs(), says so, and the run saves
+    that number (a resume on another machine keeps its envs); the log has both shares."""
+    from cleanmarl.utils.resume import load_state
+
+    proc = run(
+        tmp_path,
+        "--env-type",
+        "gym",
+        "--env-name",
+        COUNTER,
+        "--total-timesteps",
+        "300",
+        "--log-every",
+        "5",
+        script=SCRIPT,
+    )
+    picked = VectorEnv.auto_num_envs()
+    assert picked >= 12 and f"--num-envs auto: {picked} " in proc.stdout
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert load_state(str(run_dir))["args"]["num_envs"] == picked
+    for tag in ("charts/envs_busy", "charts/learner_waiting"):
+        values = [v for _, v in scalars(tmp_path, tag)]
+        assert values and all(0 <= v <= 1.5 for v in values), (tag, values)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_with_overlap_one_half_of_the_envs_steps_whenever_the_learner_waits_for_the_other(overlap):
+    """--overlap steps the envs by halves in turn ([0, 1] and [2, 3] of 4): each wait for one half
+    finds the other half stepping, so the learner's acting and updates for one half overlap the
+    other's step. Without it all envs step together, as one."""
+    envs = VectorEnv("gym", COUNTER, 4, seed=0)
+    waits, step_wait = [], envs.step_wait
+
+    def logged(subset=None):
+        waits.append((list(subset), set(envs._waiting)))
+        return step_wait(subset)
+
+    envs.step_wait = logged
+    try:
+        args = multienvs.Args(overlap=overlap, num_envs=4)
+        rollout = multienvs.VectorRollout(envs, args, np.random.default_rng(0))
+        q_network = agent_network(envs, args)
+        for _ in range(30):
+            rollout.next_episode(q_network, 0.5)
+    finally:
+        envs.close()
+    halves = [[0, 1], [2, 3]] if overlap else [[0, 1, 2, 3]]
+    assert len(waits) >= 15 and all(subset in halves for subset, _ in waits)
+    assert all(waiting == {0, 1, 2, 3} for _, waiting in waits)
+    assert [subset for subset, _ in waits[:4]] == (halves * 4)[:4]  # by turns

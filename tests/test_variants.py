@@ -37,6 +37,8 @@ CHANGES = {
             ("exploration_steps = ", "    while loop.global_step"),  # + the evaluation under way
             ("episode, ep_return, info", None),  # the next episode of any env, and its epsilon
             ("# TRAIN", "            batch = rb.sample("),  # --n-epochs updates
+            # how busy the workers and the learner are (charts/*)
+            ('scalars["train/reward_scale"]', "            run.log(scalars, loop.global_step)"),
             ("# EVAL", "            if args.save_model:"),  # in the evaluation workers
             ("if saver.due(", "            saver.save("),  # an evaluation under way logged first
         ],

@@ -26,7 +26,9 @@ the agent networks see besides, their ids and last actions, is the training scri
   handler in the child) and while it closes them (a second Ctrl-C mid-close would leave some
   workers unclosed): a signal held back is delivered when the block ends;
 - a worker's exception, or its death, becomes one WorkerError line naming the env (raised where
-  its answer is read), and the other workers are stopped.
+  its answer is read), and the other workers are stopped;
+- load() says how busy the workers were since it was last asked (each answer carries its worker's
+  CPU seconds so far) and how long the caller waited in step_wait(): which side to feed.
 """
 
 import atexit
@@ -137,7 +139,7 @@ def _work(index, pipe, parent_ends, parent_pid, env_type, env_name, seed, kwargs
         os._exit(1)
     for end in parent_ends:  # copies kept here would hide the parent's death (no end-of-file)
         end.close()
-    worker = None
+    worker, busy = None, 0.0  # CPU seconds spent on commands
     try:
         worker = _WorkerEnv(env_type, env_name, seed, kwargs)
         while True:
@@ -147,7 +149,10 @@ def _work(index, pipe, parent_ends, parent_pid, env_type, env_name, seed, kwargs
                 return
             if command == "close":
                 return
-            _post(pipe, (True, getattr(worker, command)(*args)))
+            start = time.process_time()
+            answer = getattr(worker, command)(*args)
+            busy += time.process_time() - start
+            _post(pipe, (True, answer, busy))
     except Exception as e:  # one line for the parent, which cannot show this process's trace
         line = (str(e).strip().splitlines() or [""])[0]
         with contextlib.suppress(OSError):
@@ -178,7 +183,8 @@ class VectorEnv:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.num_envs, self.env_name = num_envs, env_name
-        self._pipes, self._workers, self._waiting, self._frames = [], [], False, []
+        self._pipes, self._workers, self._waiting, self._frames = [], [], set(), []
+        self._busy, self._waited, self._load_at = [0.0] * num_envs, 0.0, None
         # A Ctrl-C meanwhile acts once the workers are built and close is registered.
         with _stop_signals_held():
             seeds = list(seed) if hasattr(seed, "__len__") else [seed + i for i in range(num_envs)]
@@ -202,25 +208,39 @@ class VectorEnv:
                 self.close()
                 raise
 
-    def _send(self, command, *args, per_env=None):
-        """Send a command to every worker: the same args, or per_env[i] to worker i."""
+    @staticmethod
+    def auto_num_envs():
+        """--num-envs auto: a worker for each core this process may run on but one, which the
+        learner keeps; 12 at least, so that on few cores a half's step (qmix_multienvs.py's
+        --overlap) has work for as long as an update of the learner's for the other half."""
+        cores = (
+            os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else [0] * os.cpu_count()
+        )
+        return max(12, len(cores) - 1)
+
+    def _send(self, command, *args, per_env=None, envs=None):
+        """Send a command to the workers of envs (default: all): the same args, or per_env[j] to
+        the j-th of them."""
+        envs = range(self.num_envs) if envs is None else envs
         if self._pipes is None:
             raise WorkerError(f"the workers of {self.env_name} are closed")
-        if self._waiting:
+        if self._waiting.intersection(envs):
             raise RuntimeError(f"the workers of {self.env_name} have a command under way")
-        self._waiting = True
-        for pipe, each in zip(self._pipes, per_env or [args] * self.num_envs, strict=True):
+        self._waiting.update(envs)
+        for i, each in zip(envs, per_env or [args] * len(envs), strict=True):
             with contextlib.suppress(OSError):  # a dead worker: said when its answer is read
-                _post(pipe, (command, each))
+                _post(self._pipes[i], (command, each))
 
-    def _recv(self):
-        """Every worker's answer to the command sent, in env order."""
+    def _recv(self, envs=None):
+        """The answers of the workers of envs (default: all) to the command sent, in env order."""
         if self._pipes is None:
             raise WorkerError(f"the workers of {self.env_name} are closed")
         answers = []
-        for i, pipe in enumerate(self._pipes):
+        for i in range(self.num_envs) if envs is None else envs:
+            pipe = self._pipes[i]
             try:
-                ok, answer = pipe.recv()
+                ok, answer, *busy = pipe.recv()  # busy: the worker's CPU seconds so far
+                self._busy[i] = busy[0] if busy else self._busy[i]
             except (EOFError, OSError) as e:  # it died without a word (killed, out of memory)
                 self._workers[i].join(timeout=1)  # its exit code, once it has exited
                 code, name = self._workers[i].exitcode, type(e).__name__
@@ -229,7 +249,7 @@ class VectorEnv:
                 self.close()
                 raise WorkerError(answer)
             answers.append(answer)
-        self._waiting = False
+            self._waiting.discard(i)
         return answers
 
     def _all(self, command, *args, per_env=None):
@@ -243,18 +263,34 @@ class VectorEnv:
         self.step_async(actions)
         return self.step_wait()
 
-    def step_async(self, actions):
+    def step_async(self, actions, envs=None):
         """Send the actions; the workers step while the caller goes on. step_wait() collects what
-        step() returns."""
-        self._send("step", per_env=[(row,) for row in np.asarray(actions)])
+        step() returns. envs: the indices of the envs to step (default: all), one row of actions
+        each; their step_wait(envs) answers for them alone, the others may step meanwhile."""
+        self._send("step", per_env=[(row,) for row in np.asarray(actions)], envs=envs)
 
-    def step_wait(self):
-        final, reward, terminated, truncated, infos, acting = zip(*self._recv(), strict=True)
+    def step_wait(self, envs=None):
+        start = time.perf_counter()
+        answers = self._recv(envs)
+        self._waited += time.perf_counter() - start
+        final, reward, terminated, truncated, infos, acting = zip(*answers, strict=True)
         next_obs, next_state, next_avail = (np.stack(x) for x in zip(*final, strict=True))
         obs, state, avail_actions = (np.stack(x) for x in zip(*acting, strict=True))
         ended = np.array(terminated, np.bool_), np.array(truncated, np.bool_)
         out = next_obs, next_state, next_avail, np.array(reward, np.float64), *ended, list(infos)
         return out, (obs, state, avail_actions)
+
+    def load(self):
+        """Since the last call (or the first step): envs_busy, the workers' mean share of the wall
+        time spent computing (CPU seconds), and learner_waiting, the caller's share spent waiting in
+        step_wait(). -> {} at the first call"""
+        now, busy = time.perf_counter(), sum(self._busy)
+        last, self._load_at = self._load_at, (now, busy, self._waited)
+        if last is None or now <= last[0]:
+            return {}
+        wall = now - last[0]
+        envs_busy = (busy - last[1]) / wall / self.num_envs
+        return dict(envs_busy=envs_busy, learner_waiting=(self._waited - last[2]) / wall)
 
     def play_async(self, episode_fn, args, num_episodes):
         """Start num_episodes whole episodes in the workers and return at once: worker i plays

@@ -18,7 +18,7 @@ POSITIVE = "total_timesteps buffer_size batch_size train_freq log_every eval_ste
 POSITIVE += " video_every hidden_dim hyper_dim mixer_embed_dim torch_threads checkpoint_every"
 POSITIVE += " target_network_update_freq num_envs n_epochs"
 RANGES = [
-    (POSITIVE, "> 0", lambda x: x > 0),
+    (POSITIVE, "> 0", lambda x: x == "auto" or x > 0),  # qmix_multienvs.py's --num-envs auto
     ("start_e end_e gamma td_lambda", "in [0, 1]", lambda x: 0 <= x <= 1),
     ("polyak exploration_fraction", "in (0, 1]", lambda x: 0 < x <= 1),
     ("seed", "in [0, 2**31)", lambda x: 0 <= x < 2**31),

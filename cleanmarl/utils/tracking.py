@@ -106,7 +106,8 @@ class Run:
         sps = int(step / self.elapsed())
         items = (scalars | {"charts/SPS": sps}).items()
         self.tensorboard(lambda w: [w.add_scalar(tag, value, step) for tag, value in items])
-        self.progress.show(step, scalars["rollout/ep_reward"], self.eval_return, sps)
+        shares = {k[7:]: v for k, v in scalars.items() if k.startswith("charts/")}  # a script's
+        self.progress.show(step, scalars["rollout/ep_reward"], self.eval_return, sps, shares)
 
     def record_evaluation(self, step, returns, lengths, won=None, env=None):
         """Record an evaluation (evaluations.record_evaluation, at this run's clock), its eval/*
@@ -203,18 +204,20 @@ class Progress:
             initial,
         )
 
-    def show(self, step, ep_return, eval_return, sps):
-        """Move to env step `step`, showing the training return, the latest evaluation's and the
-        steps/s."""
+    def show(self, step, ep_return, eval_return, sps, shares=None):
+        """Move to env step `step`, showing the training return, the latest evaluation's, the
+        steps/s and shares (name -> a fraction, as a percentage: qmix_multienvs.py's envs_busy)."""
         self.bar.update(step - self.step)
         self.step = step
+        shown = {k: f"{v:.0%}" for k, v in (shares or {}).items()}
         self.bar.set_postfix(
-            ret=f"{ep_return:.3g}", eval=f"{eval_return:.3g}", sps=sps, refresh=False
+            ret=f"{ep_return:.3g}", eval=f"{eval_return:.3g}", sps=sps, **shown, refresh=False
         )
         if self.lines and time.time() - self.time >= 60:
             self.time = time.time()
             returns = f"return {ep_return:.3g}, eval {eval_return:.3g}"
-            print(f"step {step}/{self.total}: {returns}, {sps} steps/s", flush=True)
+            extra = "".join(f", {k.replace('_', ' ')} {v}" for k, v in shown.items())
+            print(f"step {step}/{self.total}: {returns}, {sps} steps/s{extra}", flush=True)
 
     def close(self):
         self.bar.close()
