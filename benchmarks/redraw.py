@@ -59,6 +59,7 @@ RESULTS = {
     "throughput": Result("throughput", "benchmarks.md#throughput", kind="throughput", home=False),
     "variants": Result("variants", "qmix_lstm.md#speed", kind="variants", home=False),
     "scaling": Result("scaling", "qmix_multienvs.md#speed", kind="scaling", home=False),
+    "host16": Result("host16", "qmix_multienvs.md#16-cores", kind="host16", home=False),
     "tables": Result("tables", "benchmarks.md", kind="tables", home=False),
 }
 
@@ -293,6 +294,10 @@ def draw_scaling(store, out):
     """table.md: benchmarks/scaling.py --record's rates, a column per env, a row per script (qmix.py,
     then qmix_multienvs.py at each --num-envs), each with its ratio to qmix.py."""
     (record,) = json_records(store)
+    (out / "table.md").write_text(scaling_table(record))
+
+
+def scaling_table(record):
     envs = list(dict.fromkeys(r["env"] for r in record["rows"]))
     rate = {(r["env"], r["num_envs"]): r["sps"] for r in record["rows"]}
     counts = sorted({n for _, n in rate if n is not None})
@@ -309,7 +314,36 @@ def draw_scaling(store, out):
         f" SMAClite), at the defaults; training steps/s, evaluation included (in brackets: the ratio"
         f" to `qmix.py`). On: {cpu['cpu']} ({cpu['cores']} cores).",
     ]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def draw_host16(store, out):
+    """scaling.md (scaling_table of scaling.json) and runs.md: a row per run of runs/ (each cut
+    short by a time bound, host16.sh): its learner's device, env steps reached by 60 / 140 s, its
+    last steps/s, the workers' busy and the learner's waiting shares (charts.json, their mean from
+    the 5th log on), the first evaluation won whole and its 10-evaluation mean at the end."""
+    (out / "scaling.md").write_text(scaling_table(json.loads((store / "scaling.json").read_text())))
+    lines = ["| run | learner | steps by 60 s / 140 s | steps/s at the end | workers busy |"]
+    lines[0] += " learner waiting | first evaluation all won | last 10 evaluations | stopped at |"
+    lines.append("|---" * 9 + "|")
+    for folder in sorted((store / "runs").iterdir()):
+        evals = [json.loads(line) for line in (folder / "evaluations.jsonl").open()]
+        charts = json.loads((folder / "charts.json").read_text())
+        command = (folder / "command.txt").read_text()
+        steps = [max(e["step"] for e in evals if e["elapsed"] <= t) for t in (60, 140)]
+        busy, waiting = (np.mean([v for _, v in charts[f"charts/{k}"][4:]]) for k in KEYS)
+        won = next((e for e in evals if min(e["battle_won"]) == 1.0), None)
+        won = won and f"{won['elapsed']:.0f} s (step {won['step']:,})"
+        last = np.mean([np.mean(e["battle_won"]) for e in evals[-WINDOW:]])
+        cells = [f"`{folder.name}`", "cuda" if "--device cuda" in command else "CPU"]
+        cells += [" / ".join(f"{n:,}" for n in steps), f"{charts['charts/SPS'][-1][1]:,.0f}"]
+        cells += [f"{busy:.2f}", f"{waiting:.2f}", won or "none", f"{last:.2f}"]
+        cells.append(f"{evals[-1]['elapsed']:.0f} s (step {evals[-1]['step']:,})")
+        lines.append("| " + " | ".join(cells) + " |")
+    (out / "runs.md").write_text("\n".join(lines) + "\n")
+
+
+KEYS = ("envs_busy", "learner_waiting")
 
 
 def wall_times(seconds):
@@ -475,6 +509,7 @@ DRAWERS = {
     "variants": draw_variants,
     "scaling": draw_scaling,
     "tables": draw_tables,
+    "host16": draw_host16,
 }
 
 
