@@ -474,6 +474,24 @@ def test_lbf_real_termination():
     assert reward > 0 and reward == pytest.approx(float(np.sum(info["rewards"])))
 
 
+def test_lbf_observations_are_scaled_into_minus_one_one_and_raw_on_request():
+    """LBF observes grid coordinates and levels (up to 7 on 8x8); make_env divides them by the
+    space's upper bounds, and scale_obs=False keeps the raw values."""
+    pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
+    scaled, raw = (make_env("lbf", LBF_NAME, seed=0, scale_obs=s) for s in (True, False))
+    seen = []
+    for env in (scaled, raw):
+        obs, state, *_ = env.reset()
+        rows = [obs]
+        for _ in range(20):
+            obs, *_ = env.step(np.zeros(env.n_agents, np.int64))
+            rows.append(obs)
+        seen.append(np.stack(rows))
+    assert np.abs(seen[0]).max() <= 1.0 and seen[1].max() > 1.0
+    high = scaled._env.observation_space[0].high
+    assert np.allclose(seen[0] * np.where(high > 0, high, 1.0), seen[1])
+
+
 def test_lbf_longer_time_limit_reaches_the_env():
     """LBF keeps its own 50-step limit: a longer time_limit must move it, not end the episode at 50."""
     pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")
