@@ -199,3 +199,11 @@ def test_the_smaclite_prose_counts_what_the_store_holds():
     grid = page[page.index("## The grid") : page.index("- **Flags.**")]
     named = set(re.findall(r"`([0-9a-zA-Z_]+)`", grid)) & {env for _, env, _ in store}
     assert memefficient <= named, memefficient - named
+
+
+def test_every_page_keeps_its_budget():
+    """A reference stays readable: each docs page <= 16,000 characters of Markdown (the tables
+    redraw.py draws are included by reference, not counted) and the README <= 8,000."""
+    sizes = {p.name: len(p.read_text()) for p in (ROOT / "docs").glob("*.md")}
+    assert sizes and max(sizes.values()) <= 16_000, sorted(sizes.items(), key=lambda x: -x[1])[:3]
+    assert len((ROOT / "README.md").read_text()) <= 8_000
