@@ -42,7 +42,7 @@ class Result:
     store: str  # under benchmarks/results/
     page: str  # the docs page that shows it, for the summary's links
     threshold: float | None = None  # steps to this score (10 evaluations in a row), where given
-    kind: str = "scores"  # "scores" (draw_scores), "smaclite" (smaclite_maps.py), "throughput"
+    kind: str = "scores"  # "scores" (draw_scores), "smaclite" (smaclite_maps.py), "clock", ...
     home: bool = True  # its rows in the home page's and the README's table
     aggregate: bool = False  # an rliable IQM over its envs, per line, under its table
 
@@ -60,6 +60,9 @@ RESULTS = {
     "variants": Result("variants", "qmix_lstm.md#speed", kind="variants", home=False),
     "scaling": Result("scaling", "qmix_multienvs.md#speed", kind="scaling", home=False),
     "host16": Result("host16", "qmix_multienvs.md#16-cores", kind="host16", home=False),
+    "multienvs_smaclite": Result(
+        "multienvs_smaclite", "qmix_multienvs.md#smaclite", kind="clock", home=False
+    ),
     "tables": Result("tables", "benchmarks.md", kind="tables", home=False),
 }
 
@@ -152,6 +155,46 @@ def draw_scores(result, runs, out, colours):
     (out / "table.md").write_text("\n".join(lines) + "\n")
     plot_scores(runs, out / "curves.png", result.threshold, colours)
     return summary
+
+
+def draw_clock(runs, out, colours):
+    """table.md: per map and script, each seed's wall clock and env steps to the stop rule (runs
+    not stopped by it: how they ended) and, per map, the ratio of each script's mean wall clock to
+    qmix.py's over the seeds both stopped; curves.png: the stop rule's win rate against the run's
+    own clock (smaclite_maps.plot)."""
+    lines = ["| map | script | seeds | minutes to 90% won, per seed | mean | env steps, per seed |"]
+    lines[0] += " mean minutes / `qmix.py`'s |"
+    lines.append("|---" * 7 + "|")
+    for env in smaclite_maps.map_order(runs):
+        stopped = {  # (line, seed) -> run, the runs the stop rule ended
+            (r["line"], r["seed"]): r
+            for r in runs
+            if r["env"] == env and smaclite_maps.how_ended(r) == "stopped"
+        }
+        for line in dict.fromkeys(r["line"] for r in runs if r["env"] == env):
+            members = sorted((r for r in runs if (r["env"], r["line"]) == (env, line)), key=seed)
+            minutes = [
+                f"{r['wall'] / 60:.1f}" if r in stopped.values() else smaclite_maps.how_ended(r)
+                for r in members
+            ]
+            mine = [r["wall"] / 60 for r in members if r in stopped.values()]
+            both = [s for (li, s) in stopped if li == line and ("qmix", s) in stopped]
+            ratio = "-"
+            if line != "qmix" and both:
+                ratio = np.mean([stopped[line, s]["wall"] for s in both])
+                ratio = f"{ratio / np.mean([stopped['qmix', s]['wall'] for s in both]):.2f}"
+                ratio += f" (seeds {', '.join(map(str, both))})"
+            cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in members)]
+            cells += [" / ".join(minutes), f"{np.mean(mine):.1f}" if mine else "-"]
+            cells.append(" / ".join(smaclite_maps.thousands(r["steps"][-1]) for r in members))
+            lines.append("| " + " | ".join(cells + [ratio]) + " |")
+    lines += ["", f"Each run on: {report.machines(runs)}."]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    smaclite_maps.plot(runs, out, columns=3, colours=colours, clock=True, faint=True)
+
+
+def seed(run):
+    return run["seed"]
 
 
 def draw_aggregate(runs, out):
@@ -465,6 +508,9 @@ def draw(root, out_root, readme):
         runs = report.load(store)
         if not runs:
             sys.exit(f"redraw: error: no evaluation records under {store}")
+        if result.kind == "clock":
+            draw_clock(runs, out, colours)
+            continue
         if result.kind == "smaclite":
             with contextlib.redirect_stdout(io.StringIO()):
                 smaclite_maps.main([str(store), "--out", str(out)], colours)

@@ -343,35 +343,39 @@ def trailing(won, window=WINDOW):
     return np.convolve(won, np.ones(window) / window, mode="valid")
 
 
-def draw_panel(ax, members, colours, metric, threshold=None, faint=False, window=WINDOW):
+def draw_panel(
+    ax, members, colours, metric, threshold=None, faint=False, window=WINDOW, clock=False
+):
     """On ax, per line of members (runs of one env): the mean over its seeds of each seed's
     trailing mean of `window` evaluations, from the step at which every seed's window is full, with
     a band (the seeds' range under 5 seeds, a 95% bootstrap CI from 5); a run stopped by --stop-at
     held at its last value and its stop marked on the threshold; faint: each seed's own line too.
-    -> {line: legend handle}"""
+    x: env steps in thousands, or with clock the run's own clock in minutes. -> {line: legend
+    handle}"""
     from matplotlib.lines import Line2D
 
+    at, scale = ("times", 60) if clock else ("steps", 1e3)
     handles = {}
     for line, colour in colours.items():
-        seeds = [r for r in members if r["line"] == line and len(r["steps"]) >= window]
+        seeds = [r for r in members if r["line"] == line and len(r[at]) >= window]
         if not seeds:
             continue
-        start = max(r["steps"][window - 1] for r in seeds)
-        x = np.linspace(start, max(r["steps"][-1] for r in seeds), 200)
+        start = max(r[at][window - 1] for r in seeds)
+        x = np.linspace(start, max(r[at][-1] for r in seeds), 200)
         values = []
         for r in seeds:  # each seed's trailing mean, held at its last value after it stops
-            steps, mean = r["steps"][window - 1 :], trailing(report.scores(r, metric), window)
+            steps, mean = r[at][window - 1 :], trailing(report.scores(r, metric), window)
             values.append(np.interp(x, steps, mean))
             if faint:
-                ax.plot(steps / 1e3, mean, color=colour, lw=0.6, alpha=0.3)
+                ax.plot(steps / scale, mean, color=colour, lw=0.6, alpha=0.3)
             if threshold is not None and how_ended(r) == "stopped":
-                ax.plot(steps[-1] / 1e3, threshold, "|", color=colour, ms=7, mew=1.2)
+                ax.plot(steps[-1] / scale, threshold, "|", color=colour, ms=7, mew=1.2)
         if len(values) < report.MIN_CI_SEEDS:
             mean, low, high = np.mean(values, 0), np.min(values, 0), np.max(values, 0)
         else:
             mean, low, high = report.bootstrap_ci(values)
-        ax.fill_between(x / 1e3, low, high, color=colour, alpha=0.2, lw=0)
-        ax.plot(x / 1e3, mean, color=colour, lw=1.5, marker="o" if start == x[-1] else None)
+        ax.fill_between(x / scale, low, high, color=colour, alpha=0.2, lw=0)
+        ax.plot(x / scale, mean, color=colour, lw=1.5, marker="o" if start == x[-1] else None)
         handles[line] = Line2D([], [], color=colour, lw=2)
     if threshold is not None:
         ax.axhline(threshold, color="grey", lw=0.6, ls=":")
@@ -396,11 +400,12 @@ def save_figure(fig, path, dpi=100):
     fig.savefig(path, dpi=dpi, metadata={"MinTextPx": f"{min(sizes) * dpi / 72:.2f}"})
 
 
-def plot(runs, out, columns=4, colours=None):
+def plot(runs, out, columns=4, colours=None, clock=False, faint=False):
     """curves.png: a panel per map (small multiples, columns a row) drawn by draw_panel (the stop
     rule's trailing win rate, the mean over seeds with its band, stops marked); one colour per line
-    (colours: line_colours of every line drawn on the site), one legend above the panels. Text of
-    14 pt on a 1300 px figure: 10 px or more where the docs show it 688 px wide."""
+    (colours: line_colours of every line drawn on the site), one legend above the panels; clock:
+    against the runs' own clocks; faint: each seed's line too. Text of 14 pt on a 1300 px figure:
+    10 px or more where the docs show it 688 px wide."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -408,12 +413,13 @@ def plot(runs, out, columns=4, colours=None):
 
     maps = map_order(runs)
     colours = colours or line_colours(r["line"] for r in runs)
-    rows, top = -(-len(maps) // columns), 2.0  # inches for the legend
+    rows = -(-len(maps) // columns)
+    top = 2.0 if rows > 1 else 1.2  # inches for the legend
     fig, grid = plt.subplots(rows, columns, figsize=(13, 2.6 * rows + top), squeeze=False)
     legend = {}
     for ax, env in zip(grid.flat, maps, strict=False):  # panels left over stay blank
         members = [r for r in runs if r["env"] == env]
-        legend |= draw_panel(ax, members, colours, "battle_won", THRESHOLD)
+        legend |= draw_panel(ax, members, colours, "battle_won", THRESHOLD, faint, clock=clock)
         ax.set_title(env, fontsize=15)
         ax.set_ylim(-0.03, 1.03)
         ax.tick_params(labelsize=14)
@@ -421,8 +427,8 @@ def plot(runs, out, columns=4, colours=None):
         ax.axis("off")
     for ax in grid[:, 0]:
         ax.set_ylabel("won (last 10)", fontsize=14)
-    for ax in grid.flat[len(maps) - columns :]:  # the bottom panel of each column
-        ax.set_xlabel("env steps (thousands)", fontsize=14)
+    for ax in grid.flat[max(0, len(maps) - columns) : len(maps)]:  # each column's bottom panel
+        ax.set_xlabel("wall clock (minutes)" if clock else "env steps (thousands)", fontsize=14)
     labels = [line for line in colours if line in legend]
     handles = [*(legend[line] for line in labels), stop_handle()]
     labels.append("a run stopped at 90% won")
