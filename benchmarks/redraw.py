@@ -158,14 +158,15 @@ def draw_scores(result, runs, out, colours):
 
 
 def draw_clock(runs, out, colours):
-    """table.md: per map and script, each seed's wall clock and env steps to the stop rule (runs
-    not stopped by it: how they ended) and, per map, the ratio of each script's mean wall clock to
-    qmix.py's over the seeds both stopped; curves.png: the stop rule's win rate against the run's
+    """table.md: a table per map, a row per script: each seed's wall clock and env steps to the
+    stop rule (runs not stopped by it: how they ended) and the ratio of the script's mean wall clock
+    to qmix.py's over the seeds both stopped; curves.png: the stop rule's win rate against the run's
     own clock (smaclite_maps.plot)."""
-    lines = ["| map | script | seeds | minutes to 90% won, per seed | mean | env steps, per seed |"]
-    lines[0] += " mean minutes / `qmix.py`'s |"
-    lines.append("|---" * 7 + "|")
-    for env in smaclite_maps.map_order(runs):
+    lines = []
+    for env in smaclite_maps.map_order(runs):  # a table a map: the script names fit their cells
+        lines += [f"**`{env}`**", ""] if not lines else ["", f"**`{env}`**", ""]
+        lines.append("| script | minutes to 90% won, per seed (mean) | env steps | / `qmix.py`'s |")
+        lines.append("|---" * 4 + "|")
         stopped = {  # (line, seed) -> run, the runs the stop rule ended
             (r["line"], r["seed"]): r
             for r in runs
@@ -183,12 +184,19 @@ def draw_clock(runs, out, colours):
             if line != "qmix" and both:
                 ratio = np.mean([stopped[line, s]["wall"] for s in both])
                 ratio = f"{ratio / np.mean([stopped['qmix', s]['wall'] for s in both]):.2f}"
-                ratio += f" (seeds {', '.join(map(str, both))})"
-            cells = [f"`{env}`", f"`{line}`", " / ".join(str(r["seed"]) for r in members)]
-            cells += [" / ".join(minutes), f"{np.mean(mine):.1f}" if mine else "-"]
+            seeds = [r["seed"] for r in members]  # said where they are not 1, 2, ...
+            cells = [
+                f"`{line}`" + (f" (seeds {seeds})" if seeds != [*range(1, len(seeds) + 1)] else "")
+            ]
+            cells.append(" / ".join(minutes) + (f" ({np.mean(mine):.1f})" if mine else ""))
             cells.append(" / ".join(smaclite_maps.thousands(r["steps"][-1]) for r in members))
             lines.append("| " + " | ".join(cells + [ratio]) + " |")
-    lines += ["", f"Each run on: {report.machines(runs)}."]
+    lines += [
+        "",
+        "Per seed: seeds 1, 2, ... in order. / `qmix.py`'s: the ratio of the mean minutes over"
+        " the seeds both scripts ran."
+        f" Each run on: {report.machines(runs)}.",
+    ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     smaclite_maps.plot(runs, out, columns=3, colours=colours, clock=True, faint=True)
 
@@ -362,14 +370,15 @@ def scaling_table(record):
 
 def draw_host16(store, out):
     """scaling.md (scaling_table of scaling.json) and runs.md: a row per run of runs/ (each cut
-    short by a time bound, host16.sh): its learner's device, env steps reached by 60 / 140 s, its
-    last steps/s, the workers' busy and the learner's waiting shares (charts.json, their mean from
-    the 5th log on), the first evaluation won whole and its 10-evaluation mean at the end."""
+    short by a time bound, host16.sh), the CPU learner's first: its learner's device, env steps
+    reached by 60 / 140 s, its last steps/s, the workers' busy and the learner's waiting shares
+    (charts.json, their mean from the 5th log on), the first evaluation won whole and the mean of
+    the last 10 evaluations when the run ended."""
     (out / "scaling.md").write_text(scaling_table(json.loads((store / "scaling.json").read_text())))
-    lines = ["| run | learner | steps by 60 s / 140 s | steps/s at the end | workers busy |"]
-    lines[0] += " learner waiting | first evaluation all won | last 10 evaluations | stopped at |"
-    lines.append("|---" * 9 + "|")
-    for folder in sorted((store / "runs").iterdir()):
+    lines = ["| learner | env steps by 60 s / 140 s | steps/s at the end | workers busy / learner"]
+    lines[0] += " waiting | first evaluation all won | last 10 evaluations, at the end |"
+    lines.append("|---" * 6 + "|")
+    for folder in sorted((store / "runs").iterdir(), key=lambda f: "cuda" in f.name):
         evals = [json.loads(line) for line in (folder / "evaluations.jsonl").open()]
         charts = json.loads((folder / "charts.json").read_text())
         command = (folder / "command.txt").read_text()
@@ -378,10 +387,10 @@ def draw_host16(store, out):
         won = next((e for e in evals if min(e["battle_won"]) == 1.0), None)
         won = won and f"{won['elapsed']:.0f} s (step {won['step']:,})"
         last = np.mean([np.mean(e["battle_won"]) for e in evals[-WINDOW:]])
-        cells = [f"`{folder.name}`", "cuda" if "--device cuda" in command else "CPU"]
+        cells = ["cuda" if "--device cuda" in command else "CPU"]
         cells += [" / ".join(f"{n:,}" for n in steps), f"{charts['charts/SPS'][-1][1]:,.0f}"]
-        cells += [f"{busy:.2f}", f"{waiting:.2f}", won or "none", f"{last:.2f}"]
-        cells.append(f"{evals[-1]['elapsed']:.0f} s (step {evals[-1]['step']:,})")
+        cells += [f"{busy:.2f} / {waiting:.2f}", won or "none"]
+        cells.append(f"{last:.2f} ({evals[-1]['elapsed']:.0f} s, step {evals[-1]['step']:,})")
         lines.append("| " + " | ".join(cells) + " |")
     (out / "runs.md").write_text("\n".join(lines) + "\n")
 
