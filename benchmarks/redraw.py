@@ -173,7 +173,9 @@ def draw_clock(runs, out, colours):
             if r["env"] == env and smaclite_maps.how_ended(r) == "stopped"
         }
         for line in dict.fromkeys(r["line"] for r in runs if r["env"] == env):
-            members = sorted((r for r in runs if (r["env"], r["line"]) == (env, line)), key=seed)
+            members = sorted(
+                (r for r in runs if (r["env"], r["line"]) == (env, line)), key=lambda r: r["seed"]
+            )
             minutes = [
                 f"{r['wall'] / 60:.1f}" if r in stopped.values() else smaclite_maps.how_ended(r)
                 for r in members
@@ -186,7 +188,12 @@ def draw_clock(runs, out, colours):
                 ratio = f"{ratio / np.mean([stopped['qmix', s]['wall'] for s in both]):.2f}"
             seeds = [r["seed"] for r in members]  # said where they are not 1, 2, ...
             cells = [
-                f"`{line}`" + (f" (seeds {seeds})" if seeds != [*range(1, len(seeds) + 1)] else "")
+                f"`{line}`"
+                + (
+                    f" (seeds {smaclite_maps.seed_list(seeds)})"
+                    if seeds != [*range(1, len(seeds) + 1)]
+                    else ""
+                )
             ]
             cells.append(" / ".join(minutes) + (f" ({np.mean(mine):.1f})" if mine else ""))
             cells.append(" / ".join(smaclite_maps.thousands(r["steps"][-1]) for r in members))
@@ -194,15 +201,11 @@ def draw_clock(runs, out, colours):
     lines += [
         "",
         "Per seed: seeds 1, 2, ... in order. / `qmix.py`'s: the ratio of the mean minutes over"
-        " the seeds both scripts ran."
+        " the seeds that both scripts' stop rule ended."
         f" Each run on: {report.machines(runs)}.",
     ]
     (out / "table.md").write_text("\n".join(lines) + "\n")
     smaclite_maps.plot(runs, out, columns=3, colours=colours, clock=True, faint=True)
-
-
-def seed(run):
-    return run["seed"]
 
 
 def draw_aggregate(runs, out):
