@@ -2,7 +2,7 @@
 side by side on one machine, with what each side of qmix_multienvs.py did meanwhile.
 
     python benchmarks/multienvs_speed.py [--env-name 3m] [--steps 40000] [--rounds 2]
-                                         [--num-envs auto 4] [--profile-steps 3000]
+                                         [--num-envs auto 4 "auto --overlap"] [--profile-steps 3000]
 
 Each round runs qmix.py, then qmix_multienvs.py at each --num-envs, in that order and the reverse
 in the next round (so a machine that slows over time hits both), all at the defaults with only
@@ -120,11 +120,11 @@ def main():
     parser.add_argument("--env-name", default="3m")
     parser.add_argument("--steps", type=int, default=40_000, help="env steps of each run")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--num-envs", nargs="+", default=["auto", "4"])
+    parser.add_argument("--num-envs", nargs="+", default=["auto", "4", "auto --overlap"])
     parser.add_argument("--profile-steps", type=int, default=3_000)
     args = parser.parse_args()
-    lines = [("qmix.py", ())] + [
-        (f"qmix_multienvs.py --num-envs {n}", ("--num-envs", n)) for n in args.num_envs
+    lines = [("qmix.py", ())] + [  # an entry may carry flags: "auto --overlap"
+        (f"qmix_multienvs.py --num-envs {n}", ("--num-envs", *n.split())) for n in args.num_envs
     ]
     results = {label: [] for label, _ in lines}
     for r in range(args.rounds):
@@ -150,7 +150,8 @@ def main():
         )
         print(f"| `{label}` | {walls} | {cpus} | {ratio:.2f}x | {busy} | {waiting} |")
     auto = VectorEnv.auto_num_envs()
-    numbers = sorted({auto if n == "auto" else int(n) for n in args.num_envs} | {1})
+    numbers = {n.split()[0] for n in args.num_envs}
+    numbers = sorted({auto if n == "auto" else int(n) for n in numbers} | {1})
     print(f"\n`--num-envs auto` picks {auto} here ({len(os.sched_getaffinity(0))} cores).\n")
     print(
         f"Where a step's time goes: {args.profile_steps:,} env steps of random play "

@@ -110,8 +110,8 @@ class Args:
     """clamp Q_tot^-(s', u') to the returns possible with the rewards so far"""
     n_epochs: int = 1
     """gradient steps per train step (1: qmix.py's)"""
-    overlap: bool = True
-    """halves of the envs step by turns, one while the learner works (its acting updates stale)"""
+    overlap: bool = False
+    """opt-in (changes learning): envs step by halves, one while the learner works; stale acting"""
     # Exploration
     start_e: float = 1.0
     """epsilon at the start"""

@@ -23,9 +23,9 @@ from tests.test_smoke import LBF, ROOT, SCRIPTS, run
 
 STATE = layout.STATE_FILE
 FLAGS = [*LBF, "--batch-size", "8", "--eval-steps", "8", "--log-every", "2", "--seed", "3"]
-EXTRA = {
-    "qmix_multienvs.py": ["--num-envs", "3"]
-}  # several envs: episodes in flight in each when it stops
+EXTRA = {  # several envs: episodes in flight in each, and a half's step under way, when it stops
+    "qmix_multienvs.py": ["--num-envs", "3", "--overlap"]
+}
 TAGS = ("train/loss", "eval/ep_reward", "rollout/ep_reward", "rollout/epsilon")
 
 
