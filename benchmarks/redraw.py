@@ -361,11 +361,12 @@ def scaling_table(record):
     for n in counts:
         cells = [f"{rate[e, n]:,.0f} ({rate[e, n] / rate[e, None]:.2f})" for e in envs]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    cpu = record["machine"]
+    cpu, flags = record["machine"], record.get("multienvs_flags")
+    flags = f" (`qmix_multienvs.py {flags}`)" if flags else ""
     lines += [
         "",
         f"`{record['command']}`: {record['steps']:,} steps a run ({record['smaclite_steps']:,} on"
-        f" SMAClite), at the defaults; training steps/s, evaluation included (in brackets: the ratio"
+        f" SMAClite), at the defaults{flags}; training steps/s, evaluation included (in brackets: the ratio"
         f" to `qmix.py`). On: {cpu['cpu']} ({cpu['cores']} cores).",
     ]
     return "\n".join(lines) + "\n"

@@ -34,6 +34,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--smaclite-steps", type=int, default=3_000, help="env steps of each SMAClite run"
     )
+    parser.add_argument(
+        "--multienvs-flags", default="", help="flags for each qmix_multienvs.py run: '--overlap'"
+    )
     parser.add_argument("--record", type=Path, help="write the rates to this JSON file")
     args = parser.parse_args()
     rows = []
@@ -44,6 +47,7 @@ if __name__ == "__main__":
 
         command = shlex.join(["python", "benchmarks/scaling.py", *sys.argv[1:]])
         record = dict(command=command, steps=args.steps, smaclite_steps=args.smaclite_steps)
+        record.update(multienvs_flags=args.multienvs_flags)
         record.update(rows=rows, machine=machine(), versions=versions())
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(json.dumps(record, indent=1) + "\n")
@@ -55,7 +59,8 @@ if __name__ == "__main__":
             continue
         steps = args.smaclite_steps if env_name in SMACLITE_MAPS else args.steps
         runs = [("qmix.py", [])] + [
-            ("qmix_multienvs.py", ["--num-envs", str(n)]) for n in args.num_envs
+            ("qmix_multienvs.py", ["--num-envs", str(n), *args.multienvs_flags.split()])
+            for n in args.num_envs
         ]
         reference = None
         for script, extra in runs:
