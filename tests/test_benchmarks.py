@@ -282,3 +282,17 @@ def test_keep_copies_the_ended_runs_records_only_and_the_table_reads_them(tmp_pa
     assert "`MMM2` seed 2 under way" in direct and "under way" not in from_kept
     rows = lambda text: [line for line in text.splitlines() if line.startswith("| `")]  # noqa: E731
     assert rows(direct) == rows(from_kept)
+
+
+def test_crop_video_boxes_every_frame_s_units_and_nothing_of_the_background():
+    """crop_video.battle_box: the box of what differs from the map and the area outside it, over
+    all frames, grown by the margin and kept in the frame."""
+    spec = importlib.util.spec_from_file_location("crop", ROOT / "benchmarks" / "crop_video.py")
+    crop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crop)
+    frames = np.zeros((3, 100, 120, 3), np.uint8) + np.uint8([180, 200, 210])  # outside the map
+    frames[:, 20:80] = [215, 225, 225]  # the map
+    frames[0, 30:33, 40:43] = [0, 160, 0]  # a unit at the first frame
+    frames[2, 60:63, 90:95] = [220, 40, 60]  # another at the last
+    assert crop.battle_box(frames, margin=5) == (25, 68, 35, 100)
+    assert crop.battle_box(frames, margin=50) == (0, 100, 0, 120)
