@@ -31,7 +31,7 @@ from cleanmarl.utils.system import env_seeds
 class Args:
     """QMIX (Rashid et al., 2018) stepping --num-envs envs at once, each in a worker process.
 
-    Example: python cleanmarl/qmix_multienvs.py --env-name 2s3z --num-envs 8 --seed 1 --save-model
+    Example: python cleanmarl/qmix_multienvs.py --env-name 2s3z --num-envs 8 --seed 1
     """
 
     # Experiment
@@ -354,8 +354,7 @@ def soft_update(target_params, online_params, polyak):
 
 
 class VectorRollout:
-    """Steps the envs by halves in turn, each stepping while the learner acts for the other and
-    updates (one half without --overlap); hands out the episodes as they end (docs)."""
+    """Steps the envs (with --overlap by halves in turn), hands out episodes as they end (docs)."""
 
     def __init__(self, envs, args, rng):
         self.envs, self.args, self.rng = envs, args, rng
@@ -420,11 +419,14 @@ class VectorRollout:
     def state_dict(self):
         # the halves under way answer now (for start_states), collect() takes it later, in turn:
         # a run saved goes on as unsaved
-        for g, envs in enumerate(self.groups):
-            if self.actions[g] is not None and g not in self.pending:
-                self.pending[g] = self.envs.step_wait(envs)
         keys = "steps epsilons finished turn acting actions obs pending".split()
-        return {k: getattr(self, k) for k in keys} | {"starts": self.envs.start_states()}
+        try:
+            for g, envs in enumerate(self.groups):
+                if self.actions[g] is not None and g not in self.pending:
+                    self.pending[g] = self.envs.step_wait(envs)
+            return {k: getattr(self, k) for k in keys} | {"starts": self.envs.start_states()}
+        except WorkerError as e:
+            sys.exit(f"{os.path.basename(__file__)}: error: {e}")
 
     def load_state_dict(self, saved):  # each env replays its episode so far (docs)
         vars(self).update(saved)
@@ -510,7 +512,7 @@ if __name__ == "__main__":
             env = eval_env = make_env(*name, seed=env_seeds(args.seed, 1, 1)[0], **kw)
         else:  # seeds: SeedSequence children (docs)
             if auto:
-                print(f"--num-envs auto: {args.num_envs} (cores less one, 12 at least)")
+                print(f"--num-envs auto: {args.num_envs}")
             env = VectorEnv(*name, args.num_envs, env_seeds(args.seed, args.num_envs, 0), **kw)
             eval_env = VectorEnv(*name, n_eval, env_seeds(args.seed, n_eval, 1), **kw)
         eval_env.recording = args.capture_video  # raises if it cannot draw

@@ -838,7 +838,7 @@ def test_num_envs_auto_is_saved_as_the_number_it_picked_and_the_shares_are_logge
         script=SCRIPT,
     )
     picked = VectorEnv.auto_num_envs()
-    assert picked >= 12 and f"--num-envs auto: {picked} " in proc.stdout
+    assert picked >= 12 and f"--num-envs auto: {picked}\n" in proc.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert load_state(str(run_dir))["args"]["num_envs"] == picked
     for tag in ("charts/envs_busy", "charts/learner_waiting"):
@@ -871,3 +871,25 @@ def test_with_overlap_one_half_of_the_envs_steps_whenever_the_learner_waits_for_
     assert len(waits) >= 15 and all(subset in halves for subset, _ in waits)
     assert all(waiting == {0, 1, 2, 3} for _, waiting in waits)
     assert [subset for subset, _ in waits[:4]] == (halves * 4)[:4]  # by turns
+
+
+def test_a_worker_failing_while_the_state_is_saved_ends_the_run_in_one_line():
+    """state_dict() asks the workers for the step under way (--overlap) and for their episodes'
+    start states: a dead worker there ends the run as anywhere else, one line, no traceback."""
+
+    class DeadWorkers:
+        num_envs = 2
+
+        def step_wait(self, envs=None):
+            raise WorkerError("env 1 (gym) raised RuntimeError: gone")
+
+        start_states = step_wait
+
+    for overlap in (True, False):  # a half's step under way; none, start_states() fails
+        rollout = multienvs.VectorRollout(
+            DeadWorkers(), multienvs.Args(overlap=overlap), np.random.default_rng(0)
+        )
+        rollout.actions[0] = np.zeros((1, 2), dtype=np.int64) if overlap else None
+        with pytest.raises(SystemExit) as exit:
+            rollout.state_dict()
+        assert exit.value.code == "qmix_multienvs.py: error: env 1 (gym) raised RuntimeError: gone"
