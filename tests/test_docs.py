@@ -39,6 +39,21 @@ def test_each_script_has_its_page():
         )
 
 
+def test_each_script_page_plays_a_policy_of_its_own():
+    """Each script's page embeds a video of that script's policy, and the file is there."""
+    stems = [s.removesuffix(".py") for s in script_pages()]
+    for script, page in script_pages().items():
+        videos = re.findall(r'<video src="\.\./(img/video/[^"]+)"', page.read_text())
+        # named <script>_<what>.mp4: the longest stem it starts with is its script's
+        owner = {
+            v: max((s for s in stems if Path(v).name.startswith(s + "_")), key=len, default="")
+            for v in videos
+        }
+        mine = [v for v in videos if owner[v] == script.removesuffix(".py")]
+        assert mine, f"{page.name} plays no video of {script}'s policy"
+        assert all((ROOT / "docs" / v).is_file() for v in mine), mine
+
+
 def test_each_script_links_its_page():
     """Line 1 of a script links its page (style guide, section 1), and the heading it names exists."""
     for script, page in script_pages().items():
