@@ -366,8 +366,8 @@ def scaling_table(record):
     lines += [
         "",
         f"`{record['command']}`: {record['steps']:,} steps a run ({record['smaclite_steps']:,} on"
-        f" SMAClite), at the defaults{flags}; training steps/s, evaluation included (in brackets: the ratio"
-        f" to `qmix.py`). On: {cpu['cpu']} ({cpu['cores']} cores).",
+        f" SMAClite), at the defaults{flags}; training steps/s, evaluation included (in brackets:"
+        f" the ratio to `qmix.py`). On: {cpu['cpu']} ({cpu['cores']} cores).",
     ]
     return "\n".join(lines) + "\n"
 
