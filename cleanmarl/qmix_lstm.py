@@ -102,8 +102,6 @@ class Args:
     """clip the gradient norm at this value; <= 0: no clipping"""
     double_q: bool = True
     """online network picks the next action, target network values it"""
-    bound_targets: bool = False
-    """clamp Q_tot^-(s', u') to the returns possible with the rewards so far"""
     tbptt: int = 0
     """truncated backpropagation through time: at most tbptt steps back; 0: whole episodes"""
     # Exploration
@@ -218,13 +216,6 @@ class RunningStats:
         return std if std > 1e-6 * max(-self.low, self.high) else 0.0
 
 
-def bootstrap_range(reward_stats, scale, args):
-    """--bound-targets: [min(r, 0), max(r, 0)] / (1 - gamma), in Q_tot's units; else None."""
-    bound = 1 / (scale or 1.0) / (1 - args.gamma)
-    value_range = reward_stats.low * bound, reward_stats.high * bound
-    return value_range if args.bound_targets else None
-
-
 def episode_fields(t, n, obs_size, state_size, n_actions):
     """An episode of at most t steps: name -> (shape, dtype)."""
     f32 = np.float32
@@ -299,18 +290,15 @@ def select_actions(q_values, avail_actions, epsilon, rng):
     return np.where(rng.random(len(greedy)) < epsilon, random_actions, greedy)
 
 
-def compute_td_target(
-    batch, target_next_q, target_mixer, gamma, online_next_q=None, value_range=None
-):
+def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None):
     """r + gamma (1 - terminated) Q_tot^-(s', u'), u' the argmax over available actions (of
-    online_next_q: double Q). A time limit is not terminal (pymarl#11). -> td_target, clamped"""
+    online_next_q: double Q). A time limit is not terminal (pymarl#11). -> td_target [...]"""
     chooser = target_next_q if online_next_q is None else online_next_q
     chooser = chooser.masked_fill(~batch["next_avail_actions"], -torch.inf)  # [..., N, A]
     next_actions = chooser.argmax(-1, keepdim=True)
     next_q = target_next_q.gather(-1, next_actions).squeeze(-1)  # [..., N]
     target_q_tot = target_mixer(next_q, batch["next_state"])
-    bounded = target_q_tot if value_range is None else target_q_tot.clamp(*value_range)
-    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * bounded, bounded != target_q_tot
+    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot
 
 
 @torch.no_grad()
@@ -345,10 +333,10 @@ def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     return a @ powers.T
 
 
-def qmix_loss(batch, args, value_range, q_network, mixer, target_q_network, target_mixer):
+def qmix_loss(batch, args, q_network, mixer, target_q_network, target_mixer):
     """Mean squared TD(lambda) error of Q_tot over the real steps of B padded episodes [B, T, ...]
-    -> loss, and at the real steps (mask's True places, row by row) q_taken [M, N], td_target,
-    clamped [M]."""
+    -> loss, and at the real steps (mask's True places, row by row) q_taken [M, N] and
+    td_target [M]."""
     mask = batch["mask"]  # [B, T]
     # Both networks unrolled from zeros over o_0 .. o_T: step t's target reads the target network
     # at t + 1 of its own unroll (a target GRU restarted at o_1 would never see o_0).
@@ -359,11 +347,10 @@ def qmix_loss(batch, args, value_range, q_network, mixer, target_q_network, targ
     with torch.no_grad():
         target_next_q = target_q_network(inputs)[0][:, 1:]  # [B, T, N, A]
         online_next_q = q_values[:, 1:].detach() if args.double_q else None  # the same unroll
-        targets = (batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range)
-        td_target, clamped = compute_td_target(*targets)
+        td_target = compute_td_target(batch, target_next_q, target_mixer, args.gamma, online_next_q)
         if args.td_lambda > 0:
             td_target = lambda_returns(td_target, batch["reward"], mask, args.gamma, args.td_lambda)
-    return F.mse_loss(q_tot[mask], td_target[mask]), q_taken[mask], td_target[mask], clamped[mask]
+    return F.mse_loss(q_tot[mask], td_target[mask]), q_taken[mask], td_target[mask]
 
 
 @torch.no_grad()
@@ -481,10 +468,8 @@ if __name__ == "__main__":
                         m.rescale(loop.reward_scale / (reward_stats.std or 1.0))
                 loop.reward_scale = reward_stats.std or 1.0
             batch["reward"] = batch["reward"] / (loop.reward_scale or 1.0)
-            value_range = bootstrap_range(reward_stats, loop.reward_scale, args)
-            loss, q_taken, td_target, clamped = qmix_loss(batch, args, value_range, **nets)
+            loss, q_taken, td_target = qmix_loss(batch, args, **nets)
             logs = dict(q_taken_mean=q_taken.mean(), target_mean=td_target.mean())  # train/*
-            logs["target_clamped"] = clamped.float().mean()
             optimizer.zero_grad()
             loss.backward()
             max_norm = args.clip_gradients if args.clip_gradients > 0 else torch.inf

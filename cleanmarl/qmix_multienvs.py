@@ -106,8 +106,6 @@ class Args:
     """clip the gradient norm at this value; <= 0: no clipping"""
     double_q: bool = True
     """online network picks the next action, target network values it"""
-    bound_targets: bool = False
-    """clamp Q_tot^-(s', u') to the returns possible with the rewards so far"""
     n_epochs: int = 1
     """gradient steps per train step (1: qmix.py's)"""
     overlap: bool = False
@@ -215,13 +213,6 @@ class RunningStats:
         return std if std > 1e-6 * max(-self.low, self.high) else 0.0
 
 
-def bootstrap_range(reward_stats, scale, args):
-    """--bound-targets: [min(r, 0), max(r, 0)] / (1 - gamma), in Q_tot's units; else None."""
-    bound = 1 / (scale or 1.0) / (1 - args.gamma)
-    value_range = reward_stats.low * bound, reward_stats.high * bound
-    return value_range if args.bound_targets else None
-
-
 def episode_fields(t, n, obs_size, state_size, n_actions):
     """An episode of at most t steps: name -> (shape, dtype)."""
     f32 = np.float32
@@ -295,18 +286,15 @@ def select_actions(q_values, avail_actions, epsilon, rng):
     return np.where(rng.random(len(greedy)) < epsilon, random_actions, greedy)
 
 
-def compute_td_target(
-    batch, target_next_q, target_mixer, gamma, online_next_q=None, value_range=None
-):
+def compute_td_target(batch, target_next_q, target_mixer, gamma, online_next_q=None):
     """r + gamma (1 - terminated) Q_tot^-(s', u'), u' the argmax over available actions (of
-    online_next_q: double Q). A time limit is not terminal (pymarl#11). -> td_target, clamped"""
+    online_next_q: double Q). A time limit is not terminal (pymarl#11). -> td_target [...]"""
     chooser = target_next_q if online_next_q is None else online_next_q
     chooser = chooser.masked_fill(~batch["next_avail_actions"], -torch.inf)  # [..., N, A]
     next_actions = chooser.argmax(-1, keepdim=True)
     next_q = target_next_q.gather(-1, next_actions).squeeze(-1)  # [..., N]
     target_q_tot = target_mixer(next_q, batch["next_state"])
-    bounded = target_q_tot if value_range is None else target_q_tot.clamp(*value_range)
-    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * bounded, bounded != target_q_tot
+    return batch["reward"] + gamma * (1.0 - batch["terminated"]) * target_q_tot
 
 
 @torch.no_grad()
@@ -330,22 +318,21 @@ def lambda_returns(td_target, reward, mask, gamma, td_lambda):
     return a @ powers.T
 
 
-def qmix_loss(batch, args, value_range, q_network, mixer, target_q_network, target_mixer):
-    """Mean squared TD(lambda) error of Q_tot -> loss, q_taken [M, N], td_target, clamped [M]."""
+def qmix_loss(batch, args, q_network, mixer, target_q_network, target_mixer):
+    """Mean squared TD(lambda) error of Q_tot -> loss, q_taken [M, N], td_target [M]."""
     q_values = q_network(batch["obs"])  # [M, N, A]
     q_taken = q_values.gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)  # [M, N]
     q_tot = mixer(q_taken, batch["state"])  # [M]
     with torch.no_grad():
         target_next_q = target_q_network(batch["next_obs"])
         online_next_q = online_next_q_values(q_network, q_values, batch) if args.double_q else None
-        targets = (batch, target_next_q, target_mixer, args.gamma, online_next_q, value_range)
-        td_target, clamped = compute_td_target(*targets)
+        td_target = compute_td_target(batch, target_next_q, target_mixer, args.gamma, online_next_q)
         if args.td_lambda > 0:  # along each episode
             mask = batch["mask"]
             flat = (td_target, batch["reward"])  # [M] -> [B, T]
             td_target, reward = (x.new_zeros(mask.shape).masked_scatter(mask, x) for x in flat)
             td_target = lambda_returns(td_target, reward, mask, args.gamma, args.td_lambda)[mask]
-    return F.mse_loss(q_tot, td_target), q_taken, td_target, clamped
+    return F.mse_loss(q_tot, td_target), q_taken, td_target
 
 
 @torch.no_grad()
@@ -373,7 +360,7 @@ class VectorRollout:
         self.obs[g] = np.stack(
             [self.steps[i][-1]["next_obs"] if self.steps[i] else obs[j] for j, i in enumerate(envs)]
         )
-        self.epsilons[envs] = np.where(np.isnan(self.epsilons[envs]), epsilon, self.epsilons[envs])
+        self.epsilons[envs] = np.nan_to_num(self.epsilons[envs], nan=epsilon)
         device = next(q_network.parameters()).device
         q_values = q_network(torch.from_numpy(self.obs[g]).to(device)).cpu().numpy()  # [E, N, A]
         per_env = zip(q_values, avail_actions, self.epsilons[envs], strict=True)
@@ -463,12 +450,6 @@ def evaluate(env, q_network, args):
     lengths = [len(episode["reward"]) for episode in steps]
     won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
     return returns, lengths, won
-
-
-def start_evaluation(eval_envs, q_network, args):
-    """evaluate() in the evaluation workers while training goes on."""
-    episode_args = (copy.deepcopy(q_network).cpu(), args, 0.0, None)
-    eval_envs.play_async(run_episode, episode_args, args.num_eval_ep)
 
 
 def log_evaluation(run, step, eval_envs):
@@ -574,10 +555,8 @@ if __name__ == "__main__":
                         m.rescale(loop.reward_scale / (reward_stats.std or 1.0))
                 loop.reward_scale = reward_stats.std or 1.0
             batch["reward"] = batch["reward"] / (loop.reward_scale or 1.0)
-            value_range = bootstrap_range(reward_stats, loop.reward_scale, args)
-            loss, q_taken, td_target, clamped = qmix_loss(batch, args, value_range, **nets)
+            loss, q_taken, td_target = qmix_loss(batch, args, **nets)
             logs = dict(q_taken_mean=q_taken.mean(), target_mean=td_target.mean())  # train/*
-            logs["target_clamped"] = clamped.float().mean()
             optimizer.zero_grad()
             loss.backward()
             max_norm = args.clip_gradients if args.clip_gradients > 0 else torch.inf
@@ -612,7 +591,8 @@ if __name__ == "__main__":
             pending_eval = log_evaluation(run, pending_eval, eval_env)
         if due:
             eval_env.recording = run.video_due()  # --capture-video
-            start_evaluation(eval_env, q_network, args)
+            greedy = (copy.deepcopy(q_network).cpu(), args, 0.0, None)  # run_episode's arguments
+            eval_env.play_async(run_episode, greedy, args.num_eval_ep)
             pending_eval = loop.global_step
             if args.save_model:
                 run.save_model(nets, loop.reward_scale or 1.0, loop.global_step)

@@ -156,8 +156,8 @@ Q_L2 = (
 ''',
     ),
     (
-        'logs["target_clamped"] = clamped.float().mean()\n',
-        'logs["target_clamped"] = clamped.float().mean()\n'
+        "# train/*\n",
+        "# train/*\n"
         '            logs["q_l2"] = args.q_l2 * q_taken.pow(2).mean()  # the extra term, logged\n'
         '            loss = loss + logs["q_l2"]\n',
     ),

@@ -230,7 +230,7 @@ def test_td_targets_read_the_target_unroll_at_t_plus_1_on_truncated_and_terminat
         inputs = lstm.sequence_inputs(batch)
         q_values = lstm.unroll(online, inputs)
         target_next_q = target(inputs)[0][:, 1:]
-        td_target, _ = lstm.compute_td_target(batch, target_next_q, mixer, gamma, q_values[:, 1:])
+        td_target = lstm.compute_td_target(batch, target_next_q, mixer, gamma, q_values[:, 1:])
 
         for b, length in enumerate((3, 3, 2)):
             observations = [batch["obs"][b, 0]] + [

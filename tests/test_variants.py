@@ -27,7 +27,7 @@ CHANGES = {
         "main": [("batch = rb.sample(", None)],  # whole episodes and their mask
     },
     "qmix_multienvs.py": {
-        "definitions": {"Args", "VectorRollout", "start_evaluation", "log_evaluation"}
+        "definitions": {"Args", "VectorRollout", "log_evaluation"}
         | {"from cleanmarl.env.vector import VectorEnv, WorkerError"}
         | {"from cleanmarl.utils.system import env_seeds"},
         "main": [
@@ -213,7 +213,7 @@ def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1
             target_next_q = q_network(batch["next_obs"])
             online_next_q = qmix.online_next_q_values(q_network, q_network(batch["obs"]), batch)
             targets.append(
-                qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q)[0]
+                qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q)
             )
     assert torch.equal(targets[0], targets[1])
     batch, target = batches[1], targets[1]
@@ -313,7 +313,7 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
     ]  # each episode's first step, in order
     sampled = [episodes[int(first) // 10] for first in firsts]
     assert [len(ep["reward"]) for ep in sampled] == batch["mask"].sum(1).tolist()
-    loss, _, td_target, _ = module.qmix_loss(batch, args, None, *nets)
+    loss, _, td_target = module.qmix_loss(batch, args, *nets)
     with torch.no_grad():
         expected_targets, expected_loss = by_hand(module, sampled, nets, 0.9, 0.6, double_q)
     torch.testing.assert_close(td_target, expected_targets)
