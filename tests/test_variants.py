@@ -212,9 +212,7 @@ def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1
         with torch.no_grad():
             target_next_q = q_network(batch["next_obs"])
             online_next_q = qmix.online_next_q_values(q_network, q_network(batch["obs"]), batch)
-            targets.append(
-                qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q)
-            )
+            targets.append(qmix.compute_td_target(batch, target_next_q, mixer, 0.99, online_next_q))
     assert torch.equal(targets[0], targets[1])
     batch, target = batches[1], targets[1]
     last = (
