@@ -492,6 +492,37 @@ def test_lbf_observations_are_scaled_into_minus_one_one_and_raw_on_request():
     assert np.allclose(seen[0] * np.where(high > 0, high, 1.0), seen[1])
 
 
+@pytest.mark.parametrize(
+    "env_name, kwargs",
+    [
+        (LBF_NAME, {}),
+        ("Foraging-2s-8x8-2p-2f-coop-v3", {}),  # windows cut at the grid's edges
+        ("Foraging-2s-5x5-3p-2f-v3", {}),  # players seen past the window, near an edge
+        ("Foraging-2s-10x10-3p-3f-v3", {"observe_agent_levels": False}),
+        ("Foraging-15x15-4p-4f-v3", {}),
+    ],
+)
+def test_lbf_observations_are_lbforagings_own(env_name, kwargs):
+    """The wrapper builds LBF's observations itself (cleanmarl.env.lbf.observations): the same
+    numbers as ForagingEnv._make_gym_obs at every step of random episodes."""
+    lbforaging = pytest.importorskip(
+        "lbforaging", reason="needs lbforaging: pip install lbforaging"
+    )
+    env = make_env("lbf", env_name, seed=0, scale_obs=False, **kwargs)
+    own = lbforaging.foraging.environment.ForagingEnv._make_gym_obs
+    rng, checked = np.random.default_rng(0), 0
+    for _ in range(8):
+        obs, *_, avail_actions, _ = env.reset()
+        terminated = truncated = False
+        while not (terminated or truncated):
+            expected = np.array(own(env._env))
+            assert obs.dtype == np.float32 and np.array_equal(obs, expected)
+            actions = np.array([rng.choice(np.flatnonzero(a)) for a in avail_actions])
+            obs, _, avail_actions, _, terminated, truncated, _ = env.step(actions)
+            checked += 1
+    assert checked > 200
+
+
 def test_lbf_longer_time_limit_reaches_the_env():
     """LBF keeps its own 50-step limit: a longer time_limit must move it, not end the episode at 50."""
     pytest.importorskip("lbforaging", reason="needs lbforaging: pip install lbforaging")

@@ -1,6 +1,7 @@
 """Level-Based Foraging (lbforaging >= 2.0) behind the cleanmarl env contract."""
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -47,6 +48,9 @@ class LBFEnv(MultiAgentEnv):
             raise EnvError(
                 "grid-observation LBF envs are not supported: use the vector ids (no -grid)"
             )
+        # LBF builds them through per-agent Python objects and checks them against its space at
+        # every step; observations() computes the same numbers directly
+        self._env._make_gym_obs = functools.partial(observations, self._env)
         n_agents = len(self._env.players)
         high = self._env.observation_space[0].high
         scale = (
@@ -77,13 +81,11 @@ class LBFEnv(MultiAgentEnv):
 
     def _reset(self, seed):
         obs, info = self._env.reset(seed=seed)
-        obs = np.array(obs, dtype=np.float32)  # [N, obs] in one copy
-        obs *= self._obs_scale
+        obs *= self._obs_scale  # observations(): a new [N, obs] array
         return obs, obs.reshape(-1), self._avail_actions(), info
 
     def _step(self, actions):
         obs, rewards, _, _, info = self._env.step(actions.tolist())
-        obs = np.array(obs, dtype=np.float32)  # [N, obs] in one copy
         obs *= self._obs_scale
         terminated = not self._env.field.any()  # all food collected: the only real end
         truncated = self._env.current_step >= self._env._max_episode_steps
@@ -107,3 +109,33 @@ class LBFEnv(MultiAgentEnv):
 
     def close(self):
         self._env.close()
+
+
+def observations(lbf):
+    """ForagingEnv._make_gym_obs's vector observations as one [N, obs] float32 array.
+
+    Agent i sees the food of its window, the cells within `sight` of it cut at the grid's edges, as
+    (row, col, level) from the window's top-left corner in row-major order, then (-1, -1, 0) for the
+    rest of max_num_food; then itself and, in LBF's player order, each other player whose offset
+    from that corner lies in [0, 2 * sight] (LBF's test, which near an edge reaches past the window),
+    as (row, col[, level]), then (-1, -1[, 0]) for the players it does not see.
+    """
+    sight, unseen = lbf.sight, [-1, -1, 0] if lbf._observe_agent_levels else [-1, -1]
+    rows, cols = np.nonzero(lbf.field)  # row-major, as each window lists its food
+    food = list(zip(rows.tolist(), cols.tolist(), lbf.field[rows, cols].tolist(), strict=True))
+    obs = []
+    for me in lbf.players:
+        (row, col), seen = me.position, []
+        top, left = max(row - sight, 0), max(col - sight, 0)
+        for y, x, level in food:
+            if top <= y <= row + sight and left <= x <= col + sight:
+                seen += [y - top, x - left, level]
+        seen += [-1, -1, 0] * (lbf.max_num_food - len(seen) // 3)
+        players_seen = 0
+        for player in [me] + [p for p in lbf.players if p is not me]:
+            y, x = player.position[0] - top, player.position[1] - left
+            if 0 <= y <= 2 * sight and 0 <= x <= 2 * sight:
+                seen += [y, x, player.level][: len(unseen)]
+                players_seen += 1
+        obs.append(seen + unseen * (len(lbf.players) - players_seen))
+    return np.array(obs, np.float32)
