@@ -285,3 +285,28 @@ def test_smaclites_own_point_inside_circle_is_not_called_on_the_fast_path(monkey
             env.step(env.sample_actions())
         env.close()
         assert (len(calls) == 0) == fast_path, (fast_path, len(calls))
+
+
+@NEEDS_SMACLITE
+def test_the_fast_path_computes_each_states_mask_once(monkeypatch):
+    """SMAClite's step() checks the actions against the mask of the state it starts from, which the
+    wrapper has read already: on the fast path it gets that one (once per state: reset + steps),
+    on SMAClite's own path it computes it again (twice per step)."""
+    smaclite_env, calls = importlib.import_module("smaclite.env.smaclite"), []
+    (cls,) = [c for c in vars(smaclite_env).values() if hasattr(c, "get_avail_actions")]
+    theirs = cls.get_avail_actions
+
+    def counted(self):
+        calls.append(1)
+        return theirs(self)
+
+    monkeypatch.setattr(cls, "get_avail_actions", counted)
+    for fast_path in (False, True):
+        env = make_env("smaclite", "3m", seed=0, fast_path=fast_path)
+        calls.clear()
+        env.reset(seed=0)
+        for _ in range(10):
+            *_, terminated, truncated, _ = env.step(env.sample_actions())
+            assert not (terminated or truncated)
+        env.close()
+        assert len(calls) == (11 if fast_path else 21), (fast_path, len(calls))

@@ -154,7 +154,8 @@ class SMACliteEnv(MultiAgentEnv):
     """Team reward as SMAClite gives it (one shared, scaled reward); info carries battle_won.
 
     use_cpp_rvo2: SMAClite's C++ RVO2 port (None: when the rvo2 module is importable, or CLEANMARL_SMACLITE_CPP_RVO2).
-    fast_path: smaclite_fast's speed-ups, same episodes (None: on, or CLEANMARL_SMACLITE_FAST_PATH=0 for off).
+    fast_path: smaclite_fast's speed-ups and the mask handed to step(), same episodes (None: on, or
+    CLEANMARL_SMACLITE_FAST_PATH=0 for off).
     """
 
     def __init__(
@@ -223,8 +224,10 @@ class SMACliteEnv(MultiAgentEnv):
     def _observe(self, obs):
         """Called inside the fast path: the avail mask asks point_inside_circle of every agent-target pair (half of its
         calls in a step)."""
-        avail = np.array(self._env.get_avail_actions(), dtype=bool)
-        return np.asarray(obs, dtype=np.float32), self._env.get_state(), avail
+        avail = type(self._env).get_avail_actions(self._env)
+        if self.fast_path:  # SMAClite's step() first checks the actions against this state's mask
+            self._env.get_avail_actions = lambda: avail
+        return np.asarray(obs, dtype=np.float32), self._env.get_state(), np.array(avail, dtype=bool)
 
     def _reset(self, seed):
         with self._fast:
