@@ -44,9 +44,7 @@ def measure(script, env_type, env_name, buffer_size=None, played=50, repeats=3):
     obs_size = module.agent_inputs(obs, None, env.n_actions, args).shape[-1]  # + id, last action
     sizes = (env.episode_limit, env.n_agents, obs_size, env.state_size, env.n_actions)
     q_network = module.QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers)
-    mixer = module.QMixer(
-        env.n_agents, env.state_size, args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers
-    )
+    mixer = module.QMixer(env.n_agents, env.state_size, args.mixer_embed_dim)
     nets = dict(
         zip(
             module.CHECKPOINT_NETS,

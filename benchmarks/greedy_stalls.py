@@ -94,13 +94,7 @@ if __name__ == "__main__":
     obs_size = qmix.agent_inputs(obs, None, env.n_actions, inputs).shape[-1]
     q_network = qmix.QNetwork(obs_size, env.n_actions, flags["hidden_dim"], flags["num_layers"])
     q_network.load_state_dict(checkpoint["q_network"])
-    mixer = qmix.QMixer(
-        env.n_agents,
-        env.state_size,
-        flags["mixer_embed_dim"],
-        flags["hyper_dim"],
-        flags["hypernet_layers"],
-    )
+    mixer = qmix.QMixer(env.n_agents, env.state_size, flags["mixer_embed_dim"])
     mixer.load_state_dict(checkpoint["mixer"])
     # The mixer learned rewards / reward_scale (--normalize-reward); checkpoints before it was saved lack it.
     scale = checkpoint.get("reward_scale", 1.0)

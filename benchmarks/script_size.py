@@ -1,4 +1,4 @@
-"""Size of each QMIX script, measured the same way for all (docs/qmix.md, "Size"): characters, code tokens (Python
+"""Size of each QMIX script, measured the same way for all (tests/test_shape.py holds the budgets): characters, code tokens (Python
 tokenize's tokens without comments, newlines and indentation), the names it imports from this project (a reader
 learns each), lines over 100 columns and `fmt: skip` markers.
 

@@ -4,7 +4,7 @@ import copy
 import os
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -93,8 +93,6 @@ class Args:
     """lambda of the TD(lambda) targets; 0: one-step targets"""
     train_freq: int = 1
     """one gradient step every train_freq episodes"""
-    optimizer: Literal["Adam", "RMSprop"] = "Adam"
-    """optimizer (RMSprop: PyMARL's alpha 0.99, eps 1e-5)"""
     learning_rate: float = 1e-3
     """learning rate"""
     normalize_reward: bool = True
@@ -115,10 +113,6 @@ class Args:
     """width of the agent network's hidden layers"""
     num_layers: int = 1
     """hidden layers of the agent network after its input layer"""
-    hyper_dim: int = 64
-    """width of the hypernetworks' hidden layer (hypernet_layers 2)"""
-    hypernet_layers: Literal[1, 2] = 1
-    """layers of the weight hypernetworks: 1 (the paper) or 2 (PyMARL)"""
     mixer_embed_dim: int = 32
     """width of the mixing network's hidden layer"""
     # Target network
@@ -134,8 +128,8 @@ class Args:
 
 
 CHECKPOINT_FLAGS = (  # --load-model takes these
-    "env_type env_name env_family agent_ids time_limit last_action hidden_dim num_layers hyper_dim"
-    " hypernet_layers mixer_embed_dim"
+    "env_type env_name env_family agent_ids time_limit last_action hidden_dim num_layers"
+    " mixer_embed_dim"
 ).split()
 CHECKPOINT_NETS = ("q_network", "mixer", "target_q_network", "target_mixer")
 
@@ -158,18 +152,11 @@ class QMixer(nn.Module):
     """Q_tot = w2 . elu(w1 q + b1) + V(s), w1 and w2 from hypernetworks of the state; abs() keeps
     dQ_tot/dQ_i >= 0, so each agent's argmax is the joint argmax (QMIX, Sec. 4)."""
 
-    def __init__(self, n_agents, state_size, embed_dim, hyper_dim, hypernet_layers):
+    def __init__(self, n_agents, state_size, embed_dim):
         super().__init__()
-
-        def hypernet(out_size):
-            if hypernet_layers == 1:
-                return nn.Linear(state_size, out_size)
-            hidden = nn.Linear(state_size, hyper_dim)
-            return nn.Sequential(hidden, nn.ReLU(), nn.Linear(hyper_dim, out_size))
-
-        self.hyper_w1 = hypernet(n_agents * embed_dim)
+        self.hyper_w1 = nn.Linear(state_size, n_agents * embed_dim)
         self.hyper_b1 = nn.Linear(state_size, embed_dim)
-        self.hyper_w2 = hypernet(embed_dim)
+        self.hyper_w2 = nn.Linear(state_size, embed_dim)
         v = [nn.Linear(state_size, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1)]
         self.hyper_b2 = nn.Sequential(*v)  # V(s)
 
@@ -182,19 +169,18 @@ class QMixer(nn.Module):
     @torch.no_grad()
     def rescale(self, factor):
         """Q_tot *= factor for every input (Pop-Art's output preservation; --normalize-reward)."""
-        for hypernet in (self.hyper_w2, self.hyper_b2):
-            for p in list(hypernet.modules())[-1].parameters():
-                p.mul_(factor)
+        for p in (*self.hyper_w2.parameters(), *self.hyper_b2[-1].parameters()):
+            p.mul_(factor)
 
 
 class RunningStats:
-    """Std (Chan et al.'s parallel update) and range, with 0, of all values so far."""
+    """Std (Chan et al.'s parallel update) and largest |value| of all values so far."""
 
     def __init__(self):
-        self.count, self.mean, self.m2, self.low, self.high = 0, 0.0, 0.0, 0.0, 0.0
+        self.count, self.mean, self.m2, self.max_abs = 0, 0.0, 0.0, 0.0
 
     def update(self, x):
-        self.low, self.high = min(self.low, float(np.min(x))), max(self.high, float(np.max(x)))
+        self.max_abs = max(self.max_abs, float(np.max(np.abs(x))))
         n, mean = len(x), float(np.mean(x))
         delta, total = mean - self.mean, self.count + n
         self.m2 += float(np.sum((x - mean) ** 2)) + delta**2 * self.count * n / total
@@ -203,7 +189,7 @@ class RunningStats:
     @property
     def std(self):  # 0 while all values are equal up to rounding
         std = (self.m2 / max(self.count, 1)) ** 0.5
-        return std if std > 1e-6 * max(-self.low, self.high) else 0.0
+        return std if std > 1e-6 * self.max_abs else 0.0
 
 
 def episode_fields(t, n, obs_size, state_size, n_actions):
@@ -229,7 +215,7 @@ class EpisodeBuffer:
         # said, and a warning only: the worst case (every episode at the limit) may never come
         check_buffer_memory(buffer_size, (limit + 1) * entry_bytes, limit, padded=False)
         self.chunk_size = max(limit + 1, 2**26 // entry_bytes)  # entries
-        self.where = np.zeros((buffer_size, 3), dtype=np.int64)  # slot -> chunk, first entry, T
+        self.where = np.zeros((buffer_size, 3), np.int64)  # slot -> chunk, first entry, T
         self.chunks, self.live = {}, {}  # chunk -> its arrays, its episodes
         self.current, self.fill = -1, self.chunk_size
         self.n_actions, self.args = n_actions, args  # what the agents see: agent_inputs
@@ -270,8 +256,7 @@ class EpisodeBuffer:
         chunk["state"][f + t] = episode["next_state"][-1]
         for key in ("actions", "reward", "terminated"):
             chunk[key][f : f + t] = episode[key]
-        packed = np.packbits(episode["next_avail_actions"], axis=-1)
-        chunk["next_avail_actions"][f : f + t] = packed
+        chunk["next_avail_actions"][f : f + t] = np.packbits(episode["next_avail_actions"], axis=-1)
         self.where[self.pos] = self.current, f, t
         self.live[self.current], self.fill = self.live[self.current] + 1, f + t + 1
         self.pos = (self.pos + 1) % self.buffer_size
@@ -294,7 +279,7 @@ class EpisodeBuffer:
         def steps(key, shift=0):
             return np.concatenate([chunk[key][f + shift : f + shift + t] for chunk, f, t in parts])
 
-        lengths, actions = np.array([t for _, _, t in parts]), steps("actions").astype(np.int64)
+        lengths, actions = self.where[idx, 2], steps("actions").astype(np.int64)  # T of each
         obs, starts = steps("obs"), np.cumsum(lengths) - lengths  # starts: each episode's t = 0
         n_actions, args = self.n_actions, self.args
         # what the agents saw: obs's last action is the row above's, none at t = 0
@@ -303,7 +288,7 @@ class EpisodeBuffer:
         batch["next_obs"] = agent_inputs(steps("obs", 1), actions, n_actions, args)
         batch.update(state=steps("state"), next_state=steps("state", 1), actions=actions)
         batch.update(reward=steps("reward"), terminated=steps("terminated").astype(np.float32))
-        next_avail = np.unpackbits(steps("next_avail_actions"), axis=-1, count=self.n_actions)
+        next_avail = np.unpackbits(steps("next_avail_actions"), axis=-1, count=n_actions)
         batch["next_avail_actions"] = next_avail.view(bool)  # unpacked: one 0/1 byte per action
         batch["mask"] = np.arange(lengths.max()) < lengths[:, None]  # [B, T]: the steps, in order
         return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
@@ -383,11 +368,6 @@ def qmix_loss(batch, args, q_network, mixer, target_q_network, target_mixer):
     return F.mse_loss(q_tot, td_target), q_taken, td_target
 
 
-@torch.no_grad()
-def soft_update(target_params, online_params, polyak):
-    torch._foreach_lerp_(target_params, online_params, polyak)
-
-
 @torch.inference_mode()  # acting records no graph
 def run_episode(env, q_network, args, epsilon, rng):
     """Play one episode with q_network. -> its steps (name -> [T, ...]), return, info"""
@@ -408,12 +388,8 @@ def run_episode(env, q_network, args, epsilon, rng):
 
 
 def evaluate(env, q_network, args):
-    """--num-eval-ep greedy episodes -> returns, lengths, battle_won or None."""
-    episodes = [run_episode(env, q_network, args, 0.0, None) for _ in range(args.num_eval_ep)]
-    steps, returns, infos = zip(*episodes, strict=True)
-    lengths = [len(episode["reward"]) for episode in steps]
-    won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
-    return returns, lengths, won
+    """--num-eval-ep greedy episodes (run_episode's)."""
+    return [run_episode(env, q_network, args, 0.0, None) for _ in range(args.num_eval_ep)]
 
 
 @dataclass
@@ -424,8 +400,6 @@ class Loop:
     num_episodes: int = 0
     num_updates: int = 0
     reward_scale: float | None = None  # rewards / reward_scale; None: no scale yet
-    episodes: list = field(default_factory=list)  # (return, length, won) since the last log
-    train_logs: dict = field(default_factory=dict)  # train/* tag -> its values since the last log
 
 
 if __name__ == "__main__":
@@ -446,27 +420,22 @@ if __name__ == "__main__":
         obs_size = agent_inputs(obs, None, env.n_actions, args).shape[-1]  # the network's input
         sizes = (env.episode_limit, env.n_agents, obs_size, env.state_size, env.n_actions)
         q_network = QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers).to(device)
-        hyper = (args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
-        mixer = QMixer(env.n_agents, env.state_size, *hyper).to(device)
+        mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim).to(device)
         target_q_network, target_mixer = copy.deepcopy(q_network), copy.deepcopy(mixer)
         nets = dict(q_network=q_network, mixer=mixer, target_q_network=target_q_network)
         nets["target_mixer"] = target_mixer
         if args.normalize_reward and not hasattr(mixer, "rescale"):
-            raise ValueError(
-                "--normalize-reward needs the mixer's rescale(); or --no-normalize-reward"
-            )
+            raise ValueError("--normalize-reward needs mixer.rescale(); or --no-normalize-reward")
         if checkpoint:  # Q_tot in units of rewards / its reward_scale
             load_networks(nets, checkpoint, f"--load-model {args.load_model!r}")
         if args.eval_only:
-            evaluation = evaluate(eval_env, q_network, args)
-            sys.exit(print_evaluation(args.load_model, eval_env, *evaluation))
+            episodes = evaluate(eval_env, q_network, args)
+            sys.exit(print_evaluation(args.load_model, eval_env, episodes))
         rb = EpisodeBuffer(args.buffer_size, *sizes, buffer_rng, args)
         run = Run(args, resume)  # runs/{env_name}__{exp_name}__{seed}__{time}
         params = [*q_network.parameters(), *mixer.parameters()]
         target_params = [*target_q_network.parameters(), *target_mixer.parameters()]
         optimizer = torch.optim.Adam(params, lr=args.learning_rate, fused=True)
-        if args.optimizer == "RMSprop":  # PyMARL's
-            optimizer = torch.optim.RMSprop(params, lr=args.learning_rate, alpha=0.99, eps=1e-5)
         reward_stats = RunningStats()
         loop = Loop(reward_scale=checkpoint and checkpoint["reward_scale"])
         # all --resume restores (a stateful object left out is refused)
@@ -482,10 +451,10 @@ if __name__ == "__main__":
         episode, ep_return, info = run_episode(env, q_network, args, epsilon, rng)
         rb.add(episode)
         reward_stats.update(episode["reward"])
-        ep_length = len(episode["reward"])
-        loop.global_step += ep_length
+        loop.global_step += len(episode["reward"])
         loop.num_episodes += 1
-        loop.episodes.append((ep_return, ep_length, info.get("battle_won")))
+        run.add({"rollout/ep_reward": ep_return, "rollout/ep_length": len(episode["reward"])})
+        run.add({"rollout/battle_won": info.get("battle_won")})  # None: not logged
 
         # TRAIN
         if rb.size >= args.batch_size and loop.num_episodes % args.train_freq == 0:
@@ -505,32 +474,27 @@ if __name__ == "__main__":
             grads = nn.utils.clip_grad_norm_(params, max_norm)  # the norm before clipping
             optimizer.step()
             loop.num_updates += 1
-            for k, v in (logs | dict(loss=loss, grads=grads)).items():
-                loop.train_logs.setdefault(f"train/{k}", []).append(v.detach())
+            logs |= dict(loss=loss, grads=grads)
+            run.add({f"train/{k}": v.detach() for k, v in logs.items()})
 
         # TARGET
         if loop.num_episodes % args.target_network_update_freq == 0:
-            soft_update(target_params, params, args.polyak)
+            with torch.no_grad():
+                torch._foreach_lerp_(target_params, params, args.polyak)
 
         # LOG
         if loop.num_episodes % args.log_every == 0:
-            returns, lengths, won = zip(*loop.episodes, strict=True)
-            scalars = {"rollout/ep_reward": np.mean(returns), "rollout/ep_length": np.mean(lengths)}
-            scalars |= {"rollout/epsilon": epsilon, "rollout/num_episodes": loop.num_episodes}
-            if won[0] is not None:
-                scalars["rollout/battle_won"] = np.mean(won)
-            scalars |= {k: torch.stack(v).mean().item() for k, v in loop.train_logs.items()}
+            scalars = {"rollout/epsilon": epsilon, "rollout/num_episodes": loop.num_episodes}
             scalars["train/num_updates"] = loop.num_updates
             scalars["train/reward_scale"] = loop.reward_scale or 1.0
-            run.log(scalars, loop.global_step)  # + charts/SPS, progress bar
-            loop.episodes, loop.train_logs = [], {}
+            run.log(scalars, loop.global_step)  # + the means of what run.add() took, charts/SPS
 
         # EVAL
         if loop.num_episodes % args.eval_steps == 0 or loop.global_step >= args.total_timesteps:
             eval_env.recording = run.video_due()  # --capture-video
-            returns, lengths, won = evaluate(eval_env, q_network, args)
+            episodes = evaluate(eval_env, q_network, args)
             # evaluations.jsonl, eval/* scalars and the video, if recorded
-            run.record_evaluation(loop.global_step, returns, lengths, won, eval_env)
+            run.record_evaluation(loop.global_step, episodes, eval_env)
             if args.save_model:
                 run.save_model(nets, loop.reward_scale or 1.0, loop.global_step)
 

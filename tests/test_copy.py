@@ -121,7 +121,7 @@ VDN = '''class VDNMixer(nn.Module):
     def rescale(self, factor):
         self.scale *= factor'''
 USE_VDN = (
-    "mixer = QMixer(env.n_agents, env.state_size, *hyper).to(device)",
+    "mixer = QMixer(env.n_agents, env.state_size, args.mixer_embed_dim).to(device)",
     "mixer = VDNMixer().to(device)",
 )
 
@@ -140,7 +140,7 @@ def test_a_mixer_without_rescale_is_refused_under_reward_normalisation(tmp_path)
     vdn = VDN[: VDN.index("    def rescale")].rstrip()
     script = copy(tmp_path, "vdn.py", USE_VDN, before="class QMixer", add=vdn)
     proc = run(tmp_path, *UNIFORM, "--total-timesteps", "400", script=script, check=False)
-    one_error_line(proc, "vdn.py", "--normalize-reward needs the mixer's rescale()")
+    one_error_line(proc, "vdn.py", "--normalize-reward needs mixer.rescale()")
     run(tmp_path, *UNIFORM, "--total-timesteps", "400", "--no-normalize-reward", script=script)
 
 

@@ -77,7 +77,7 @@ def test_each_script_links_its_page():
 
 def update_logs(source):
     """The names of the update's train/* scalars, as a script names them where it computes them:
-    `logs = dict(name=...)`, `logs | dict(name=...)`, `logs["name"] = ...`."""
+    `logs = dict(name=...)`, `logs |= dict(name=...)`, `logs["name"] = ...`."""
     names = set()
     for node in ast.walk(ast.parse(source)):
         calls = []
@@ -87,8 +87,8 @@ def update_logs(source):
                 names.add(target.slice.value)
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "logs":
             calls.append(node.value)
-        if isinstance(node, ast.BinOp) and getattr(node.left, "id", None) == "logs":
-            calls.append(node.right)
+        if isinstance(node, ast.AugAssign) and getattr(node.target, "id", None) == "logs":
+            calls.append(node.value)
         for call in calls:
             if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "dict":
                 names |= {keyword.arg for keyword in call.keywords}

@@ -150,13 +150,12 @@ def load_like_the_script(path):
     obs = qmix.agent_inputs(np.zeros((env.n_agents, env.obs_size)), None, env.n_actions, args)
     obs_size = obs.shape[-1]
     q_network = qmix.QNetwork(obs_size, env.n_actions, args.hidden_dim, args.num_layers)
-    hyper = (args.mixer_embed_dim, args.hyper_dim, args.hypernet_layers)
-    mixer = qmix.QMixer(env.n_agents, env.state_size, *hyper)
+    mixer = qmix.QMixer(env.n_agents, env.state_size, args.mixer_embed_dim)
     nets = dict(q_network=q_network, mixer=mixer)
     nets["target_q_network"] = qmix.QNetwork(
         obs_size, env.n_actions, args.hidden_dim, args.num_layers
     )
-    nets["target_mixer"] = qmix.QMixer(env.n_agents, env.state_size, *hyper)
+    nets["target_mixer"] = qmix.QMixer(env.n_agents, env.state_size, args.mixer_embed_dim)
     load_networks(nets, checkpoint, "--load-model")
     return nets
 

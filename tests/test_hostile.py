@@ -129,6 +129,24 @@ def test_a_state_whose_loop_was_edited_is_refused(saved_run, tmp_path):
     assert snapshot(run_dir) == before
 
 
+@pytest.mark.parametrize(
+    "logs",
+    [{"train/loss": ["0.5"]}, {"train/loss": [torch.tensor(1)]}, {"train/loss": []}, {7: [1.0]}],
+    ids=["text", "integer_tensor", "empty", "tag_not_text"],
+)
+def test_a_state_whose_values_not_yet_logged_were_edited_is_refused(saved_run, tmp_path, logs):
+    """What the run kept for its next log (Run.add) comes back only as Run.add keeps it: a text, an
+    integer tensor (whose mean torch refuses), an empty list or a tag that is no text would end the
+    resumed run's first log with a traceback."""
+    work, run_dir, _ = copy_run(saved_run, tmp_path)
+    tamper(run_dir, lambda state: state.update(logs=logs))
+    before = snapshot(run_dir)
+    resume = ["--resume", str(run_dir.relative_to(work)), "--total-timesteps", "800"]
+    proc = run(work, *resume, check=False)
+    assert "is damaged (logs)" in one_error_line(proc)
+    assert snapshot(run_dir) == before
+
+
 def test_a_second_resume_of_a_run_under_way_is_refused_naming_the_holder(saved_run, tmp_path):
     work, run_dir, _ = copy_run(saved_run, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -434,9 +452,10 @@ FAULTS = {
     "a symlink in the run directory": [
         test_a_symlink_in_the_run_directory_that_leaves_it_is_refused
     ],
-    "a saved state whose flags or loop were edited": [
+    "a saved state whose flags, loop or values not yet logged were edited": [
         test_a_state_whose_flags_were_edited_is_refused_and_the_run_kept,
         test_a_state_whose_loop_was_edited_is_refused,
+        test_a_state_whose_values_not_yet_logged_were_edited_is_refused,
     ],
     "a truncated or byte-flipped state": ["test_fuzz_loaders.py"],
     "a second `--resume`": [test_a_second_resume_of_a_run_under_way_is_refused_naming_the_holder],

@@ -23,12 +23,10 @@ def sum_mixer(q_agents, state):
     return q_agents.sum(-1) + state[..., 0]
 
 
-def random_mixer(seed, n_agents, state_size, hypernet_layers, scale):
+def random_mixer(seed, n_agents, state_size, scale):
     """A QMixer with random weights far from its init (scale), so monotonicity is not an init artefact."""
     torch.manual_seed(seed)
-    mixer = qmix.QMixer(
-        n_agents, state_size, embed_dim=8, hyper_dim=16, hypernet_layers=hypernet_layers
-    )
+    mixer = qmix.QMixer(n_agents, state_size, embed_dim=8)
     with torch.no_grad():
         for p in mixer.parameters():
             p.normal_(0.0, scale)
@@ -39,13 +37,12 @@ def random_mixer(seed, n_agents, state_size, hypernet_layers, scale):
 @given(
     seed=st.integers(0, 2**31 - 1),
     n_agents=st.integers(1, 6),
-    hypernet_layers=st.sampled_from([1, 2]),
     scale=st.floats(0.01, 10.0),
     q_scale=st.floats(0.01, 100.0),
 )
-def test_mixer_is_monotonic(seed, n_agents, hypernet_layers, scale, q_scale):
+def test_mixer_is_monotonic(seed, n_agents, scale, q_scale):
     state_size = 5
-    mixer = random_mixer(seed, n_agents, state_size, hypernet_layers, scale)
+    mixer = random_mixer(seed, n_agents, state_size, scale)
     gen = torch.Generator().manual_seed(seed)
     q_agents = (torch.randn(64, n_agents, generator=gen) * q_scale).requires_grad_()
     state = torch.randn(64, state_size, generator=gen) * 5
@@ -59,19 +56,15 @@ def test_mixer_is_monotonic(seed, n_agents, hypernet_layers, scale, q_scale):
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
-    hypernet_layers=st.sampled_from([1, 2]),
     old_scale=st.floats(1e-3, 1e3),
     new_scale=st.floats(1e-3, 1e3),
 )
-def test_mixer_rescale_keeps_values_in_reward_units(seed, hypernet_layers, old_scale, new_scale):
+def test_mixer_rescale_keeps_values_in_reward_units(seed, old_scale, new_scale):
     """Pop-Art's output preservation: when the reward scale moves, scale * Q_tot (a value in reward units) is
     unchanged for every state and agent Q, for the online and target mixers alike. In float64: Q_tot can be a sum of
     terms far larger than itself (a float32 CI case: 0.108 from terms of 233 in all), beyond any float32 tolerance."""
     n_agents, state_size = 3, 5
-    mixers = [
-        random_mixer(seed + i, n_agents, state_size, hypernet_layers, scale=1.0).double()
-        for i in range(2)
-    ]
+    mixers = [random_mixer(seed + i, n_agents, state_size, scale=1.0).double() for i in range(2)]
     gen = torch.Generator().manual_seed(seed)
     q_agents = torch.randn(128, n_agents, generator=gen, dtype=torch.float64) * 10
     state = torch.randn(128, state_size, generator=gen, dtype=torch.float64) * 5
@@ -88,12 +81,11 @@ def test_mixer_rescale_keeps_values_in_reward_units(seed, hypernet_layers, old_s
 @given(
     seed=st.integers(0, 2**31 - 1),
     n_actions=st.integers(2, 4),
-    hypernet_layers=st.sampled_from([1, 2]),
 )
-def test_per_agent_argmax_is_joint_argmax(seed, n_actions, hypernet_layers):
+def test_per_agent_argmax_is_joint_argmax(seed, n_actions):
     """IGM: the greedy joint action from each agent's own argmax maximises Q_tot (brute force)."""
     n_agents, state_size = 3, 4
-    mixer = random_mixer(seed, n_agents, state_size, hypernet_layers, scale=1.0)
+    mixer = random_mixer(seed, n_agents, state_size, scale=1.0)
     gen = torch.Generator().manual_seed(seed)
     q_values = torch.randn(n_agents, n_actions, generator=gen) * 3
     state = torch.randn(state_size, generator=gen)
@@ -109,7 +101,7 @@ def test_per_agent_argmax_is_joint_argmax(seed, n_actions, hypernet_layers):
 
 def test_mixer_is_not_just_a_sum():
     """The state-conditioned mixer can represent what VDN cannot: Q_tot depends on the state."""
-    mixer = random_mixer(0, 2, 3, 1, 1.0)
+    mixer = random_mixer(0, 2, 3, 1.0)
     q = torch.ones(2, 2)
     s = torch.tensor([[1.0, 0, 0], [0, 0, 1.0]])
     out = mixer(q, s)
@@ -282,7 +274,7 @@ def test_sampled_loss_is_the_mean_over_real_steps_and_ignores_padding():
         np.random.default_rng(0).normal(size=rb.fields["obs"].shape).astype(np.float32)
     )
     q_network = qmix.QNetwork(obs_size=4, n_actions=3, hidden_dim=8, num_layers=1)
-    mixer = qmix.QMixer(2, 3, embed_dim=4, hyper_dim=8, hypernet_layers=2)
+    mixer = qmix.QMixer(2, 3, embed_dim=4)
 
     def q_tot(batch):
         q_taken = q_network(batch["obs"]).gather(-1, batch["actions"].unsqueeze(-1)).squeeze(-1)
@@ -518,16 +510,6 @@ def test_acting_is_the_greedy_action_of_the_network_being_trained():
         optimizer.step()
 
 
-def test_soft_update():
-    online = [torch.ones(3), torch.full((2, 2), 2.0)]
-    target = [torch.zeros(3), torch.zeros(2, 2)]
-    qmix.soft_update(target, online, 0.25)
-    torch.testing.assert_close(target[0], torch.full((3,), 0.25))
-    torch.testing.assert_close(target[1], torch.full((2, 2), 0.5))
-    qmix.soft_update(target, online, 1.0)  # hard copy
-    torch.testing.assert_close(target[1], online[1])
-
-
 def flag_error(args):
     """check_flags' one line for args, or None."""
     try:
@@ -688,7 +670,7 @@ def test_fixed_horizon_ends_the_task_and_its_target_is_the_reward():
     )
     batch = {k: torch.from_numpy(v) for k, v in episode.items()}
     target_next_q = torch.full((25, env.n_agents, env.n_actions), 1e3)  # a runaway bootstrap
-    mixer = qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1)
+    mixer = qmix.QMixer(env.n_agents, env.state_size, 8)
     td_target = qmix.compute_td_target(batch, target_next_q, mixer, GAMMA)
     assert td_target[-1] == batch["reward"][-1]
     assert (td_target[:-1] - batch["reward"][:-1]).abs().min() > 1  # every other step bootstraps

@@ -225,7 +225,7 @@ def test_td_targets_read_the_target_unroll_at_t_plus_1_on_truncated_and_terminat
     batch["next_avail_actions"][..., 0] = True
     batch["mask"] = torch.tensor([[True, True, True], [True, True, True], [True, True, False]])
     online, target = network(obs_size, n_actions, seed=1), network(obs_size, n_actions, seed=2)
-    mixer = qmix.QMixer(n, state_size, embed_dim=8, hyper_dim=8, hypernet_layers=1)
+    mixer = qmix.QMixer(n, state_size, embed_dim=8)
     with torch.no_grad():
         inputs = lstm.sequence_inputs(batch)
         q_values = lstm.unroll(online, inputs)

@@ -220,7 +220,9 @@ def test_a_restored_state_is_not_held_twice(tmp_path):
     loaded = weakref.ref(saved["steps"]["obs"])
     rngs = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(legacy=False))
     rngs["random"] = random.getstate()
-    state = dict(objects=dict(rb=saved), rngs=rngs, step=3, models=dict(files={}, models={}))
+    state = dict(
+        objects=dict(rb=saved), rngs=rngs, step=3, models=dict(files={}, models={}), logs={}
+    )
     del saved
     restored = qmix.EpisodeBuffer(4, 5, 2, 3, 2, 3, seed=1)
     saver = SimpleNamespace(objects=dict(rb=restored), run=SimpleNamespace(dir=str(tmp_path)))

@@ -26,8 +26,6 @@ CASES = {
         "--no-double-q",
     ]
     + [
-        "--optimizer",
-        "RMSprop",
         "--clip-gradients",
         "10",
         "--polyak",

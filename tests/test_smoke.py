@@ -177,8 +177,6 @@ def test_bad_input_gives_one_error_line(tmp_path, args, message):
     "args",
     [
         ["--env-type", "nope"],
-        ["--optimizer", "SGD"],
-        ["--hypernet-layers", "3"],
         ["--env-family", "nope"],
     ],
 )
@@ -519,7 +517,7 @@ def two_step_values(model):
         "last_action"
     ]  # the paper's game: agents see the state alone (--no-last-action)
     q_network = qmix.QNetwork(3 + 2, 2, 64, 1)
-    mixer = qmix.QMixer(2, 3, 32, 64, 1)
+    mixer = qmix.QMixer(2, 3, 32)
     q_network.load_state_dict(checkpoint["q_network"])
     mixer.load_state_dict(checkpoint["mixer"])
     with torch.no_grad():

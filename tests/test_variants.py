@@ -206,7 +206,7 @@ def test_memefficient_td_targets_equal_qmix_on_truncated_terminated_and_length_1
             batches[0][key], batches[1][key]
         ), key
     torch.manual_seed(1)
-    mixer = qmix.QMixer(2, 4, embed_dim=8, hyper_dim=8, hypernet_layers=1)
+    mixer = qmix.QMixer(2, 4, embed_dim=8)
     targets = []
     for batch in batches:
         with torch.no_grad():
@@ -301,7 +301,7 @@ def test_the_update_of_every_script_is_each_episodes_own(script, double_q):
         module.QNetwork(INPUT_SIZE, env.n_actions, 8, 1) for _ in range(2)
     )
     mixer, target_mixer = (
-        qmix.QMixer(env.n_agents, env.state_size, 8, 8, 1) for _ in range(2)
+        qmix.QMixer(env.n_agents, env.state_size, 8) for _ in range(2)
     )  # targets differ
     nets = (q_network, mixer, target_q_network, target_mixer)
     args = module.Args(gamma=0.9, td_lambda=0.6, double_q=double_q)

@@ -36,6 +36,15 @@ def record_evaluation(run_dir, step, elapsed, returns, lengths, won=None, unwrit
     return []
 
 
+def episode_results(episodes):
+    """A script's episodes (run_episode's: steps as name -> [T, ...], return, info each) -> their
+    returns, lengths and battle_won (SMAClite's; else None)."""
+    steps, returns, infos = zip(*episodes, strict=True)
+    lengths = [len(episode["reward"]) for episode in steps]
+    won = [info["battle_won"] for info in infos] if "battle_won" in infos[0] else None
+    return returns, lengths, won
+
+
 def purge_records(run_dir, step):
     """Keep the records up to env step `step` (a resumed run's saved state): the later ones are
     logged again."""
@@ -47,10 +56,11 @@ def purge_records(run_dir, step):
             raise ValueError(f"cannot rewrite {path} ({e.strerror or e})") from None
 
 
-def print_evaluation(checkpoint, env, returns, lengths, won):
-    """--eval-only's summary line; its episodes are also written next to the checkpoint, in
-    <name>.eval.json (for a best checkpoint, the absolute metric that cleanmarl.report reads), and
-    the video env recorded, in <name>.mp4."""
+def print_evaluation(checkpoint, env, episodes):
+    """--eval-only's summary line of its episodes (episode_results); they are also written next to
+    the checkpoint, in <name>.eval.json (for a best checkpoint, the absolute metric that
+    cleanmarl.report reads), and the video env recorded, in <name>.mp4."""
+    returns, lengths, won = episode_results(episodes)
     summary = (
         f"eval over {len(returns)} episodes: return {np.mean(returns):.3f} +- {np.std(returns):.3f}"
     )

@@ -15,7 +15,7 @@ RESUME_MAY_CHANGE |= {"device", "torch_threads"}
 
 # (names, what they must be, the test): a flag that a script lacks is left alone
 POSITIVE = "total_timesteps buffer_size batch_size train_freq log_every eval_steps num_eval_ep"
-POSITIVE += " video_every hidden_dim hyper_dim mixer_embed_dim torch_threads checkpoint_every"
+POSITIVE += " video_every hidden_dim mixer_embed_dim torch_threads checkpoint_every"
 POSITIVE += " target_network_update_freq num_envs n_epochs"
 RANGES = [
     (POSITIVE, "> 0", lambda x: x == "auto" or x > 0),  # qmix_multienvs.py's --num-envs auto

@@ -15,8 +15,9 @@ import torch
 from cleanmarl.utils.checkpoints import check_snapshot, models_snapshot, restore_models
 from cleanmarl.utils.guard import lock_run_dir
 from cleanmarl.utils.layout import STATE_FILE, WRITE_ERRORS, atomic_save, of_type
+from cleanmarl.utils.logs import logged_values
 
-PARTS = {"script", "args", "step", "elapsed", "objects", "rngs", "models"}  # of a saved state
+PARTS = {"script", "args", "step", "elapsed", "objects", "rngs", "models", "logs"}  # of a state
 
 
 def catch_stop_signals(defer):
@@ -111,6 +112,7 @@ class TrainingState:
             script=self.script, args=vars(self.args), step=step, elapsed=self.run.elapsed()
         )
         state.update(objects=states, rngs=rngs, models=models_snapshot(self.run.dir))
+        state["logs"] = self.run.pending  # what the next log averages
         state["wandb_id"] = self.run.wandb and self.run.wandb.id
         if atomic_save(tree_map(portable, state), os.path.join(self.run.dir, STATE_FILE)):
             self.state_step = step  # else: disk full, warned, the previous state kept
@@ -133,7 +135,7 @@ class TrainingState:
             random.setstate(state["rngs"]["random"])
         except Exception as e:
             raise ValueError(f"its {STATE_FILE} is damaged (RNG: {type(e).__name__})") from None
-        self.state_step = state["step"]
+        self.run.pending, self.state_step = state["logs"], state["step"]
         state["objects"].clear()  # the objects hold it now: a buffer's steps are not kept twice
 
     def stopped(self, step):
@@ -192,12 +194,14 @@ def state_problem(state):
     if not isinstance(state, dict) or not PARTS <= set(state):
         return f"its {STATE_FILE} is damaged (its parts are missing)"
     kinds = dict(script=str, args=dict, step=int, elapsed=float, objects=dict, rngs=dict)
-    kinds |= dict(models=dict)
+    kinds |= dict(models=dict, logs=dict)
     for part, kind in kinds.items():
         if not isinstance(state[part], kind) or isinstance(state[part], bool):
             return f"its {STATE_FILE} is damaged ({part} is no {kind.__name__})"
     if state["step"] < 0 or not {"torch", "numpy", "random"} <= set(state["rngs"]):
         return f"its {STATE_FILE} is damaged (step or RNGs)"
+    if not all(isinstance(k, str) and logged_values(v) for k, v in state["logs"].items()):
+        return f"its {STATE_FILE} is damaged (logs)"
     return None
 
 

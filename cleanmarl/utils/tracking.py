@@ -11,7 +11,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from cleanmarl.utils.checkpoints import save_model
-from cleanmarl.utils.evaluations import purge_records, record_evaluation
+from cleanmarl.utils.evaluations import episode_results, purge_records, record_evaluation
 from cleanmarl.utils.guard import lock_run_dir
 from cleanmarl.utils.layout import (
     MODEL_SUFFIX,
@@ -22,6 +22,7 @@ from cleanmarl.utils.layout import (
     saved,
     warn,
 )
+from cleanmarl.utils.logs import mean
 from cleanmarl.utils.video import video_due, write_video
 
 
@@ -44,6 +45,7 @@ class Run:
             self.lock = lock_run_dir(self.dir)
         self.args, self.model_path = args, os.path.join(self.dir, args.exp_name + MODEL_SUFFIX)
         self.writer, self.wandb, self.unwritten, self.writer_failed = None, None, [], False
+        self.pending = {}  # tag -> the values add() took since the last log (the training state)
         self.eval_return = float("nan")  # the latest evaluation's, for the progress bar
         self.clock = time.time() - (resume["elapsed"] if resume else 0.0)  # had it no breaks
 
@@ -99,19 +101,31 @@ class Run:
         """The run's own seconds so far, summed over its resumes."""
         return time.time() - self.clock
 
+    def add(self, scalars):
+        """Keep scalars (tag -> a number or a tensor; None: not logged) for the next log(), which
+        logs each tag's mean: an episode's rollout/*, an update's train/* (tensors: read at the log,
+        not at each update)."""
+        for tag, value in scalars.items():
+            if value is not None:
+                self.pending.setdefault(tag, []).append(value)
+
     def log(self, scalars, step):
-        """Log scalars (tag -> value) and charts/SPS at env step `step` to TensorBoard (and W&B),
-        and show the progress: the bar moves to `step`, with rollout/ep_reward, the latest
-        evaluation and the steps/s."""
+        """Log the mean of each tag add() took since the last log, scalars (tag -> value) and
+        charts/SPS at env step `step` to TensorBoard (and W&B), and show the progress: the bar moves
+        to `step`, with rollout/ep_reward, the latest evaluation and the steps/s."""
+        scalars = {tag: mean(values) for tag, values in self.pending.items()} | scalars
+        self.pending = {}
         sps = int(step / self.elapsed())
         items = (scalars | {"charts/SPS": sps}).items()
         self.tensorboard(lambda w: [w.add_scalar(tag, value, step) for tag, value in items])
         shares = {k[7:]: v for k, v in scalars.items() if k.startswith("charts/")}  # a script's
         self.progress.show(step, scalars["rollout/ep_reward"], self.eval_return, sps, shares)
 
-    def record_evaluation(self, step, returns, lengths, won=None, env=None):
-        """Record an evaluation (evaluations.record_evaluation, at this run's clock), its eval/*
-        scalars and, where env recorded an episode (--capture-video), its video."""
+    def record_evaluation(self, step, episodes, env=None):
+        """Record an evaluation's episodes (evaluations.episode_results; record_evaluation, at this
+        run's clock), its eval/* scalars and, where env recorded an episode (--capture-video), its
+        video."""
+        returns, lengths, won = episode_results(episodes)
         self.unwritten = record_evaluation(
             self.dir, step, self.elapsed(), returns, lengths, won, self.unwritten
         )
