@@ -31,13 +31,14 @@ def test_a_reader_learns_few_project_names(script):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_each_script_is_within_1_2_x_of_qmix_and_laid_out_by_ruff(script):
-    # qmix_multienvs.py is not: its halves by turns (--overlap), saved and resumed mid-step, are
-    # about 7,000 characters over qmix.py's (1.33x)
     reference = script_size.size((ROOT / "cleanmarl" / "qmix.py").read_text())
     size = script_size.size(script.read_text())
-    ratio = 1.33 if script.name == "qmix_multienvs.py" else 1.2
-    for measure in ("characters", "code_tokens") if ratio == 1.2 else ("characters",):
-        assert size[measure] <= ratio * reference[measure], (measure, size)
+    if script.name == "qmix_multienvs.py":  # not within 1.2x: its workers, halves by turns
+        # (--overlap) and episodes resumed mid-step add about 7,000 characters to qmix.py's
+        assert size["characters"] - reference["characters"] <= 7_100, size
+    else:
+        for measure in ("characters", "code_tokens"):
+            assert size[measure] <= 1.2 * reference[measure], (measure, size)
     assert size["long_lines"] == 0 and size["fmt_skip"] == 0, size
 
 
